@@ -1,0 +1,37 @@
+# Two commands on a fresh machine: `make report` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+CONFIG ?= configs/default.yaml
+STAMP := $(VENV)/.installed
+
+.PHONY: install report prepare test test-fast bench data clean-venv
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# The dataset: the Debian package when we can install it, else FetchFile falls back to the upstream URL.
+data:
+	@bash scripts/ensure_dataset.sh
+
+report: install data
+	$(BIN)/luigi --module pipeline FullReport --config $(CONFIG)
+	@$(BIN)/python -m pipeline.where report --config $(CONFIG)
+
+prepare: install data
+	$(BIN)/luigi --module pipeline PrepareData
+
+test: install
+	$(BIN)/python -m pytest -q
+
+bench: install data
+	$(BIN)/python benchmarks/data_load.py
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,286 @@
+"""The experiment config: one typed schema, validated before any work starts.
+
+A config names the model, the training budget, the split, the seeds and a list of optimizer entries.
+Each entry's learning rate may be a list, which makes a grid. `expand_runs` turns a config into
+`RunSpec`s, one per (optimizer entry, learning rate, seed); each carries a short stable hash of exactly
+the settings that define its result, so editing one optimizer reruns that optimizer alone.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import difflib
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from tasks.errors import ConfigError
+from tasks.registry import MODEL_PARAMS, OPTIMIZER_PARAMS, resolve_params
+
+# Bump when the training code changes what a given config produces, so that old runs are not reused.
+RUN_SCHEMA_VERSION = 1
+HASH_LENGTH = 10
+
+SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+def check_safe_name(value: str, what: str) -> str:
+    """A name used as a path component: letters, digits, '_', '.', '-'; no '..', no separators."""
+    if not isinstance(value, str) or not SAFE_NAME.match(value) or ".." in value:
+        raise ValueError(
+            f"{what} {value!r} is not safe as a folder name: use 1-64 letters, digits, '_', '.' or '-', "
+            "starting with a letter or digit, and no '..'"
+        )
+    return value
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class ModelConfig(_Strict):
+    name: str
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _known_model(self) -> "ModelConfig":
+        if self.name not in MODEL_PARAMS:
+            raise ValueError(_unknown_choice("model name", self.name, MODEL_PARAMS))
+        object.__setattr__(self, "params", resolve_params(MODEL_PARAMS[self.name], self.params, "params"))
+        return self
+
+
+class TrainingConfig(_Strict):
+    epochs: int = Field(ge=1, le=10000)
+    batch_size: int = Field(ge=1, le=65536)
+
+
+class SplitConfig(_Strict):
+    validation_per_class: int = Field(default=600, ge=1, le=5000)
+    seed: int = Field(default=0, ge=0, le=2**31 - 1)
+
+
+class OptimizerEntry(_Strict):
+    name: str
+    optimizer: str | None = None  # registry name; defaults to `name`
+    learning_rate: Union[float, list[float]]
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("learning_rate", mode="before")
+    @classmethod
+    def _positive_rates(cls, value: Any) -> Any:
+        rates = value if isinstance(value, list) else [value]
+        if not rates:
+            raise ValueError("expected a number > 0 or a non-empty list of them, found an empty list")
+        for rate in rates:
+            if isinstance(rate, bool) or not isinstance(rate, (int, float)):
+                raise ValueError(f"expected a number > 0, found {rate!r}")
+            if not rate > 0 or rate != rate or rate == float("inf"):
+                raise ValueError(f"expected a finite number > 0, found {rate!r}")
+        if len(set(rates)) != len(rates):
+            raise ValueError(f"the grid lists a learning rate twice: {rates}")
+        return [float(r) for r in rates] if isinstance(value, list) else float(value)
+
+    @model_validator(mode="after")
+    def _known_optimizer(self) -> "OptimizerEntry":
+        check_safe_name(self.name, "optimizer entry name")
+        registry_name = self.optimizer or self.name
+        if registry_name not in OPTIMIZER_PARAMS:
+            field = "optimizer" if self.optimizer else "name"
+            raise ValueError(f"{field}: " + _unknown_choice("optimizer", registry_name, OPTIMIZER_PARAMS))
+        object.__setattr__(self, "optimizer", registry_name)
+        object.__setattr__(
+            self, "params", resolve_params(OPTIMIZER_PARAMS[registry_name], self.params, "params")
+        )
+        return self
+
+    @property
+    def learning_rates(self) -> list[float]:
+        return self.learning_rate if isinstance(self.learning_rate, list) else [self.learning_rate]
+
+
+class NightlyConfig(_Strict):
+    seed_policy: Literal["fixed", "date"] = "fixed"
+    regression_window: int = Field(default=5, ge=1, le=365)
+    regression_threshold: float = Field(default=0.01, ge=0, le=1)
+
+
+class ExperimentConfig(_Strict):
+    experiment: str
+    model: ModelConfig
+    training: TrainingConfig
+    split: SplitConfig = Field(default_factory=SplitConfig)
+    seeds: list[int] = Field(min_length=1)
+    optimizers: list[OptimizerEntry] = Field(min_length=1)
+    nightly: NightlyConfig = Field(default_factory=NightlyConfig)
+
+    @field_validator("experiment")
+    @classmethod
+    def _safe_experiment(cls, value: str) -> str:
+        return check_safe_name(value, "experiment name")
+
+    @field_validator("seeds")
+    @classmethod
+    def _seed_values(cls, value: list[int]) -> list[int]:
+        for seed in value:
+            if not 0 <= seed <= 2**31 - 1:
+                raise ValueError(f"expected seeds in [0, 2^31-1], found {seed}")
+        if len(set(value)) != len(value):
+            raise ValueError(f"a seed is listed twice: {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _unique_entries(self) -> "ExperimentConfig":
+        names = [entry.name for entry in self.optimizers]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ValueError(
+                f"optimizers: duplicate run name(s) {duplicates}; give each entry its own 'name' "
+                "and set 'optimizer' to the registry name"
+            )
+        return self
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One training run: the settings that define its result, plus the seed.
+
+    `settings` is plain JSON data (what TrainRun receives as a parameter); `run_hash` hashes it.
+    """
+
+    name: str
+    settings: dict[str, Any]
+    seed: int
+
+    @property
+    def run_hash(self) -> str:
+        return settings_hash(self.settings)
+
+    @property
+    def dir_name(self) -> str:
+        return f"{self.settings['model']['name']}-{self.name}-{self.run_hash}"
+
+    @property
+    def relative_dir(self) -> str:
+        return f"{self.dir_name}/seed-{self.seed}"
+
+
+def settings_hash(settings: dict[str, Any]) -> str:
+    canonical = json.dumps(settings, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:HASH_LENGTH]
+
+
+def run_settings(config: ExperimentConfig, entry: OptimizerEntry, learning_rate: float) -> dict[str, Any]:
+    """The settings of one grid point, every default resolved, as plain JSON data."""
+    return {
+        "schema_version": RUN_SCHEMA_VERSION,
+        "model": {"name": config.model.name, "params": dict(config.model.params)},
+        "training": config.training.model_dump(),
+        "split": config.split.model_dump(),
+        "optimizer": {"name": entry.optimizer, "learning_rate": learning_rate, "params": dict(entry.params)},
+    }
+
+
+def seeds_for(config: ExperimentConfig, date: dt.date | None = None) -> list[int]:
+    """The config's seeds, or, for nightly runs under the 'date' policy, seeds derived from the date."""
+    if date is None or config.nightly.seed_policy == "fixed":
+        return list(config.seeds)
+    base = int(hashlib.sha256(date.isoformat().encode()).hexdigest()[:7], 16)
+    return [(base + index) % (2**31 - 1) for index in range(len(config.seeds))]
+
+
+def expand_runs(config: ExperimentConfig, date: dt.date | None = None) -> list[RunSpec]:
+    """Every (optimizer entry × learning rate × seed) of the config, in config order."""
+    return [
+        RunSpec(name=entry.name, settings=run_settings(config, entry, rate), seed=seed)
+        for entry in config.optimizers
+        for rate in entry.learning_rates
+        for seed in seeds_for(config, date)
+    ]
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a mapping with the same key twice (PyYAML silently keeps the last)."""
+
+
+def _construct_unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r} (first on line {seen[key]})", key_node.start_mark
+            )
+        seen[key] = key_node.start_mark.line + 1
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_unique_mapping)
+
+
+def load_config(path: str | Path) -> ExperimentConfig:
+    """Read and validate an experiment YAML; every problem is a ConfigError naming the file and key."""
+    config_path = Path(path)
+    if not config_path.is_file():
+        raise ConfigError(
+            f"config file {config_path} not found; pass --config with the path of an experiment YAML "
+            "such as configs/default.yaml"
+        )
+    text = config_path.read_text(encoding="utf-8")
+    try:
+        raw = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{config_path}:{where}: YAML syntax error: {problem}") from exc
+    return parse_config(raw, source=str(config_path))
+
+
+def parse_config(raw: Any, source: str = "<config>") -> ExperimentConfig:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: expected a mapping of sections at the top level, found {type(raw).__name__}")
+    try:
+        return ExperimentConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(f"{source}: " + "; ".join(_describe(error, raw) for error in exc.errors())) from None
+
+
+_SECTION_FIELDS = {
+    (): ExperimentConfig,
+    ("model",): ModelConfig,
+    ("training",): TrainingConfig,
+    ("split",): SplitConfig,
+    ("nightly",): NightlyConfig,
+}
+
+
+def _describe(error: dict[str, Any], raw: Any) -> str:
+    location = tuple(error["loc"])
+    key = ".".join(str(part) for part in location) or "(top level)"
+    if error["type"] == "extra_forbidden":
+        parent = tuple(p for p in location[:-1] if not isinstance(p, int))
+        model = OptimizerEntry if parent == ("optimizers",) else _SECTION_FIELDS.get(parent)
+        valid = sorted(model.model_fields) if model else []
+        near = difflib.get_close_matches(str(location[-1]), valid, n=1)
+        hint = f" (did you mean '{near[0]}'?)" if near else ""
+        return f"{key}: unknown key{hint}; valid keys here: {', '.join(valid)}"
+    if error["type"] == "missing":
+        return f"{key}: required key is missing"
+    message = error["msg"].removeprefix("Value error, ")
+    found = error.get("input")
+    if error["type"].endswith("_type") or error["type"].startswith(("greater", "less")):
+        return f"{key}: {message}, found {found!r}"
+    return f"{key}: {message}"
+
+
+def _unknown_choice(what: str, value: Any, table: dict[str, Any]) -> str:
+    near = difflib.get_close_matches(str(value), sorted(table), n=1)
+    hint = f" (did you mean '{near[0]}'?)" if near else ""
+    return f"unknown {what} {value!r}{hint}; choose one of: {', '.join(sorted(table))}"

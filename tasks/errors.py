@@ -1,0 +1,36 @@
+"""The project's own exception types.
+
+Every message names the file or key at fault, what was expected, what was found, and what to do next.
+"""
+
+
+class PipelineError(Exception):
+    """Base class of every error this project raises on purpose."""
+
+
+class ConfigError(PipelineError):
+    """An experiment config or site setting is missing, malformed or impossible."""
+
+
+class FetchError(PipelineError):
+    """A raw data file could not be obtained from any configured source."""
+
+
+class DataError(PipelineError):
+    """A data file (gzip, IDX, Arrow cache) is corrupt, truncated or inconsistent."""
+
+
+class TrainingError(PipelineError):
+    """Training could not run (not a divergence: that is a recorded outcome, not an error)."""
+
+
+class EvaluationError(PipelineError):
+    """A trained run could not be restored or scored."""
+
+
+class ReportError(PipelineError):
+    """The comparison report could not be built from the runs' results."""
+
+
+class StorageError(PipelineError):
+    """The artifacts root cannot be written (permissions, full disk)."""
