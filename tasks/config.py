@@ -275,6 +275,9 @@ def _describe(error: dict[str, Any], raw: Any) -> str:
         return f"{key}: required key is missing"
     message = error["msg"].removeprefix("Value error, ")
     found = error.get("input")
+    if message.startswith(("params.", "optimizer:", "name:")):
+        # A validator that knows the sub-key says so first: join it onto the location.
+        return f"{key}.{message}"
     if error["type"].endswith("_type") or error["type"].startswith(("greater", "less")):
         return f"{key}: {message}, found {found!r}"
     return f"{key}: {message}"

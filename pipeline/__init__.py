@@ -1,0 +1,21 @@
+"""The DAG of fmnist-pipeline: Luigi task classes only; the work is in `tasks`.
+
+`luigi --module pipeline FullReport` runs everything. TensorFlow is imported inside the tasks' run()
+methods only, so scheduling a finished DAG never loads it.
+"""
+
+from pipeline.data import DecodeData, FetchFile, PrepareData
+from pipeline.reporting import ExperimentReport, FullReport
+from pipeline.settings import pipeline as PipelineSettings
+from pipeline.training import EvaluateRun, TrainRun
+
+__all__ = [
+    "DecodeData",
+    "EvaluateRun",
+    "ExperimentReport",
+    "FetchFile",
+    "FullReport",
+    "PipelineSettings",
+    "PrepareData",
+    "TrainRun",
+]

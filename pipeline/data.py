@@ -1,0 +1,69 @@
+"""The data stage: FetchFile ×4 → DecodeData → PrepareData."""
+
+from __future__ import annotations
+
+import luigi
+
+from pipeline.settings import expected_checksums, layout, settings
+from tasks.dataset import RAW_FILE_NAMES
+from tasks.storage import read_json, write_json_atomic
+
+
+class FetchFile(luigi.Task):
+    """Get one published .gz file from the first source that has a verified copy."""
+
+    name = luigi.ChoiceParameter(choices=RAW_FILE_NAMES, var_type=str)
+
+    def output(self):
+        return luigi.LocalTarget(str(layout().raw_file(self.name)))
+
+    def run(self):
+        from tasks.fetch import fetch_raw_file
+
+        payload_sha256, gz_md5 = expected_checksums(self.name)
+        site = settings()
+        fetch_raw_file(
+            self.name,
+            list(site.sources),
+            layout().raw_dir,
+            expected_payload_sha256=payload_sha256,
+            expected_gz_md5=gz_md5,
+            timeout=site.fetch_timeout,
+            retries=site.fetch_retries,
+        )
+
+
+class DecodeData(luigi.Task):
+    """Decode and validate the four IDX files into the Arrow cache; write the data manifest last."""
+
+    def requires(self):
+        return {name: FetchFile(name=name) for name in RAW_FILE_NAMES}
+
+    def output(self):
+        return luigi.LocalTarget(str(layout().manifest))
+
+    def run(self):
+        from tasks.prepare import decode_dataset
+
+        paths = layout()
+        records = {name: read_json(paths.raw_record(name)) for name in RAW_FILE_NAMES}
+        manifest = decode_dataset(paths.raw_dir, paths.arrays_dir, records)
+        write_json_atomic(self.output().path, manifest)
+
+
+class PrepareData(luigi.Task):
+    """The decoded arrays plus a seeded, stratified validation split of the training rows."""
+
+    validation_per_class = luigi.IntParameter(default=600)
+    split_seed = luigi.IntParameter(default=0)
+
+    def requires(self):
+        return DecodeData()
+
+    def output(self):
+        return luigi.LocalTarget(str(layout().split_arrow(self.validation_per_class, self.split_seed)))
+
+    def run(self):
+        from tasks.prepare import make_split
+
+        make_split(layout().train_arrow, self.output().path, self.validation_per_class, self.split_seed)

@@ -1,0 +1,77 @@
+"""Where every artifact lives under the artifacts root: pure functions of their parameters.
+
+The same parameters always give the same path, and different parameters never collide.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tasks.config import RunSpec, check_safe_name
+
+
+class Layout:
+    """Paths under one artifacts root (see artifacts/README.md for the picture)."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    # data stage
+    @property
+    def raw_dir(self) -> Path:
+        return self.root / "data" / "raw"
+
+    def raw_file(self, name: str) -> Path:
+        return self.raw_dir / name
+
+    def raw_record(self, name: str) -> Path:
+        return self.raw_dir / f"{name}.json"
+
+    @property
+    def arrays_dir(self) -> Path:
+        return self.root / "data" / "arrays"
+
+    @property
+    def train_arrow(self) -> Path:
+        return self.arrays_dir / "train.arrow"
+
+    @property
+    def test_arrow(self) -> Path:
+        return self.arrays_dir / "test.arrow"
+
+    def split_arrow(self, validation_per_class: int, seed: int) -> Path:
+        # The split's parameters are in its name, so two experiments with different splits never share one.
+        return self.arrays_dir / f"split-v{validation_per_class}-s{seed}.arrow"
+
+    @property
+    def manifest(self) -> Path:
+        return self.root / "data" / "manifest.json"
+
+    # training and evaluation
+    def run_dir(self, spec: RunSpec, namespace: str = "") -> Path:
+        base = self.root / "runs"
+        if namespace:
+            base = base / _safe_namespace(namespace)
+        return base / spec.relative_dir
+
+    # reports
+    def report_dir(self, experiment: str, date: str) -> Path:
+        return self.root / "reports" / check_safe_name(experiment, "experiment name") / date
+
+    def nightly_report_dir(self, date: str) -> Path:
+        return self.root / "reports" / "nightly" / date
+
+    @property
+    def history_dir(self) -> Path:
+        return self.root / "history"
+
+    @property
+    def scheduler_dir(self) -> Path:
+        return self.root / "scheduler"
+
+
+def _safe_namespace(namespace: str) -> str:
+    parts = namespace.split("/")
+    for part in parts:
+        check_safe_name(part, "run namespace part")
+    return "/".join(parts)

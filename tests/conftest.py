@@ -1,0 +1,79 @@
+"""Shared fixtures: a synthetic dataset, a temp artifacts root wired into luigi's config, and a
+recorder of which Luigi tasks actually ran."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import luigi
+import luigi.configuration
+import pytest
+
+from tests import synthetic
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+REAL_DATA_DIR = Path("/usr/share/datasets/fashion-mnist")
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+@pytest.fixture
+def synthetic_raw(tmp_path: Path) -> tuple[Path, Path]:
+    """(a folder holding the four synthetic .gz files, the checksums file that trusts them)."""
+    raw = tmp_path / "source"
+    checksums = synthetic.write_raw_dir(raw)
+    return raw, synthetic.write_checksums_file(tmp_path / "checksums.json", checksums)
+
+
+@pytest.fixture
+def site(tmp_path: Path, synthetic_raw):
+    """Point `[pipeline]` at a temp artifacts root and the synthetic source; undo it afterwards."""
+    raw, checksums = synthetic_raw
+    values = {
+        "artifacts_root": str(tmp_path / "artifacts"),
+        "sources": f'["{raw}"]',
+        "checksums_file": str(checksums),
+        "intra_op_threads": "1",
+        "inter_op_threads": "1",
+    }
+    config = luigi.configuration.get_config()
+    saved = {key: config.get("pipeline", key, None) for key in values}
+    for key, value in values.items():
+        config.set("pipeline", key, value)
+    yield tmp_path / "artifacts"
+    for key, value in saved.items():
+        if value is None:
+            config.remove_option("pipeline", key)
+        else:
+            config.set("pipeline", key, value)
+
+
+class RanTasks:
+    """Records the task ids whose run() started, through Luigi's START event."""
+
+    def __init__(self):
+        self.tasks: list[luigi.Task] = []
+
+    def families(self) -> list[str]:
+        return sorted(task.task_family for task in self.tasks)
+
+
+@pytest.fixture
+def ran_tasks():
+    recorder = RanTasks()
+
+    def on_start(task):
+        recorder.tasks.append(task)
+
+    luigi.Task.event_handler(luigi.Event.START)(on_start)
+    yield recorder
+    luigi.Task._event_callbacks[luigi.Task][luigi.Event.START].discard(on_start)
+
+
+def build(tasks, workers: int = 1) -> luigi.execution_summary.LuigiRunResult:
+    """Run `tasks` in-process on the local scheduler; fail the test on any task failure."""
+    result = luigi.build(tasks, local_scheduler=True, workers=workers, detailed_summary=True, log_level="WARNING")
+    assert result.scheduling_succeeded, result.summary_text
+    assert result.status.name in ("SUCCESS", "SUCCESS_WITH_RETRY"), result.summary_text
+    return result

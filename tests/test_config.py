@@ -1,0 +1,177 @@
+"""The experiment config: one schema, every bad value refused before any work, stable run hashes."""
+
+from __future__ import annotations
+
+import copy
+import sys
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tasks.config import expand_runs, load_config, parse_config
+from tasks.errors import ConfigError
+from tasks.registry import MODEL_PARAMS, OPTIMIZER_PARAMS
+
+REPO = Path(__file__).resolve().parents[1]
+
+BASE = {
+    "experiment": "unit",
+    "model": {"name": "mlp", "params": {"hidden": [16]}},
+    "training": {"epochs": 2, "batch_size": 32},
+    "seeds": [0, 1],
+    "optimizers": [
+        {"name": "sgd", "learning_rate": 0.1},
+        {"name": "adam", "learning_rate": [0.001, 0.01]},
+    ],
+}
+
+
+def with_change(path: tuple, value):
+    raw = copy.deepcopy(BASE)
+    node = raw
+    for key in path[:-1]:
+        node = node[key]
+    if value is _DELETE:
+        del node[path[-1]]
+    else:
+        node[path[-1]] = value
+    return raw
+
+
+_DELETE = object()
+
+
+def test_shipped_configs_load():
+    for path in sorted((REPO / "configs").glob("*.yaml")):
+        config = load_config(path)
+        assert expand_runs(config), path
+
+
+def test_grid_and_seeds_expand_in_order():
+    runs = expand_runs(parse_config(BASE))
+    assert [(r.name, r.settings["optimizer"]["learning_rate"], r.seed) for r in runs] == [
+        ("sgd", 0.1, 0), ("sgd", 0.1, 1),
+        ("adam", 0.001, 0), ("adam", 0.001, 1), ("adam", 0.01, 0), ("adam", 0.01, 1),
+    ]
+    # Defaults are resolved into the settings, so the hash covers them.
+    assert runs[2].settings["optimizer"]["params"] == {"beta1": 0.9, "beta2": 0.999, "epsilon": 1e-08}
+
+
+def test_hash_is_stable_and_covers_exactly_the_run_settings():
+    runs = expand_runs(parse_config(BASE))
+    again = expand_runs(parse_config(copy.deepcopy(BASE)))
+    assert [r.run_hash for r in runs] == [r.run_hash for r in again]
+    # Seeds share a folder name; grid points do not.
+    assert runs[0].dir_name == runs[1].dir_name
+    assert runs[2].dir_name != runs[4].dir_name
+    assert runs[0].relative_dir.endswith("/seed-0") and runs[1].relative_dir.endswith("/seed-1")
+    # Editing adam's rate leaves sgd's hash alone; the experiment name is not part of any hash.
+    edited = with_change(("optimizers", 1, "learning_rate"), [0.002, 0.01])
+    edited["experiment"] = "renamed"
+    edited_runs = expand_runs(parse_config(edited))
+    assert edited_runs[0].run_hash == runs[0].run_hash
+    assert edited_runs[2].run_hash != runs[2].run_hash
+    assert edited_runs[4].run_hash == runs[4].run_hash
+    # A hash is a pure function of the settings: this exact value must never drift silently.
+    assert len(runs[0].run_hash) == 10 and runs[0].dir_name.startswith("mlp-sgd-")
+
+
+@pytest.mark.parametrize(
+    "change, expected",
+    [
+        ((("model", "name"), "resnet"), ["model", "unknown model name 'resnet'", "mlp"]),
+        ((("optimizers", 0, "name"), "sgdd"), ["optimizers.0", "unknown optimizer 'sgdd'", "did you mean 'sgd'"]),
+        ((("optimizers", 0, "learning_rate"), -0.1), ["optimizers.0.learning_rate", "> 0", "-0.1"]),
+        ((("optimizers", 0, "learning_rate"), 0), ["optimizers.0.learning_rate", "> 0", "found 0"]),
+        ((("optimizers", 1, "learning_rate"), [0.1, -1]), ["optimizers.1.learning_rate", "found -1"]),
+        ((("training", "epochs"), 0), ["training.epochs", "greater than or equal to 1", "found 0"]),
+        ((("training", "batch_size"), "64"), ["training.batch_size", "valid integer", "'64'"]),
+        ((("training", "epochs"), 2.5), ["training.epochs", "found 2.5"]),
+        ((("training", "epoch"), 3), ["training.epoch", "unknown key", "did you mean 'epochs'"]),
+        ((("optimizer",), []), ["optimizer", "unknown key", "did you mean 'optimizers'"]),
+        ((("optimizers", 1, "params"), {"beta_1": 0.8}), ["params.beta_1", "did you mean 'beta1'"]),
+        ((("optimizers", 1, "params"), {"beta1": 1.5}), ["params.beta1", "[0, 1)", "1.5"]),
+        ((("experiment",), "../x"), ["experiment", "'../x'", "not safe"]),
+        ((("experiment",), "/abs"), ["experiment", "'/abs'", "not safe"]),
+        ((("optimizers", 0, "name"), "../../etc"), ["optimizers.0", "'../../etc'", "not safe"]),
+        ((("seeds",), []), ["seeds", "at least 1"]),
+        ((("seeds",), [1, 1]), ["seeds", "listed twice"]),
+        ((("training",), _DELETE), ["training", "required key is missing"]),
+        ((("model", "params"), {"hidden": [0]}), ["params.hidden", "layer sizes", "[0]"]),
+    ],
+)
+def test_bad_values_name_the_key(change, expected):
+    path, value = change
+    with pytest.raises(ConfigError) as caught:
+        parse_config(with_change(path, value), source="exp.yaml")
+    message = str(caught.value)
+    assert message.startswith("exp.yaml: ")
+    for fragment in expected:
+        assert fragment in message, f"{fragment!r} not in {message!r}"
+
+
+def test_duplicate_run_names_are_refused():
+    raw = with_change(("optimizers",), [{"name": "adam", "learning_rate": 0.1}, {"name": "adam", "learning_rate": 0.2}])
+    with pytest.raises(ConfigError, match=r"duplicate run name\(s\) \['adam'\]"):
+        parse_config(raw)
+    # Two entries of one registry optimizer are fine under distinct names.
+    raw["optimizers"][1] = {"name": "adam-fast", "optimizer": "adam", "learning_rate": 0.2}
+    names = [r.dir_name.split("-")[1] for r in expand_runs(parse_config(raw))]
+    assert "adam" in names
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match=r"config file .*nope\.yaml not found"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_yaml_syntax_error_gives_the_line(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("experiment: x\nmodel:\n  name: mlp\n  params: {hidden: [16]\ntraining: {}\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(bad)
+    assert str(bad) in str(caught.value) and "line 5" in str(caught.value) and "YAML syntax error" in str(caught.value)
+
+
+def test_duplicate_yaml_keys_are_refused(tmp_path):
+    bad = tmp_path / "dup.yaml"
+    bad.write_text(yaml.safe_dump(BASE) + "seeds: [3]\n")
+    with pytest.raises(ConfigError, match=r"duplicate key 'seeds' \(first on line \d+\)"):
+        load_config(bad)
+
+
+def test_top_level_must_be_a_mapping(tmp_path):
+    bad = tmp_path / "list.yaml"
+    bad.write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="expected a mapping of sections at the top level, found list"):
+        load_config(bad)
+
+
+def test_yaml_tags_cannot_run_code(tmp_path):
+    bad = tmp_path / "evil.yaml"
+    bad.write_text("experiment: !!python/object/apply:os.system ['echo pwned']\n")
+    with pytest.raises(ConfigError, match="YAML syntax error"):
+        load_config(bad)
+
+
+def test_registry_names_are_known_without_tensorflow():
+    code = "import sys, tasks.config; assert 'tensorflow' not in sys.modules; print('ok')"
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "ok"
+    assert {"sgd", "momentum", "nesterov", "adam", "rmsprop", "adagrad", "msvag", "svag"} <= set(OPTIMIZER_PARAMS)
+    assert set(MODEL_PARAMS) == {"logreg", "mlp", "cnn_2c2d"}
+
+
+def test_date_seed_policy_derives_seeds_from_the_date():
+    import datetime as dt
+
+    raw = copy.deepcopy(BASE)
+    raw["nightly"] = {"seed_policy": "date"}
+    config = parse_config(raw)
+    first = [r.seed for r in expand_runs(config, dt.date(2026, 1, 1))]
+    again = [r.seed for r in expand_runs(config, dt.date(2026, 1, 1))]
+    other = [r.seed for r in expand_runs(config, dt.date(2026, 1, 2))]
+    assert first == again and first != other
+    assert [r.seed for r in expand_runs(config)] == [0, 1, 0, 1, 0, 1]
