@@ -5,6 +5,7 @@ methods only, so scheduling a finished DAG never loads it.
 """
 
 from pipeline.data import DecodeData, FetchFile, PrepareData
+from pipeline.experiment import TrainExperiment
 from pipeline.reporting import ExperimentReport, FullReport
 from pipeline.settings import pipeline as PipelineSettings
 from pipeline.training import EvaluateRun, TrainRun
@@ -17,5 +18,6 @@ __all__ = [
     "FullReport",
     "PipelineSettings",
     "PrepareData",
+    "TrainExperiment",
     "TrainRun",
 ]

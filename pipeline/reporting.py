@@ -3,35 +3,15 @@
 from __future__ import annotations
 
 import datetime as dt
-import functools
-import json
 from pathlib import Path
 
 import luigi
 
+from pipeline.experiment import DEFAULT_CONFIG, config_hash, load_experiment
 from pipeline.settings import layout
 from pipeline.training import EvaluateRun
-from tasks.config import ExperimentConfig, RunSpec, expand_runs, load_config, settings_hash
+from tasks.config import ExperimentConfig, RunSpec, expand_runs
 from tasks.storage import read_json, write_json_atomic
-
-DEFAULT_CONFIG = "configs/default.yaml"
-
-
-@functools.lru_cache(maxsize=32)
-def _load(path: str, mtime_ns: int) -> tuple[ExperimentConfig, str]:
-    config = load_config(path)
-    return config, Path(path).read_text(encoding="utf-8")
-
-
-def load_experiment(path: str) -> tuple[ExperimentConfig, str]:
-    """The validated config and its text, cached per file version (scheduling asks for it often)."""
-    config_path = Path(path)
-    mtime_ns = config_path.stat().st_mtime_ns if config_path.exists() else -1
-    return _load(str(config_path), mtime_ns)
-
-
-def config_hash(config: ExperimentConfig) -> str:
-    return settings_hash(json.loads(config.model_dump_json()))
 
 
 def evaluate_tasks(specs: list[RunSpec], namespace: str = "") -> list[EvaluateRun]:

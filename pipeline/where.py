@@ -9,7 +9,7 @@ import argparse
 import datetime as dt
 import sys
 
-from pipeline.reporting import DEFAULT_CONFIG, load_experiment
+from pipeline.experiment import DEFAULT_CONFIG, load_experiment
 from pipeline.settings import layout
 from tasks.errors import PipelineError
 

@@ -1,0 +1,120 @@
+"""The data stage through Luigi: FetchFile ×4 → DecodeData → PrepareData, into a temp artifacts root."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipeline import DecodeData, PrepareData
+from tasks.arrays import load_arrays, load_indices
+from tasks.dataset import RAW_FILE_NAMES
+from tests.conftest import REAL_DATA_DIR, REPO_ROOT, build
+from tests.synthetic import TRAIN_IMAGES, make_images_labels
+
+
+def test_prepare_data_builds_everything_then_a_rerun_runs_nothing(site, ran_tasks):
+    build([PrepareData(validation_per_class=10, split_seed=3)])
+    assert ran_tasks.families() == sorted(["FetchFile"] * 4 + ["DecodeData", "PrepareData"])
+
+    for name in RAW_FILE_NAMES:
+        assert (site / "data" / "raw" / name).is_file()
+    manifest = json.loads((site / "data" / "manifest.json").read_text())
+    assert set(manifest["files"]) == set(RAW_FILE_NAMES)
+    assert manifest["files"][TRAIN_IMAGES]["rows"] == 600
+    assert all(len(entry["payload_sha256"]) == 64 and len(entry["gz_sha256"]) == 64 for entry in manifest["files"].values())
+    assert all(entry["source"] for entry in manifest["files"].values())
+
+    images, labels = load_arrays(site / "data" / "arrays" / "train.arrow")
+    expected_images, expected_labels = make_images_labels(600, seed=1)
+    np.testing.assert_array_equal(images, expected_images)
+    np.testing.assert_array_equal(labels, expected_labels)
+    validation = load_indices(site / "data" / "arrays" / "split-v10-s3.arrow")
+    assert np.bincount(labels[validation], minlength=10).tolist() == [10] * 10
+
+    ran_tasks.tasks.clear()
+    build([PrepareData(validation_per_class=10, split_seed=3)])
+    assert ran_tasks.tasks == []
+
+
+def test_a_corrupt_source_is_quarantined_and_the_next_source_used(site, synthetic_raw, tmp_path):
+    import luigi.configuration
+
+    good, _ = synthetic_raw
+    bad = tmp_path / "bad-mirror"
+    bad.mkdir()
+    for name in RAW_FILE_NAMES:
+        data = bytearray((good / name).read_bytes())
+        if name == TRAIN_IMAGES:
+            payload = bytearray(gzip.decompress(bytes(data)))
+            payload[5000] ^= 0xFF
+            data = bytearray(gzip.compress(bytes(payload)))
+        (bad / name).write_bytes(bytes(data))
+    luigi.configuration.get_config().set("pipeline", "sources", json.dumps([str(bad), str(good)]))
+
+    build([DecodeData()])
+    record = json.loads((site / "data" / "raw" / f"{TRAIN_IMAGES}.json").read_text())
+    assert record["source"].startswith(str(good))
+    quarantined = list((site / "data" / "raw" / "quarantine").glob(f"{TRAIN_IMAGES}.*"))
+    assert any(path.name.endswith(".reason.txt") for path in quarantined)
+    kept = [path for path in quarantined if not path.name.endswith(".reason.txt")]
+    assert kept and gzip.decompress(kept[0].read_bytes())[5000] != gzip.decompress((good / TRAIN_IMAGES).read_bytes())[5000]
+
+
+def _cli(args: list[str], cfg: Path) -> subprocess.CompletedProcess:
+    env = dict(os.environ, LUIGI_CONFIG_PATH=str(cfg), TF_CPP_MIN_LOG_LEVEL="2")
+    return subprocess.run([sys.executable, "-m", "luigi", "--module", "pipeline", *args],
+                          cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
+
+
+def _site_cfg(path: Path, root: Path, sources: list[str], checksums: Path | None) -> Path:
+    lines = ["[pipeline]", f"artifacts_root = {root}", f"sources = {json.dumps(sources)}", "fetch_retries = 0"]
+    if checksums:
+        lines.append(f"checksums_file = {checksums}")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_cli_runs_prepare_data_and_exits_nonzero_when_every_source_fails(tmp_path, synthetic_raw):
+    raw, checksums = synthetic_raw
+    ok = _cli(["PrepareData", "--validation-per-class", "5"],
+              _site_cfg(tmp_path / "ok.cfg", tmp_path / "a", [str(raw)], checksums))
+    assert ok.returncode == 0, ok.stderr[-3000:]
+    assert (tmp_path / "a" / "data" / "arrays" / "split-v5-s0.arrow").is_file()
+
+    missing = tmp_path / "no-such-dir"
+    failed = _cli(["PrepareData"], _site_cfg(tmp_path / "bad.cfg", tmp_path / "b", [str(missing)], checksums))
+    assert failed.returncode == 30, failed.stderr[-3000:]  # [retcode] task_failed
+    assert str(missing) in failed.stderr and "dataset-fashion-mnist" in failed.stderr
+
+
+@pytest.mark.realdata
+@pytest.mark.skipif(not REAL_DATA_DIR.is_dir(), reason="the Debian package dataset-fashion-mnist is not installed")
+def test_real_debian_files_end_to_end(tmp_path):
+    import luigi.configuration
+
+    config = luigi.configuration.get_config()
+    config.set("pipeline", "artifacts_root", str(tmp_path / "artifacts"))
+    config.set("pipeline", "sources", json.dumps([str(REAL_DATA_DIR)]))
+    try:
+        build([PrepareData()])
+    finally:
+        config.remove_option("pipeline", "artifacts_root")
+        config.remove_option("pipeline", "sources")
+    arrays = tmp_path / "artifacts" / "data" / "arrays"
+    train_images, train_labels = load_arrays(arrays / "train.arrow")
+    test_images, test_labels = load_arrays(arrays / "test.arrow")
+    assert train_images.shape == (60000, 784) and test_images.shape == (10000, 784)
+    assert np.bincount(train_labels).tolist() == [6000] * 10
+    assert np.bincount(test_labels).tolist() == [1000] * 10
+    validation = load_indices(arrays / "split-v600-s0.arrow")
+    assert len(validation) == 6000 and np.bincount(train_labels[validation]).tolist() == [600] * 10
+    manifest = json.loads((tmp_path / "artifacts" / "data" / "manifest.json").read_text())
+    assert manifest["files"]["train-images-idx3-ubyte.gz"]["payload_sha256"].startswith("c59f468a")
+    assert manifest["files"]["train-images-idx3-ubyte.gz"]["source"].startswith(str(REAL_DATA_DIR))
