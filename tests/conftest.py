@@ -15,6 +15,10 @@ from tests import synthetic
 REPO_ROOT = Path(__file__).resolve().parents[1]
 REAL_DATA_DIR = Path("/usr/share/datasets/fashion-mnist")
 
+# Enough rows for smoke.yaml's split (100 validation rows per class) and still tiny.
+SYNTHETIC_TRAIN_ROWS = 2000
+SYNTHETIC_TEST_ROWS = 500
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
@@ -22,7 +26,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 def synthetic_raw(tmp_path: Path) -> tuple[Path, Path]:
     """(a folder holding the four synthetic .gz files, the checksums file that trusts them)."""
     raw = tmp_path / "source"
-    checksums = synthetic.write_raw_dir(raw)
+    checksums = synthetic.write_raw_dir(raw, train_count=SYNTHETIC_TRAIN_ROWS, test_count=SYNTHETIC_TEST_ROWS)
     return raw, synthetic.write_checksums_file(tmp_path / "checksums.json", checksums)
 
 

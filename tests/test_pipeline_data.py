@@ -15,7 +15,7 @@ import pytest
 from pipeline import DecodeData, PrepareData
 from tasks.arrays import load_arrays, load_indices
 from tasks.dataset import RAW_FILE_NAMES
-from tests.conftest import REAL_DATA_DIR, REPO_ROOT, build
+from tests.conftest import REAL_DATA_DIR, REPO_ROOT, SYNTHETIC_TRAIN_ROWS, build
 from tests.synthetic import TRAIN_IMAGES, make_images_labels
 
 
@@ -27,12 +27,12 @@ def test_prepare_data_builds_everything_then_a_rerun_runs_nothing(site, ran_task
         assert (site / "data" / "raw" / name).is_file()
     manifest = json.loads((site / "data" / "manifest.json").read_text())
     assert set(manifest["files"]) == set(RAW_FILE_NAMES)
-    assert manifest["files"][TRAIN_IMAGES]["rows"] == 600
+    assert manifest["files"][TRAIN_IMAGES]["rows"] == SYNTHETIC_TRAIN_ROWS
     assert all(len(entry["payload_sha256"]) == 64 and len(entry["gz_sha256"]) == 64 for entry in manifest["files"].values())
     assert all(entry["source"] for entry in manifest["files"].values())
 
     images, labels = load_arrays(site / "data" / "arrays" / "train.arrow")
-    expected_images, expected_labels = make_images_labels(600, seed=1)
+    expected_images, expected_labels = make_images_labels(SYNTHETIC_TRAIN_ROWS, seed=1)
     np.testing.assert_array_equal(images, expected_images)
     np.testing.assert_array_equal(labels, expected_labels)
     validation = load_indices(site / "data" / "arrays" / "split-v10-s3.arrow")

@@ -1,0 +1,109 @@
+"""FullReport end to end: smoke.yaml on synthetic data in-process, and on the real files from the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import yaml
+from PIL import Image
+
+from pipeline import FullReport
+from tasks.config import expand_runs, load_config
+from tasks.layout import Layout
+from tests.conftest import REAL_DATA_DIR, REPO_ROOT, build
+
+SMOKE = REPO_ROOT / "configs" / "smoke.yaml"
+
+
+def _report_dir(root: Path, date: str = "2026-01-02") -> Path:
+    return root / "reports" / "smoke" / date
+
+
+def _assert_report_is_complete(report_dir: Path, config_path: Path, root: Path) -> None:
+    for name in ("report.html", "report.md", "summary.parquet", "report.json"):
+        assert (report_dir / name).is_file(), name
+    figures = sorted((report_dir / "figures").glob("*.png"))
+    assert len(figures) >= 5, figures
+    for figure in figures:
+        with Image.open(figure) as image:
+            assert image.format == "PNG" and image.width >= 200 and image.height >= 150, figure
+        assert figure.stat().st_size > 5000, figure
+    html = (report_dir / "report.html").read_text()
+    for figure in figures:
+        assert f"figures/{figure.name}" in html, figure
+
+    # The table's numbers are the evaluation.json numbers (one seed here: mean = that run's value).
+    config = load_config(config_path)
+    layout = Layout(root)
+    table = {row["name"]: row for row in json.loads((report_dir / "report.json").read_text())["table"]}
+    summary = pq.read_table(report_dir / "summary.parquet").to_pylist()
+    assert len(summary) == len(expand_runs(config))
+    for spec in expand_runs(config):
+        evaluation = json.loads((layout.run_dir(spec) / "evaluation.json").read_text())
+        assert evaluation["status"] == "completed"
+        accuracy = evaluation["test"]["accuracy"]
+        assert table[spec.name]["test_accuracy_mean"] == pytest.approx(accuracy, abs=1e-12)
+        row = next(r for r in summary if r["name"] == spec.name and r["seed"] == spec.seed)
+        assert row["test_accuracy"] == pytest.approx(accuracy, abs=1e-12)
+        assert f"{accuracy:.4f}" in html
+
+
+def test_full_report_on_smoke_then_rerun_then_edit_one_learning_rate(site, ran_tasks, tmp_path):
+    import datetime as dt
+
+    date = dt.date(2026, 1, 2)
+    build([FullReport(config=str(SMOKE), date=date)])
+    families = ran_tasks.families()
+    assert families.count("TrainRun") == 5 and families.count("EvaluateRun") == 5
+    assert families.count("ExperimentReport") == 1
+    _assert_report_is_complete(_report_dir(site), SMOKE, site)
+
+    ran_tasks.tasks.clear()
+    build([FullReport(config=str(SMOKE), date=date)])
+    assert ran_tasks.tasks == [], "a rerun on finished artifacts must run no task"
+
+    edited = tmp_path / "smoke-edited.yaml"
+    raw = yaml.safe_load(SMOKE.read_text())
+    for entry in raw["optimizers"]:
+        if entry["name"] == "adam":
+            entry["learning_rate"] = 0.002
+    edited.write_text(yaml.safe_dump(raw))
+    ran_tasks.tasks.clear()
+    build([FullReport(config=str(edited), date=date)])
+    ran = sorted((task.task_family, getattr(task, "name", None)) for task in ran_tasks.tasks)
+    assert ran == [("EvaluateRun", "adam"), ("ExperimentReport", None), ("FullReport", None), ("TrainRun", "adam")]
+    _assert_report_is_complete(_report_dir(site), edited, site)
+
+
+@pytest.mark.realdata
+@pytest.mark.skipif(not REAL_DATA_DIR.is_dir(), reason="the Debian package dataset-fashion-mnist is not installed")
+def test_full_report_cli_on_the_real_data(tmp_path):
+    root = tmp_path / "artifacts"
+    cfg = tmp_path / "site.cfg"
+    cfg.write_text(f"[pipeline]\nartifacts_root = {root}\nsources = {json.dumps([str(REAL_DATA_DIR)])}\n")
+    env = dict(os.environ, LUIGI_CONFIG_PATH=str(cfg), TF_CPP_MIN_LOG_LEVEL="2")
+    command = [sys.executable, "-m", "luigi", "--module", "pipeline", "FullReport", "--config", str(SMOKE),
+               "--date", "2026-01-02"]
+    done = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-4000:]
+    _assert_report_is_complete(_report_dir(root), SMOKE, root)
+    summary = pq.read_table(_report_dir(root) / "summary.parquet").to_pylist()
+    accuracies = {row["name"]: row["test_accuracy"] for row in summary}
+    # Two epochs of a 32-unit MLP on the real data: every optimizer is far above chance (0.1).
+    assert all(accuracy > 0.7 for accuracy in accuracies.values()), accuracies
+
+    where = subprocess.run([sys.executable, "-m", "pipeline.where", "report", "--config", str(SMOKE),
+                            "--date", "2026-01-02"], cwd=REPO_ROOT, env=env, capture_output=True, text=True)
+    assert where.returncode == 0 and where.stdout.strip().endswith("reports/smoke/2026-01-02/report.html")
+
+    again = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0
+    assert "complete ones were encountered" in again.stdout + again.stderr
+    assert "ran successfully" not in again.stdout + again.stderr
