@@ -1,0 +1,95 @@
+"""The optimizer registry: a name of `tasks.registry.OPTIMIZER_PARAMS` → a `tf.compat.v1.train.Optimizer`.
+
+TensorFlow is imported inside the factories, so that the scheduler and the config code can import
+this module without loading TF.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from tasks.errors import ConfigError
+from tasks.registry import OPTIMIZER_PARAMS, resolve_params
+
+
+def _tf():
+    import tensorflow.compat.v1 as tf
+
+    return tf
+
+
+def _sgd(learning_rate: float, params: dict[str, Any]):
+    return _tf().train.GradientDescentOptimizer(learning_rate)
+
+
+def _momentum(learning_rate: float, params: dict[str, Any]):
+    return _tf().train.MomentumOptimizer(learning_rate, momentum=params["momentum"])
+
+
+def _nesterov(learning_rate: float, params: dict[str, Any]):
+    return _tf().train.MomentumOptimizer(learning_rate, momentum=params["momentum"], use_nesterov=True)
+
+
+def _adam(learning_rate: float, params: dict[str, Any]):
+    return _tf().train.AdamOptimizer(
+        learning_rate, beta1=params["beta1"], beta2=params["beta2"], epsilon=params["epsilon"]
+    )
+
+
+def _rmsprop(learning_rate: float, params: dict[str, Any]):
+    return _tf().train.RMSPropOptimizer(
+        learning_rate, decay=params["decay"], momentum=params["momentum"], epsilon=params["epsilon"]
+    )
+
+
+def _adagrad(learning_rate: float, params: dict[str, Any]):
+    return _tf().train.AdagradOptimizer(
+        learning_rate, initial_accumulator_value=params["initial_accumulator_value"]
+    )
+
+
+def _msvag(learning_rate: float, params: dict[str, Any]):
+    from tasks.msvag import MSVAGOptimizer
+
+    return MSVAGOptimizer(learning_rate, beta=params["beta"])
+
+
+def _svag(learning_rate: float, params: dict[str, Any]):
+    from tasks.msvag import SVAGOptimizer
+
+    return SVAGOptimizer(learning_rate, beta=params["beta"])
+
+
+_FACTORIES: dict[str, Callable[[float, dict[str, Any]], Any]] = {
+    "sgd": _sgd,
+    "momentum": _momentum,
+    "nesterov": _nesterov,
+    "adam": _adam,
+    "rmsprop": _rmsprop,
+    "adagrad": _adagrad,
+    "msvag": _msvag,
+    "svag": _svag,
+}
+
+OPTIMIZER_NAMES: tuple[str, ...] = tuple(_FACTORIES)
+
+
+def make_optimizer(name: str, learning_rate: float, params: dict[str, Any]):
+    """Build the optimizer `name` with its resolved hyper-parameters; raise ConfigError naming what is wrong.
+
+    `params` normally arrive resolved by the config schema; they are checked again against the registry
+    here (a missing one takes its default) so that a caller bypassing the schema cannot slip a typo in.
+    """
+    if name not in _FACTORIES:
+        raise ConfigError(
+            f"optimizer '{name}': unknown optimizer; valid optimizers: {', '.join(OPTIMIZER_NAMES)}"
+        )
+    if isinstance(learning_rate, bool) or not isinstance(learning_rate, (int, float)) or not learning_rate > 0:
+        raise ConfigError(
+            f"optimizer '{name}' learning_rate: expected a number > 0, found {learning_rate!r}"
+        )
+    try:
+        resolved = resolve_params(OPTIMIZER_PARAMS[name], dict(params), f"optimizer '{name}' params")
+    except ValueError as exc:
+        raise ConfigError(f"{exc}; fix the optimizer entry in the experiment config") from None
+    return _FACTORIES[name](float(learning_rate), resolved)
