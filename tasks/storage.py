@@ -24,7 +24,7 @@ TEMP_MARKER = ".tmp-"
 QUARANTINE_DIR = "quarantine"
 
 
-def _storage_error(path: Path, exc: OSError) -> StorageError:
+def storage_error(path: Path, exc: OSError) -> StorageError:
     if exc.errno == errno.ENOSPC:
         hint = "the disk is full; free space under the artifacts root and rerun"
     elif exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
@@ -40,7 +40,7 @@ def ensure_dir(path: str | os.PathLike) -> Path:
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise _storage_error(directory, exc) from exc
+        raise storage_error(directory, exc) from exc
     return directory
 
 
@@ -56,7 +56,7 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     try:
         fd, temp_name = tempfile.mkstemp(prefix=f".{final.name}{TEMP_MARKER}", suffix=suffix, dir=final.parent)
     except OSError as exc:
-        raise _storage_error(final, exc) from exc
+        raise storage_error(final, exc) from exc
     os.close(fd)
     temp = Path(temp_name)
     try:
@@ -66,7 +66,7 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
         _fsync_dir(final.parent)
     except OSError as exc:
         temp.unlink(missing_ok=True)
-        raise _storage_error(final, exc) from exc
+        raise storage_error(final, exc) from exc
     except BaseException:
         temp.unlink(missing_ok=True)
         raise
@@ -80,7 +80,7 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[BinaryIO]
             with open(temp, mode) as handle:
                 yield handle
         except OSError as exc:
-            raise _storage_error(Path(path), exc) from exc
+            raise storage_error(Path(path), exc) from exc
 
 
 def write_json_atomic(path: str | os.PathLike, payload: Any) -> None:
