@@ -1,0 +1,193 @@
+"""The numbers of the optimizer comparison: per-run results, grid points, best points, table rows.
+
+Everything here is read from each run's evaluation.json (and run.json for wall time), once. The
+report's HTML and Markdown tables, its figures and summary.parquet all render these same objects, so
+no number is computed twice in two different ways.
+
+Selection rule: an entry's best grid point has the fewest diverged seeds, then the highest mean final
+validation accuracy over its completed seeds, then comes first in config order. Test accuracy is never
+used to choose: it would leak the test set into model selection.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from tasks.errors import ReportError
+
+SGD_ENTRY = "sgd"
+SUMMARY_SCHEMA = pa.schema([
+    ("name", pa.string()), ("optimizer", pa.string()), ("learning_rate", pa.float64()), ("seed", pa.int64()),
+    ("run_hash", pa.string()), ("status", pa.string()), ("test_accuracy", pa.float64()),
+    ("test_loss", pa.float64()), ("best_val_accuracy", pa.float64()), ("best_val_epoch", pa.int32()),
+    ("final_val_accuracy", pa.float64()), ("seconds_per_epoch", pa.float64()), ("wall_seconds", pa.float64()),
+])
+RUN_KEYS = ("name", "optimizer", "learning_rate", "params", "seed", "run_hash", "run_dir", "run", "evaluation")
+
+
+@dataclass
+class RunResult:
+    """One run as the report sees it. Result fields are None for a diverged run: nothing is invented."""
+
+    name: str
+    optimizer: str
+    learning_rate: float
+    params: dict[str, Any]
+    seed: int
+    run_hash: str
+    status: str
+    run_dir: Path
+    run: dict[str, Any]
+    evaluation: dict[str, Any]
+    test_accuracy: float | None = None
+    test_loss: float | None = None
+    best_val_accuracy: float | None = None
+    best_val_epoch: int | None = None
+    final_val_accuracy: float | None = None
+    seconds_per_epoch: float | None = None
+    wall_seconds: float | None = None
+
+    def summary_row(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in SUMMARY_SCHEMA.names}
+
+    @property
+    def diverged_text(self) -> str:
+        where = self.evaluation.get("diverged_at") or {}
+        return f"diverged at epoch {where.get('epoch', '?')}, step {where.get('step', '?')}"
+
+
+def run_result(run: dict[str, Any]) -> RunResult:
+    """Check one run dict of build_report and read its numbers; ReportError names what is wrong."""
+    missing = [key for key in RUN_KEYS if key not in run]
+    if missing:
+        raise ReportError(f"run {run.get('name', '?')}/seed {run.get('seed', '?')}: missing keys {missing}; "
+                          f"each run needs {list(RUN_KEYS)}")
+    evaluation, where = run["evaluation"], Path(run["run_dir"]) / "evaluation.json"
+    status = evaluation.get("status")
+    if status != run["run"].get("status"):
+        raise ReportError(f"{where}: status {status!r} disagrees with run.json's {run['run'].get('status')!r}; "
+                          "delete evaluation.json and rerun EvaluateRun")
+    if evaluation.get("run_hash") != run["run_hash"]:
+        raise ReportError(f"{where}: run_hash {evaluation.get('run_hash')!r}, expected {run['run_hash']!r}; "
+                          "it belongs to another run: delete it and rerun EvaluateRun")
+    result = RunResult(
+        name=run["name"], optimizer=run["optimizer"], learning_rate=float(run["learning_rate"]),
+        params=dict(run["params"]), seed=int(run["seed"]), run_hash=run["run_hash"], status=status,
+        run_dir=Path(run["run_dir"]), run=run["run"], evaluation=evaluation,
+        wall_seconds=run["run"].get("wall_seconds"),
+    )
+    metrics = evaluation.get("metrics")
+    if metrics:
+        result.seconds_per_epoch = metrics.get("seconds_per_epoch")
+    if status == "diverged":
+        return result
+    test = evaluation.get("test")
+    if not test or not metrics:
+        raise ReportError(f"{where}: a completed run without test scores or metrics; rerun EvaluateRun")
+    result.test_accuracy, result.test_loss = test["accuracy"], test["loss"]
+    result.best_val_accuracy, result.best_val_epoch = metrics["best"]["val_accuracy"], metrics["best"]["epoch"]
+    result.final_val_accuracy = metrics["final"]["val_accuracy"]
+    return result
+
+
+def mean_std(values: list[float | None]) -> tuple[float | None, float | None]:
+    """Mean and sample std (ddof=1) over the non-null values; std is None with fewer than two."""
+    present = np.array([value for value in values if value is not None], dtype=np.float64)
+    if present.size == 0:
+        return None, None
+    return float(present.mean()), float(present.std(ddof=1)) if present.size > 1 else None
+
+
+@dataclass
+class GridPoint:
+    """All seeds of one (entry, hyper-parameters) point, identified by its run hash."""
+
+    name: str
+    run_hash: str
+    learning_rate: float
+    runs: list[RunResult] = field(default_factory=list)
+
+    @property
+    def completed(self) -> list[RunResult]:
+        return [run for run in self.runs if run.status == "completed"]
+
+    @property
+    def diverged(self) -> int:
+        return len(self.runs) - len(self.completed)
+
+    @property
+    def mean_final_val_accuracy(self) -> float | None:
+        return mean_std([run.final_val_accuracy for run in self.completed])[0]
+
+
+def group_grid(results: list[RunResult]) -> dict[str, list[GridPoint]]:
+    """Entry name → its grid points, both in the order the runs were given (config order)."""
+    grid: dict[str, dict[str, GridPoint]] = {}
+    for result in results:
+        points = grid.setdefault(result.name, {})
+        point = points.setdefault(result.run_hash, GridPoint(result.name, result.run_hash, result.learning_rate))
+        if any(run.seed == result.seed for run in point.runs):
+            raise ReportError(f"{result.name} (run {result.run_hash}) lists seed {result.seed} twice; "
+                              "pass each run once")
+        point.runs.append(result)
+    return {name: list(points.values()) for name, points in grid.items()}
+
+
+def select_best(points: list[GridPoint]) -> GridPoint:
+    """The selection rule of this module's docstring; min() keeps the first of equal keys."""
+    def key(point: GridPoint) -> tuple[int, float]:
+        score = point.mean_final_val_accuracy
+        return point.diverged, -(score if score is not None else -np.inf)
+
+    return min(points, key=key)
+
+
+def format_params(params: dict[str, Any]) -> str:
+    return ", ".join(f"{key}={value}" for key, value in sorted(params.items())) or "defaults"
+
+
+def table_rows(grid: dict[str, list[GridPoint]], best: dict[str, GridPoint]) -> list[dict[str, Any]]:
+    """One row per entry at its best grid point: what the templates render and build_report returns."""
+    rows = []
+    for name, points in grid.items():
+        point = best[name]
+        first = point.runs[0]
+        completed = point.completed
+        test_mean, test_std = mean_std([run.test_accuracy for run in completed])
+        rows.append({
+            "name": name, "optimizer": first.optimizer, "learning_rate": point.learning_rate,
+            "params": format_params(first.params), "run_hash": point.run_hash,
+            "status": "completed" if completed else "diverged",
+            "seeds": [run.seed for run in point.runs], "grid_points": len(points),
+            "test_accuracy_mean": test_mean, "test_accuracy_std": test_std,
+            "test_loss_mean": mean_std([run.test_loss for run in completed])[0],
+            "best_val_accuracy_mean": mean_std([run.best_val_accuracy for run in completed])[0],
+            "best_val_epochs": [run.best_val_epoch for run in completed],
+            "final_val_accuracy_mean": point.mean_final_val_accuracy,
+            "diverged_runs": sum(p.diverged for p in points), "total_runs": sum(len(p.runs) for p in points),
+            "seconds_per_epoch": mean_std([run.seconds_per_epoch for run in point.runs])[0],
+            "overhead_vs_sgd": None,
+        })
+    reference = next((row for row in rows if row["name"] == SGD_ENTRY), None)
+    if reference is None:  # an entry may be renamed, e.g. "sgd-baseline"; the registry name still says sgd
+        reference = next((row for row in rows if row["optimizer"] == SGD_ENTRY), None)
+    if reference is not None and reference["seconds_per_epoch"]:
+        for row in rows:
+            if row["seconds_per_epoch"] is not None:
+                row["overhead_vs_sgd"] = row["seconds_per_epoch"] / reference["seconds_per_epoch"]
+    return rows
+
+
+def best_run(results: list[RunResult]) -> RunResult | None:
+    """The completed run with the highest test accuracy (first on ties): shown, never used to select."""
+    completed = [run for run in results if run.status == "completed"]
+    return max(completed, key=lambda run: run.test_accuracy) if completed else None
+
+
+def summary_table(results: list[RunResult]) -> pa.Table:
+    return pa.Table.from_pylist([result.summary_row() for result in results], schema=SUMMARY_SCHEMA)

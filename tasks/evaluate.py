@@ -1,0 +1,270 @@
+"""Score one trained run on the test set, and summarise its per-epoch metrics.
+
+The final checkpoint is restored by tensor name from the run's standalone `checkpoints/inference.meta`,
+so no project model code is involved: this proves the saved artifact is usable on its own. TensorFlow
+is imported only when a graph is restored, so the metrics helpers here stay cheap for the report.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from tasks.arrays import load_arrays
+from tasks.dataset import NUM_CLASSES
+from tasks.errors import DataError, EvaluationError
+from tasks.storage import write_json_atomic
+
+EVALUATION_SCHEMA_VERSION = 1
+RUN_JSON = "run.json"
+METRICS_PARQUET = "metrics.parquet"
+INFERENCE_META = "checkpoints/inference.meta"
+METRIC_COLUMNS = (
+    "epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "wall_seconds", "examples_per_second",
+)
+# Only what scoring needs: a graph without `logits:0` or `accuracy:0` still evaluates correctly.
+REQUIRED_TENSORS = ("images:0", "labels:0", "loss:0", "predictions:0")
+RUN_STATUSES = ("completed", "diverged")
+
+
+def read_metrics(path: Path) -> dict[str, np.ndarray]:
+    """metrics.parquet as {column: numpy array}, sorted by epoch; EvaluationError when unusable."""
+    path = Path(path)
+    if not path.is_file():
+        raise EvaluationError(f"{path}: metrics file not found; rerun TrainRun for this run to write it")
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowException, OSError) as exc:
+        raise EvaluationError(f"{path}: not a readable Parquet file ({exc}); delete the run folder and retrain") from None
+    missing = [name for name in METRIC_COLUMNS if name not in table.column_names]
+    if missing:
+        raise EvaluationError(
+            f"{path}: expected columns {list(METRIC_COLUMNS)}, missing {missing}; the run was written by "
+            "other training code: delete the run folder and retrain"
+        )
+    columns = {name: table.column(name).to_numpy(zero_copy_only=False) for name in METRIC_COLUMNS}
+    order = np.argsort(columns["epoch"], kind="stable")
+    return {name: np.asarray(values)[order] for name, values in columns.items()}
+
+
+def _finite(value: Any) -> float | None:
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def summarize_metrics(metrics: dict[str, np.ndarray]) -> dict[str, Any] | None:
+    """Best (by val_accuracy, ties → earliest) and final epoch of a run's metrics; None without rows."""
+    epochs = metrics["epoch"]
+    if len(epochs) == 0:
+        return None
+    val_accuracy = np.asarray(metrics["val_accuracy"], dtype=np.float64)
+    # NaN never wins; np.argmax returns the first maximum, which gives "ties → earliest".
+    ranked = np.where(np.isfinite(val_accuracy), val_accuracy, -np.inf)
+    best = int(np.argmax(ranked))
+    return {
+        "epochs": int(len(epochs)),
+        "best": {
+            "epoch": int(epochs[best]),
+            "val_accuracy": _finite(val_accuracy[best]),
+            "val_loss": _finite(metrics["val_loss"][best]),
+        },
+        "final": {
+            "epoch": int(epochs[-1]),
+            "val_accuracy": _finite(val_accuracy[-1]),
+            "val_loss": _finite(metrics["val_loss"][-1]),
+            "train_loss": _finite(metrics["train_loss"][-1]),
+            "train_accuracy": _finite(metrics["train_accuracy"][-1]),
+        },
+        "seconds_per_epoch": _finite(np.mean(metrics["wall_seconds"])),
+    }
+
+
+def read_run_json(run_dir: Path) -> dict[str, Any]:
+    path = Path(run_dir) / RUN_JSON
+    if not path.is_file():
+        raise EvaluationError(f"{path}: run record not found; rerun TrainRun for this run")
+    try:
+        run = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise EvaluationError(f"{path}: not readable JSON ({exc}); delete the run folder and retrain") from None
+    status = run.get("status") if isinstance(run, dict) else None
+    if status not in RUN_STATUSES:
+        raise EvaluationError(
+            f"{path}: expected status one of {list(RUN_STATUSES)}, found {status!r}; the run did not finish: rerun TrainRun"
+        )
+    return run
+
+
+def evaluate_run(
+    run_dir: Path,
+    test_arrow: Path,
+    *,
+    intra_op_threads: int = 2,
+    inter_op_threads: int = 1,
+    batch_size: int = 2000,
+    max_misclassified: int = 100,
+) -> dict[str, Any]:
+    """The evaluation record of one run: metrics summary plus test-set scores (None when diverged)."""
+    run_dir = Path(run_dir)
+    run = read_run_json(run_dir)
+    result: dict[str, Any] = {
+        "schema_version": EVALUATION_SCHEMA_VERSION,
+        "run_hash": run.get("run_hash"),
+        "seed": run.get("seed"),
+        "status": run["status"],
+        "diverged_at": run.get("diverged_at"),
+        "epochs_completed": run.get("epochs_completed"),
+        "checkpoint": run.get("final_checkpoint"),
+        "metrics": None,
+        "test": None,
+    }
+    metrics_path = run_dir / METRICS_PARQUET
+    # A run that diverged in its first epoch may have no metrics file: nothing to summarise, not an error.
+    if metrics_path.exists() or run["status"] != "diverged":
+        result["metrics"] = summarize_metrics(read_metrics(metrics_path))
+    if run["status"] == "diverged":
+        return result  # a diverged run has no trustworthy weights: no test numbers are made up
+    if not run.get("final_checkpoint"):
+        raise EvaluationError(
+            f"{run_dir / RUN_JSON}: status is 'completed' but final_checkpoint is empty; delete the run folder and retrain"
+        )
+    if batch_size < 1:
+        raise EvaluationError(f"evaluation batch_size must be >= 1, found {batch_size}")
+    try:
+        images, labels = load_arrays(test_arrow)
+    except DataError as exc:
+        raise EvaluationError(f"cannot read the test set: {exc}") from None
+    if len(labels) == 0:
+        raise EvaluationError(f"{test_arrow}: the test set has no rows; rebuild it with PrepareData")
+    predictions, loss = _predict(
+        run_dir / INFERENCE_META, run_dir / run["final_checkpoint"], images, labels,
+        batch_size=batch_size, threads=(intra_op_threads, inter_op_threads),
+    )
+    result["test"] = score_predictions(labels, predictions, loss, max_misclassified=max_misclassified)
+    return result
+
+
+def score_predictions(
+    labels: np.ndarray, predictions: np.ndarray, loss: float, *, max_misclassified: int
+) -> dict[str, Any]:
+    """Accuracy, confusion matrix (rows true, columns predicted), per-class accuracy, misclassified rows."""
+    labels = np.asarray(labels, dtype=np.int64)
+    predictions = np.asarray(predictions, dtype=np.int64)
+    if predictions.min(initial=0) < 0 or predictions.max(initial=0) >= NUM_CLASSES:
+        raise EvaluationError(
+            f"the model predicted classes outside 0-{NUM_CLASSES - 1}; its `predictions:0` tensor is not an argmax "
+            "over 10 logits: check the model's output layer"
+        )
+    confusion = np.zeros((NUM_CLASSES, NUM_CLASSES), dtype=np.int64)
+    np.add.at(confusion, (labels, predictions), 1)
+    class_counts = confusion.sum(axis=1)
+    per_class = [int(confusion[c, c]) / int(class_counts[c]) if class_counts[c] else None for c in range(NUM_CLASSES)]
+    wrong = np.flatnonzero(labels != predictions)
+    shown = wrong[: max(0, max_misclassified)]
+    return {
+        "examples": int(len(labels)),
+        "loss": _finite(loss),  # JSON has no NaN: a non-finite loss is recorded as null
+        "accuracy": float(np.trace(confusion)) / len(labels),
+        "class_counts": class_counts.tolist(),
+        "per_class_accuracy": per_class,
+        "confusion_matrix": confusion.tolist(),
+        "misclassified_total": int(len(wrong)),
+        "misclassified": [
+            {"index": int(row), "true": int(labels[row]), "predicted": int(predictions[row])} for row in shown
+        ],
+    }
+
+
+def write_evaluation(path: Path, result: dict[str, Any]) -> None:
+    """Write an evaluation record as evaluation.json, atomically."""
+    write_json_atomic(path, result)
+
+
+def _tf_v1():
+    import tensorflow.compat.v1 as tf  # deferred: scheduling and reporting never load TF
+
+    tf.disable_v2_behavior()
+    return tf
+
+
+_TF_BOILERPLATE = ("Graph execution error", "Detected at node", "Node:", "[[", "(most recent call last)")
+
+
+def _short(exc: BaseException) -> str:
+    """The one informative line of a TF error, without its node dump, for our own message."""
+    text = getattr(exc, "message", None) or str(exc)
+    lines = [line.strip() for line in text.splitlines()]
+    useful = [line for line in lines if line and not any(marker in line for marker in _TF_BOILERPLATE)]
+    return f"{type(exc).__name__}: {useful[0][:300] if useful else 'no detail'}"
+
+
+def _predict(
+    meta_path: Path, checkpoint: Path, images: np.ndarray, labels: np.ndarray, *, batch_size: int,
+    threads: tuple[int, int],
+) -> tuple[np.ndarray, float]:
+    """Predictions for every row and the example-weighted mean loss, from the restored graph."""
+    from google.protobuf.message import DecodeError
+
+    tf = _tf_v1()
+    if not meta_path.is_file():
+        raise EvaluationError(f"{meta_path}: inference graph not found; retrain the run so that TrainRun exports it")
+    if not Path(f"{checkpoint}.index").is_file():
+        raise EvaluationError(
+            f"{checkpoint}.index: checkpoint named by run.json final_checkpoint not found; "
+            "delete the run folder and retrain"
+        )
+    graph = tf.Graph()
+    with graph.as_default():
+        try:
+            saver = tf.train.import_meta_graph(str(meta_path), clear_devices=True)
+        except (DecodeError, OSError, ValueError, KeyError, tf.errors.OpError) as exc:
+            raise EvaluationError(
+                f"{meta_path}: not a loadable meta graph ({_short(exc)}); delete the run folder and retrain"
+            ) from None
+        if saver is None:
+            raise EvaluationError(f"{meta_path}: the graph holds no variables to restore; retrain the run")
+        tensors = {}
+        for name in REQUIRED_TENSORS:
+            try:
+                tensors[name] = graph.get_tensor_by_name(name)
+            except (KeyError, ValueError):
+                raise EvaluationError(
+                    f"{meta_path}: expected a tensor named '{name}' (needs {list(REQUIRED_TENSORS)}), "
+                    "found none; the training code must name it: fix the model export and retrain"
+                ) from None
+    session_config = tf.ConfigProto(intra_op_parallelism_threads=threads[0], inter_op_parallelism_threads=threads[1])
+    predictions = np.empty(len(labels), dtype=np.int64)
+    loss_sum = 0.0
+    with tf.Session(graph=graph, config=session_config) as session:
+        try:
+            saver.restore(session, str(checkpoint))
+        except (tf.errors.OpError, ValueError) as exc:
+            raise EvaluationError(
+                f"{checkpoint}: checkpoint does not restore into {meta_path.name} ({_short(exc)}); "
+                "it is corrupt or from another model: delete the run folder and retrain"
+            ) from None
+        for start in range(0, len(labels), batch_size):
+            stop = min(start + batch_size, len(labels))
+            feed = {
+                tensors["images:0"]: np.asarray(images[start:stop]),
+                tensors["labels:0"]: np.asarray(labels[start:stop], dtype=np.int64),
+            }
+            try:
+                batch_predictions, batch_loss = session.run(
+                    [tensors["predictions:0"], tensors["loss:0"]], feed_dict=feed
+                )
+            except (tf.errors.OpError, ValueError) as exc:
+                raise EvaluationError(
+                    f"{meta_path}: scoring rows {start}-{stop - 1} failed ({_short(exc)}); the graph's inputs do not "
+                    "match uint8 images [N, 784] and int64 labels [N]: fix the model export and retrain"
+                ) from None
+            predictions[start:stop] = np.asarray(batch_predictions).reshape(-1)
+            # `loss:0` is a batch mean; weighting by batch size makes the total an exact per-example mean.
+            loss_sum += float(batch_loss) * (stop - start)
+    return predictions, loss_sum / len(labels)
