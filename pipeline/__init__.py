@@ -4,8 +4,11 @@
 methods only, so scheduling a finished DAG never loads it.
 """
 
-from pipeline.data import DecodeData, FetchFile, PrepareData
+from luigi.tools.range import RangeDaily  # so that `luigi --module pipeline RangeDaily --of NightlyReport` works
+
+from pipeline.data import DecodeData, FetchFile, PrepareData, VerifyData
 from pipeline.experiment import TrainExperiment
+from pipeline.nightly import NightlyReport
 from pipeline.reporting import ExperimentReport, FullReport
 from pipeline.settings import pipeline as PipelineSettings
 from pipeline.training import EvaluateRun, TrainRun
@@ -16,8 +19,11 @@ __all__ = [
     "ExperimentReport",
     "FetchFile",
     "FullReport",
+    "NightlyReport",
     "PipelineSettings",
     "PrepareData",
+    "RangeDaily",
     "TrainExperiment",
     "TrainRun",
+    "VerifyData",
 ]

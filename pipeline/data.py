@@ -67,3 +67,23 @@ class PrepareData(luigi.Task):
         from tasks.prepare import make_split
 
         make_split(layout().train_arrow, self.output().path, self.validation_per_class, self.split_seed)
+
+
+class VerifyData(luigi.Task):
+    """Before a night's training: re-verify the raw files and the Arrow cache (sha256 of files, no decode)."""
+
+    date = luigi.DateParameter()
+
+    def requires(self):
+        return DecodeData()
+
+    def output(self):
+        return luigi.LocalTarget(str(layout().verified_record(self.date.isoformat())))
+
+    def run(self):
+        from tasks.prepare import verify_data
+
+        paths = layout()
+        expected = {name: expected_checksums(name)[0] for name in RAW_FILE_NAMES}
+        result = verify_data(paths.raw_dir, paths.manifest, expected)
+        write_json_atomic(self.output().path, {"date": self.date.isoformat(), **result})

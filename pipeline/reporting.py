@@ -14,10 +14,8 @@ from tasks.config import ExperimentConfig, RunSpec, expand_runs
 from tasks.storage import read_json, write_json_atomic
 
 
-def evaluate_tasks(specs: list[RunSpec], namespace: str = "") -> list[EvaluateRun]:
-    return [
-        EvaluateRun(name=spec.name, settings=spec.settings, seed=spec.seed, namespace=namespace) for spec in specs
-    ]
+def evaluate_tasks(specs: list[RunSpec], night: str = "") -> list[EvaluateRun]:
+    return [EvaluateRun(name=spec.name, settings=spec.settings, seed=spec.seed, night=night) for spec in specs]
 
 
 def collect_runs(tasks: list[EvaluateRun]) -> list[dict]:

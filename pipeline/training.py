@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 import luigi
 from luigi.freezing import recursively_unfreeze
 
-from pipeline.data import PrepareData
+from pipeline.data import PrepareData, VerifyData
 from pipeline.settings import layout, settings
 from tasks.config import RunSpec
 from tasks.storage import write_json_atomic
@@ -15,13 +17,14 @@ class RunTask(luigi.Task):
     """Parameters that identify one run: the optimizer entry's name, its settings, and the seed.
 
     `settings` is the plain-JSON dict from `tasks.config.run_settings`; the run folder carries its hash.
-    `namespace` puts a run under `runs/<namespace>/` (the nightly runs use `nightly/<date>`).
+    `night` (an ISO date) makes it a nightly retraining run under `runs/nightly/<night>/`, which first
+    re-verifies the data files.
     """
 
     name = luigi.Parameter()
     settings = luigi.DictParameter()
     seed = luigi.IntParameter()
-    namespace = luigi.Parameter(default="")
+    night = luigi.Parameter(default="")
 
     @property
     def spec(self) -> RunSpec:
@@ -29,11 +32,14 @@ class RunTask(luigi.Task):
 
     @property
     def run_dir(self):
-        return layout().run_dir(self.spec, self.namespace)
+        return layout().run_dir(self.spec, self.night)
 
-    def split_task(self) -> PrepareData:
+    def data_tasks(self) -> dict:
         split = self.spec.settings["split"]
-        return PrepareData(validation_per_class=split["validation_per_class"], split_seed=split["seed"])
+        needs = {"split": PrepareData(validation_per_class=split["validation_per_class"], split_seed=split["seed"])}
+        if self.night:
+            needs["verified"] = VerifyData(date=dt.date.fromisoformat(self.night))
+        return needs
 
 
 class TrainRun(RunTask):
@@ -42,7 +48,7 @@ class TrainRun(RunTask):
     resources = {"training": 1}
 
     def requires(self):
-        return self.split_task()
+        return self.data_tasks()
 
     def output(self):
         return luigi.LocalTarget(str(self.run_dir / "run.json"))
@@ -56,7 +62,7 @@ class TrainRun(RunTask):
             self.spec.settings,
             self.seed,
             layout().train_arrow,
-            self.input().path,
+            self.input()["split"].path,
             self.run_dir,
             intra_op_threads=site.intra_op_threads,
             inter_op_threads=site.inter_op_threads,
@@ -72,7 +78,7 @@ class EvaluateRun(RunTask):
     """Score one trained run on the test set from its standalone checkpoint."""
 
     def requires(self):
-        return TrainRun(name=self.name, settings=self.settings, seed=self.seed, namespace=self.namespace)
+        return TrainRun(name=self.name, settings=self.settings, seed=self.seed, night=self.night)
 
     def output(self):
         return luigi.LocalTarget(str(self.run_dir / "evaluation.json"))

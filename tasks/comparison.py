@@ -191,3 +191,21 @@ def best_run(results: list[RunResult]) -> RunResult | None:
 
 def summary_table(results: list[RunResult]) -> pa.Table:
     return pa.Table.from_pylist([result.summary_row() for result in results], schema=SUMMARY_SCHEMA)
+
+
+@dataclass
+class Comparison:
+    """Everything the report shows, computed once from the runs."""
+
+    results: list[RunResult]
+    grid: dict[str, list[GridPoint]]
+    best_points: dict[str, GridPoint]
+    rows: list[dict[str, Any]]
+
+
+def compare(runs: list[dict[str, Any]]) -> Comparison:
+    """Results per run, the grid per entry, each entry's best point (on validation) and the table rows."""
+    results = [run_result(run) for run in runs]
+    grid = group_grid(results)
+    best_points = {name: select_best(points) for name, points in grid.items()}
+    return Comparison(results, grid, best_points, table_rows(grid, best_points))

@@ -179,3 +179,20 @@ def image_grid(path: Path, images: np.ndarray, titles: Sequence[str], columns: i
     if heading:
         figure.suptitle(heading)
     return _save(figure, path)
+
+
+def accuracy_trend(path: Path, dates: Sequence[str], series: dict[str, Sequence[float | None]]) -> Path:
+    """Test accuracy per optimizer over the nights; a missing value (diverged or absent) is a gap."""
+    figure = Figure(figsize=(8, 4.5))
+    axes = figure.add_subplot(1, 1, 1)
+    positions = np.arange(len(dates))
+    for name, values in series.items():
+        points = np.array([np.nan if value is None else value for value in values], dtype=float)
+        axes.plot(positions, points, marker="o", label=name)
+    axes.set_xticks(positions)
+    axes.set_xticklabels(dates, rotation=45, ha="right")
+    axes.set_ylabel("test accuracy (mean over seeds)")
+    axes.set_title("Nightly test accuracy")
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=8)
+    return _save(figure, path)

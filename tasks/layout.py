@@ -5,6 +5,7 @@ The same parameters always give the same path, and different parameters never co
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 
 from tasks.config import RunSpec, check_safe_name
@@ -48,18 +49,21 @@ class Layout:
         return self.root / "data" / "manifest.json"
 
     # training and evaluation
-    def run_dir(self, spec: RunSpec, namespace: str = "") -> Path:
+    def run_dir(self, spec: RunSpec, night: str = "") -> Path:
         base = self.root / "runs"
-        if namespace:
-            base = base / _safe_namespace(namespace)
+        if night:
+            base = base / "nightly" / _iso_date(night)
         return base / spec.relative_dir
+
+    def verified_record(self, date: str) -> Path:
+        return self.root / "data" / "verified" / f"{_iso_date(date)}.json"
 
     # reports
     def report_dir(self, experiment: str, date: str) -> Path:
         return self.root / "reports" / check_safe_name(experiment, "experiment name") / date
 
     def nightly_report_dir(self, date: str) -> Path:
-        return self.root / "reports" / "nightly" / date
+        return self.root / "reports" / "nightly" / _iso_date(date)
 
     @property
     def history_dir(self) -> Path:
@@ -70,8 +74,6 @@ class Layout:
         return self.root / "scheduler"
 
 
-def _safe_namespace(namespace: str) -> str:
-    parts = namespace.split("/")
-    for part in parts:
-        check_safe_name(part, "run namespace part")
-    return "/".join(parts)
+def _iso_date(value: str) -> str:
+    """A date used in a path: only YYYY-MM-DD, so that it can never name another folder."""
+    return dt.date.fromisoformat(value).isoformat()

@@ -12,7 +12,7 @@ from tasks.dataset import NUM_CLASSES, RAW_FILES
 from tasks.errors import DataError
 from tasks.idx import decode_pair
 from tasks.split import stratified_split
-from tasks.storage import sha256_file
+from tasks.storage import quarantine, read_json, sha256_file
 
 
 def _pairs() -> dict[str, tuple[str, str]]:
@@ -78,3 +78,50 @@ def make_split(train_arrow: Path, out_path: Path, per_class: int, seed: int) -> 
     class_counts = np.bincount(labels[val_indices], minlength=NUM_CLASSES)
     return {"rows": int(val_indices.size), "per_class": per_class, "seed": seed,
             "class_counts": [int(count) for count in class_counts]}
+
+
+def verify_data(raw_dir: Path, manifest_path: Path, expected_payload_sha256: dict[str, str]) -> dict:
+    """Re-check, cheaply, that the raw files and the Arrow cache are still the bytes that were verified.
+
+    Each raw .gz must match its fetch record (size and sha256, no decompression) and that record the
+    expected payload checksum; each Arrow file must match the sha256 in the manifest. A file that fails
+    is quarantined, and so is the manifest, so that the next run fetches and decodes afresh; then a
+    DataError lists every problem and where each file went.
+    """
+    from tasks.fetch import verify_raw_file
+
+    raw_dir, manifest_path = Path(raw_dir), Path(manifest_path)
+    manifest = read_json(manifest_path)
+    problems: list[str] = []
+    checked: dict[str, str] = {}
+    for name in RAW_FILES:
+        path = raw_dir / name
+        try:
+            record = read_json(raw_dir / f"{name}.json")
+            if record.get("payload_sha256") != expected_payload_sha256[name]:
+                raise DataError(f"{path}: its record says payload sha256 {record.get('payload_sha256')}, "
+                                f"expected {expected_payload_sha256[name]}")
+            verify_raw_file(path, record)
+            checked[name] = record["gz_sha256"]
+        except (DataError, OSError, ValueError) as exc:
+            problems.append(_set_aside(path, str(exc)))
+    for split, entry in manifest.get("arrays", {}).items():
+        path = Path(entry["path"])
+        found = sha256_file(path) if path.is_file() else "no file"
+        if found != entry["sha256"]:
+            problems.append(_set_aside(path, f"{path}: expected sha256 {entry['sha256']} (from {manifest_path}), found {found}"))
+        else:
+            checked[path.name] = found
+    if problems:
+        moved = quarantine(manifest_path, "set aside by the nightly verification: " + "; ".join(problems))
+        raise DataError(
+            "the data changed since it was verified:\n  " + "\n  ".join(problems)
+            + f"\nthe manifest was moved to {moved}; rerun and the files will be fetched and decoded again"
+        )
+    return {"verified": checked}
+
+
+def _set_aside(path: Path, reason: str) -> str:
+    if not path.exists():
+        return reason
+    return f"{reason} (quarantined to {quarantine(path, reason)})"

@@ -39,10 +39,8 @@ def build_report(
         raise ReportError(f"{out_dir}: no runs to report; the config must name at least one run")
     out_dir = Path(out_dir)
     ensure_dir(out_dir / FIGURES)
-    results = [comparison.run_result(run) for run in runs]
-    grid = comparison.group_grid(results)
-    best_points = {name: comparison.select_best(points) for name, points in grid.items()}
-    rows = comparison.table_rows(grid, best_points)
+    compared = comparison.compare(runs)
+    results, grid, best_points, rows = compared.results, compared.grid, compared.best_points, compared.rows
     best = comparison.best_run(results)
     try:
         images, labels = load_arrays(test_arrow)
