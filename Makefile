@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 CONFIG ?= configs/default.yaml
 STAMP := $(VENV)/.installed
 
-.PHONY: install report prepare test test-fast bench data clean-venv
+.PHONY: install report prepare nightly test bench data luigid-start luigid-stop clean-venv
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,17 @@ report: install data
 
 prepare: install data
 	$(BIN)/luigi --module pipeline PrepareData
+
+nightly: install data
+	$(BIN)/luigi --module pipeline NightlyReport --config $(CONFIG)
+
+# The central scheduler on 127.0.0.1:$(PORT); point workers at it with LUIGI_CONFIG_PATH=luigid.cfg.
+PORT ?= 8082
+luigid-start: install
+	LUIGID=$(BIN)/luigid scripts/luigid.sh start $(PORT)
+
+luigid-stop:
+	scripts/luigid.sh stop
 
 test: install
 	$(BIN)/python -m pytest -q
