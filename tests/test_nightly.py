@@ -1,0 +1,125 @@
+"""Nightly retraining: dated runs and reports, the history dataset, the trend plot, regression alerts,
+and RangeDaily backfill."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import luigi
+import pytest
+import yaml
+from luigi.tools.range import RangeDaily
+
+from pipeline import NightlyReport
+from tasks import nightly
+from tests.conftest import REPO_ROOT, build
+
+SMOKE = REPO_ROOT / "configs" / "smoke.yaml"
+
+
+@pytest.fixture
+def nightly_config(tmp_path: Path) -> Path:
+    """smoke.yaml cut to two optimizers and one epoch, with seeds derived from the date."""
+    raw = yaml.safe_load(SMOKE.read_text())
+    raw["experiment"] = "nightly-test"
+    raw["training"]["epochs"] = 1
+    raw["optimizers"] = [entry for entry in raw["optimizers"] if entry["name"] in ("sgd", "adam")]
+    raw["nightly"] = {"seed_policy": "date", "regression_window": 3, "regression_threshold": 0.05}
+    path = tmp_path / "nightly.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def test_regression_alerts_compare_with_the_previous_nights_only():
+    history = [
+        {"date": "2026-01-01", "name": "adam", "test_accuracy_mean": 0.90},
+        {"date": "2026-01-02", "name": "adam", "test_accuracy_mean": 0.80},
+        {"date": "2026-01-03", "name": "adam", "test_accuracy_mean": 0.86},
+        {"date": "2026-01-05", "name": "adam", "test_accuracy_mean": 0.10},  # a later night: never compared
+        {"date": "2026-01-03", "name": "sgd", "test_accuracy_mean": 0.80},
+    ]
+    tonight = [{"name": "adam", "test_accuracy_mean": 0.79}, {"name": "sgd", "test_accuracy_mean": None},
+               {"name": "new", "test_accuracy_mean": 0.5}]
+    alerts = nightly.regression_alerts(history, "2026-01-04", tonight, window=2, threshold=0.03)
+    # adam: the mean of the last 2 earlier nights is 0.83; 0.83 - 0.79 = 0.04 > 0.03.
+    assert alerts[0].startswith("adam: test accuracy 0.7900 is 0.0400 below the mean 0.8300 of the previous 2")
+    assert alerts[1].startswith("sgd: every run diverged tonight")
+    assert len(alerts) == 2  # "new" has no history to compare with
+    assert nightly.regression_alerts(history, "2026-01-04", tonight[:1], window=2, threshold=0.05) == []
+
+
+def test_history_round_trip_and_rewrite_is_idempotent(tmp_path):
+    row = {"name": "adam", "optimizer": "adam", "learning_rate": 0.001, "run_hash": "abc", "test_accuracy_mean": 0.8,
+           "test_accuracy_std": None, "diverged_runs": 0, "total_runs": 1, "seconds_per_epoch": 1.5}
+    nightly.write_night(tmp_path, "2026-01-02", [row])
+    nightly.write_night(tmp_path, "2026-01-01", [dict(row, test_accuracy_mean=0.7)])
+    nightly.write_night(tmp_path, "2026-01-02", [dict(row, test_accuracy_mean=0.81)])
+    history = nightly.read_history(tmp_path)
+    assert [(r["date"], r["test_accuracy_mean"]) for r in history] == [("2026-01-01", 0.7), ("2026-01-02", 0.81)]
+    assert nightly.trend_series(history) == (["2026-01-01", "2026-01-02"], {"adam": [0.7, 0.81]})
+    with pytest.raises(ValueError):
+        nightly.partition_dir(tmp_path, "../../etc")
+
+
+def _night_dir(root: Path, date: str) -> Path:
+    return root / "reports" / "nightly" / date
+
+
+def test_two_nights_then_a_regression(site, ran_tasks, nightly_config, tmp_path):
+    first, second = dt.date(2026, 3, 1), dt.date(2026, 3, 2)
+    build([NightlyReport(date=first, config=str(nightly_config)),
+           NightlyReport(date=second, config=str(nightly_config))])
+    assert ran_tasks.families().count("TrainRun") == 4  # 2 optimizers × 1 seed × 2 nights
+    assert ran_tasks.families().count("VerifyData") == 2
+    for night in (first, second):
+        report = _night_dir(site, night.isoformat())
+        assert (report / "report.json").is_file() and (report / "report.html").is_file()
+        assert list((report / "figures").glob("extra-1-*.png")), "the trend plot is missing"
+        assert (site / "history" / f"date={night.isoformat()}" / "summary.parquet").is_file()
+        assert (site / "data" / "verified" / f"{night.isoformat()}.json").is_file()
+    # Dated runs, and the 'date' seed policy gives each night its own seeds.
+    seeds = {night: sorted(p.name for p in (site / "runs" / "nightly" / night).glob("*/seed-*"))
+             for night in ("2026-03-01", "2026-03-02")}
+    assert seeds["2026-03-01"] != seeds["2026-03-02"]
+
+    ran_tasks.tasks.clear()
+    build([NightlyReport(date=second, config=str(nightly_config))])
+    assert ran_tasks.tasks == [], "a finished night is a no-op"
+
+    # Doctor an earlier night so that tonight looks like a drop, then run tonight from the command line.
+    rows = nightly.read_history(site / "history")
+    doctored = [dict(row, test_accuracy_mean=1.0) for row in rows if row["date"] == "2026-03-02"]
+    nightly.write_night(site / "history", "2026-03-02", doctored)
+    cfg = tmp_path / "site.cfg"
+    settings = luigi.configuration.get_config()
+    cfg.write_text("[pipeline]\n" + "".join(
+        f"{key} = {settings.get('pipeline', key)}\n" for key in ("artifacts_root", "sources", "checksums_file")))
+    done = subprocess.run(
+        [sys.executable, "-m", "luigi", "--module", "pipeline", "NightlyReport", "--date", "2026-03-03",
+         "--config", str(nightly_config)],
+        cwd=REPO_ROOT, env=dict(os.environ, LUIGI_CONFIG_PATH=str(cfg)), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 30, done.stderr[-3000:]  # [retcode] task_failed
+    assert "regression" in done.stderr and "below the mean 1.0000" in done.stderr
+    report = _night_dir(site, "2026-03-03")
+    html = (report / "report.html").read_text()
+    assert html.index("below the mean 1.0000") < html.index("<table"), "the alert must be at the top"
+    assert not (report / "report.json").exists(), "a night with an alert is not marked done"
+    assert (site / "history" / "date=2026-03-03" / "summary.parquet").is_file()
+
+
+def test_range_daily_backfills_two_nights(site, nightly_config):
+    today = dt.date.today()
+    start, stop = today - dt.timedelta(days=3), today - dt.timedelta(days=1)
+    result = luigi.build(
+        [RangeDaily(of=NightlyReport, start=start, stop=stop, of_params={"config": str(nightly_config)})],
+        local_scheduler=True, detailed_summary=True, log_level="WARNING")
+    assert result.status.name == "SUCCESS", result.summary_text
+    for offset in (3, 2):
+        night = (today - dt.timedelta(days=offset)).isoformat()
+        assert (_night_dir(site, night) / "report.json").is_file(), night
+    assert not _night_dir(site, stop.isoformat()).exists()  # stop is exclusive

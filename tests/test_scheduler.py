@@ -1,0 +1,116 @@
+"""A real luigid on a free loopback port: FullReport with 2 workers, progress in the UI's API, task
+history in SQLite, and two worker processes that share the runs without running any twice."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import sqlite3
+import subprocess
+import sys
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import REPO_ROOT
+
+SMOKE = REPO_ROOT / "configs" / "smoke.yaml"
+LUIGID = shutil.which("luigid", path=str(Path(sys.executable).parent)) or shutil.which("luigid")
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture
+def luigid(tmp_path: Path):
+    """Start luigid with scripts/luigid.sh in a temp artifacts root; stop it by its pidfile afterwards."""
+    assert LUIGID, "luigid is not installed beside this Python"
+    port = _free_port()
+    root = tmp_path / "artifacts"
+    env = dict(os.environ, ARTIFACTS_ROOT=str(root), LUIGID=LUIGID, TRAINING_SLOTS="2")
+    script = REPO_ROOT / "scripts" / "luigid.sh"
+    started = subprocess.run([str(script), "start", str(port)], env=env, capture_output=True, text=True, timeout=60)
+    assert started.returncode == 0, started.stdout + started.stderr
+    try:
+        yield {"port": port, "root": root, "scheduler": root / "scheduler"}
+    finally:
+        stopped = subprocess.run([str(script), "stop"], env=env, capture_output=True, text=True, timeout=60)
+        assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+    assert not (root / "scheduler" / "luigid.pid").exists()
+
+
+def _worker_env(tmp_path: Path, luigid: dict, synthetic_raw) -> dict:
+    raw, checksums = synthetic_raw
+    cfg = tmp_path / "worker.cfg"
+    cfg.write_text(
+        "[core]\nlocal_scheduler = false\nscheduler_host = 127.0.0.1\n"
+        f"scheduler_port = {luigid['port']}\n"
+        f"[pipeline]\nartifacts_root = {luigid['root']}\nsources = {json.dumps([str(raw)])}\n"
+        f"checksums_file = {checksums}\nintra_op_threads = 1\n"
+    )
+    return dict(os.environ, LUIGI_CONFIG_PATH=str(cfg), TF_CPP_MIN_LOG_LEVEL="2")
+
+
+def _api(port: int, method: str, **data) -> dict:
+    query = urllib.parse.urlencode({"data": json.dumps(data)})
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/{method}?{query}", timeout=10) as response:
+        return json.load(response)["response"]
+
+
+def _luigi(args: list[str], env: dict) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "luigi", "--module", "pipeline", *args], cwd=REPO_ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def test_full_report_with_two_workers_on_a_real_luigid(tmp_path, luigid, synthetic_raw):
+    env = _worker_env(tmp_path, luigid, synthetic_raw)
+    worker = _luigi(["FullReport", "--config", str(SMOKE), "--date", "2026-02-01", "--workers", "2"], env)
+    output, _ = worker.communicate(timeout=600)
+    assert worker.returncode == 0, output[-4000:]
+
+    done = _api(luigid["port"], "task_list", status="DONE", upstream_status="", search="")
+    families = sorted(task["name"] for task in done.values())
+    assert families.count("TrainRun") == 5 and families.count("EvaluateRun") == 5
+    assert {"FetchFile", "DecodeData", "PrepareData", "ExperimentReport", "FullReport"} <= set(families)
+    for status in ("PENDING", "RUNNING", "FAILED"):
+        assert _api(luigid["port"], "task_list", status=status, upstream_status="", search="") == {}, status
+    for task in done.values():
+        if task["name"] == "TrainRun":
+            assert task["progress_percentage"] == 100
+            assert task["status_message"].startswith("epoch 2/2")
+            assert task["tracking_url"].startswith("file://")
+
+    with sqlite3.connect(luigid["scheduler"] / "task-history.sqlite") as db:
+        (rows,) = db.execute("select count(*) from tasks").fetchone()
+        (events,) = db.execute("select count(*) from task_events where event_name = 'DONE'").fetchone()
+    assert rows >= 14 and events >= 14
+
+
+def test_two_worker_processes_share_the_runs_without_running_any_twice(tmp_path, luigid, synthetic_raw):
+    env = _worker_env(tmp_path, luigid, synthetic_raw)
+    config = tmp_path / "shared.yaml"
+    raw = yaml.safe_load(SMOKE.read_text())
+    raw["seeds"] = [0, 1]
+    config.write_text(yaml.safe_dump(raw))
+    workers = [_luigi(["FullReport", "--config", str(config), "--date", "2026-02-02"], env) for _ in range(2)]
+    outputs = [worker.communicate(timeout=600)[0] for worker in workers]
+    assert all(worker.returncode == 0 for worker in workers), [out[-3000:] for out in outputs]
+
+    run_files = sorted((luigid["root"] / "runs").glob("*/seed-*/run.json"))
+    assert len(run_files) == 10
+    assert [json.loads(path.read_text())["attempts"] for path in run_files] == [1] * 10
+    with sqlite3.connect(luigid["scheduler"] / "task-history.sqlite") as db:
+        started = db.execute(
+            "select t.task_id, count(*) from task_events e join tasks t on e.task_id = t.id "
+            "where t.name = 'TrainRun' and e.event_name = 'RUNNING' group by t.task_id").fetchall()
+    assert len(started) == 10 and all(count == 1 for _, count in started), started
+    # Each worker either ran tasks or found them done by the other; neither failed or waited forever.
+    assert all("Luigi Execution Summary" in out for out in outputs)
