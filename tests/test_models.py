@@ -1,0 +1,104 @@
+"""The graph builders: output shapes, parameter counts, initial values, and the standalone inference graph."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+tf = pytest.importorskip("tensorflow.compat.v1")
+
+from tasks import models  # noqa: E402  (after the TF skip)
+from tasks.errors import ConfigError  # noqa: E402
+from tasks.registry import MODEL_PARAMS  # noqa: E402
+
+# Weights + biases, layer by layer.
+EXPECTED_PARAMETERS = {
+    ("logreg", ()): 784 * 10 + 10,
+    ("mlp", ()): 784 * 128 + 128 + 128 * 128 + 128 + 128 * 10 + 10,  # 118,282: the original 784-128-128-10
+    ("mlp", (("hidden", (16,)),)): 784 * 16 + 16 + 16 * 10 + 10,
+    ("mlp", (("hidden", (64, 32, 16)),)): 784 * 64 + 64 + 64 * 32 + 32 + 32 * 16 + 16 + 16 * 10 + 10,
+    # conv 5×5×1×32, conv 5×5×32×64, dense 7·7·64×1024, dense 1024×10: DeepOBS fmnist_2c2d
+    ("cnn_2c2d", ()): (25 * 32 + 32) + (25 * 32 * 64 + 64) + (7 * 7 * 64 * 1024 + 1024) + (1024 * 10 + 10),
+}
+
+
+def _build(name: str, params: dict, batch: int = 3):
+    """(logits value, {variable name: value}) for a fresh graph fed `batch` random images."""
+    graph = tf.Graph()
+    with graph.as_default():
+        tf.set_random_seed(0)
+        images = tf.placeholder(tf.float32, [None, 784])
+        with tf.variable_scope(models.MODEL_SCOPE):
+            logits = models.build_model(name, images, params)
+        assert logits.shape.as_list() == [None, 10]
+        with tf.Session() as session:
+            session.run(tf.global_variables_initializer())
+            feed = np.random.default_rng(0).random((batch, 784), dtype=np.float32)
+            value, variables = session.run([logits, {v.op.name: v for v in tf.global_variables()}], {images: feed})
+    return value, variables
+
+
+def test_model_builders_match_the_registry():
+    assert set(models.MODEL_BUILDERS) == set(MODEL_PARAMS)
+
+
+@pytest.mark.parametrize("name, params", sorted(EXPECTED_PARAMETERS), ids=lambda v: str(v))
+def test_each_model_has_the_expected_output_shape_and_parameter_count(name, params):
+    logits, variables = _build(name, {key: list(value) for key, value in params})
+    assert logits.shape == (3, 10)
+    assert np.all(np.isfinite(logits))
+    assert sum(value.size for value in variables.values()) == EXPECTED_PARAMETERS[(name, params)]
+    assert all(variable.startswith(f"{models.MODEL_SCOPE}/{name}/") for variable in variables)
+
+
+def test_weights_are_glorot_uniform_and_biases_zero():
+    _, variables = _build("mlp", {})
+    first = variables["model/mlp/hidden_0/weights"]
+    limit = math.sqrt(6 / (784 + 128))
+    assert np.abs(first).max() <= limit
+    # A uniform on [-limit, limit] has standard deviation limit/√3.
+    assert first.std() == pytest.approx(limit / math.sqrt(3), rel=0.02)
+    assert all(not np.any(value) for key, value in variables.items() if key.endswith("biases"))
+
+
+def test_unknown_model_or_parameter_is_a_config_error():
+    graph = tf.Graph()
+    with graph.as_default():
+        images = tf.placeholder(tf.float32, [None, 784])
+        with pytest.raises(ConfigError, match="unknown model 'resnet'"):
+            models.build_model("resnet", images, {})
+        with pytest.raises(ConfigError, match=r"unknown parameter\(s\) \['width'\]"):
+            models.build_model("mlp", images, {"width": 3})
+        with pytest.raises(ConfigError, match="expected a \\[batch, 784\\] tensor"):
+            models.build_model("logreg", tf.placeholder(tf.float32, [None, 28, 28]), {})
+
+
+def test_inference_graph_holds_only_the_named_inference_path(tmp_path):
+    meta = tmp_path / "inference.meta"
+    names = models.export_inference_graph(str(meta), "mlp", {"hidden": [8]})
+    assert names == ["model/mlp/hidden_0/biases", "model/mlp/hidden_0/weights",
+                     "model/mlp/output/biases", "model/mlp/output/weights"]
+    graph = tf.Graph()
+    with graph.as_default():
+        saver = tf.train.import_meta_graph(str(meta))
+        assert saver is not None
+        tensors = {name: graph.get_tensor_by_name(f"{name}:0") for name in models.INFERENCE_TENSORS}
+        assert tensors["images"].dtype == tf.uint8 and tensors["labels"].dtype == tf.int64
+        assert tensors["predictions"].dtype == tf.int64 and tensors["logits"].shape.as_list() == [None, 10]
+        assert sorted(v.op.name for v in tf.global_variables()) == names
+        op_types = {op.type for op in graph.get_operations()}
+        # Nothing of training: no gradients, no optimizer updates, no resident data.
+        assert not any("Apply" in kind or "Grad" in kind for kind in op_types)
+        assert not [op.name for op in graph.get_operations() if op.name.startswith(("gradients", "data/", "train"))]
+        with tf.Session() as session:
+            session.run(tf.global_variables_initializer())
+            images = np.zeros((4, 784), np.uint8)
+            loss, accuracy, predictions = session.run(
+                [tensors["loss"], tensors["accuracy"], tensors["predictions"]],
+                {tensors["images"]: images, tensors["labels"]: np.zeros(4, np.int64)},
+            )
+    # Zero images and zero biases: all logits are 0, so the loss is ln 10 and argmax is class 0.
+    assert loss == pytest.approx(math.log(10), rel=1e-6)
+    assert predictions.tolist() == [0, 0, 0, 0] and accuracy == 1.0
