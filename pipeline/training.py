@@ -10,6 +10,7 @@ from luigi.freezing import recursively_unfreeze
 from pipeline.data import PrepareData, VerifyData
 from pipeline.settings import layout, settings
 from tasks.config import RunSpec
+from tasks.runfiles import EVALUATION_JSON, RUN_JSON
 from tasks.storage import write_json_atomic
 
 
@@ -51,7 +52,7 @@ class TrainRun(RunTask):
         return self.data_tasks()
 
     def output(self):
-        return luigi.LocalTarget(str(self.run_dir / "run.json"))
+        return luigi.LocalTarget(str(self.run_dir / RUN_JSON))
 
     def run(self):
         from tasks.train import train_run  # TensorFlow loads here, never at scheduling time
@@ -81,7 +82,7 @@ class EvaluateRun(RunTask):
         return TrainRun(name=self.name, settings=self.settings, seed=self.seed, night=self.night)
 
     def output(self):
-        return luigi.LocalTarget(str(self.run_dir / "evaluation.json"))
+        return luigi.LocalTarget(str(self.run_dir / EVALUATION_JSON))
 
     def run(self):
         from tasks.evaluate import evaluate_run

@@ -19,15 +19,11 @@ import pyarrow.parquet as pq
 from tasks.arrays import load_arrays
 from tasks.dataset import NUM_CLASSES
 from tasks.errors import DataError, EvaluationError
+from tasks.runfiles import INFERENCE_META, METRICS_PARQUET, METRICS_SCHEMA, RUN_JSON
 from tasks.storage import write_json_atomic
 
 EVALUATION_SCHEMA_VERSION = 1
-RUN_JSON = "run.json"
-METRICS_PARQUET = "metrics.parquet"
-INFERENCE_META = "checkpoints/inference.meta"
-METRIC_COLUMNS = (
-    "epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "wall_seconds", "examples_per_second",
-)
+METRIC_COLUMNS = tuple(METRICS_SCHEMA.names)
 # Only what scoring needs: a graph without `logits:0` or `accuracy:0` still evaluates correctly.
 REQUIRED_TENSORS = ("images:0", "labels:0", "loss:0", "predictions:0")
 RUN_STATUSES = ("completed", "diverged")

@@ -21,6 +21,7 @@ from tasks.arrays import load_arrays
 from tasks.dataset import CLASS_NAMES
 from tasks.errors import DataError, EvaluationError, ReportError
 from tasks.evaluate import read_metrics
+from tasks.runfiles import METRICS_PARQUET
 from tasks.storage import atomic_open, atomic_path, ensure_dir, write_bytes_atomic
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -108,10 +109,10 @@ def _curve_series(point: comparison.GridPoint, row: dict[str, Any]) -> dict[str,
     runs = point.completed or point.runs
     values: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
     for run in runs:
-        if run.status == "diverged" and not (run.run_dir / "metrics.parquet").exists():
+        if run.status == "diverged" and not (run.run_dir / METRICS_PARQUET).exists():
             continue  # diverged in its first epoch: no curve to draw
         try:
-            metrics = read_metrics(run.run_dir / "metrics.parquet")
+            metrics = read_metrics(run.run_dir / METRICS_PARQUET)
         except EvaluationError as exc:
             raise ReportError(str(exc)) from None
         for key, _ in figures.CURVE_PANELS:

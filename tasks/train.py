@@ -28,18 +28,12 @@ import pyarrow.parquet as pq
 from tasks import checkpoints
 from tasks.arrays import load_arrays, load_indices
 from tasks.config import settings_hash
+from tasks.runfiles import METRICS_PARQUET, METRICS_SCHEMA, RUN_JSON
 from tasks.errors import ConfigError, DataError, TrainingError
 from tasks.storage import atomic_open, atomic_path, ensure_dir, read_json, write_json_atomic
 
-RUN_JSON = "run.json"
-METRICS_PARQUET = "metrics.parquet"
 ATTEMPTS_FILE = "attempts"
 VALIDATION_BATCH = 2000
-METRICS_SCHEMA = pa.schema(
-    [("epoch", pa.int32())]
-    + [(name, pa.float64()) for name in ("train_loss", "train_accuracy", "val_loss", "val_accuracy",
-                                         "wall_seconds", "examples_per_second")]
-)
 
 Progress = Callable[[float, str], None]
 
