@@ -1,7 +1,8 @@
 """Tiny synthetic Fashion-MNIST look-alikes: real IDX bytes, real gzip, learnable classes.
 
 Each class has a fixed random prototype; an image is its prototype plus noise, so that a small model
-learns it in a few epochs and a test can assert that the loss goes down.
+learns it in a few epochs and a test can assert that the loss goes down. One image in ten looks like
+another class, so accuracy stays below 1.
 """
 
 from __future__ import annotations
@@ -45,6 +46,11 @@ def make_images_labels(count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     rng.shuffle(labels)
     noise = rng.normal(0, 60, size=(count, IMAGE_ROWS * IMAGE_COLS))
     images = np.clip(prototypes[labels] * 0.6 + noise + 50, 0, 255).astype(np.uint8)
+    # Every tenth image is drawn from another class's prototype: no model is perfect, as on real data,
+    # so a report always has misclassified images to show.
+    mislabelled = np.arange(count) % 10 == 9
+    images[mislabelled] = np.clip(prototypes[(labels[mislabelled] + 1) % NUM_CLASSES] * 0.6
+                                  + noise[mislabelled] + 50, 0, 255).astype(np.uint8)
     return images, labels
 
 
