@@ -130,6 +130,13 @@ def evaluate_run(
         raise EvaluationError(
             f"{run_dir / RUN_JSON}: status is 'completed' but final_checkpoint is empty; delete the run folder and retrain"
         )
+    checkpoint = (run_dir / run["final_checkpoint"]).resolve()
+    if not checkpoint.is_relative_to((run_dir / "checkpoints").resolve()):
+        # run.json is data, not code: it may only name a checkpoint inside its own run folder.
+        raise EvaluationError(
+            f"{run_dir / RUN_JSON}: final_checkpoint {run['final_checkpoint']!r} points outside "
+            f"{run_dir / 'checkpoints'}; refusing to restore it. Delete the run folder and retrain"
+        )
     if batch_size < 1:
         raise EvaluationError(f"evaluation batch_size must be >= 1, found {batch_size}")
     try:
@@ -139,7 +146,7 @@ def evaluate_run(
     if len(labels) == 0:
         raise EvaluationError(f"{test_arrow}: the test set has no rows; rebuild it with PrepareData")
     predictions, loss = _predict(
-        run_dir / INFERENCE_META, run_dir / run["final_checkpoint"], images, labels,
+        run_dir / INFERENCE_META, checkpoint, images, labels,
         batch_size=batch_size, threads=(intra_op_threads, inter_op_threads),
     )
     result["test"] = score_predictions(labels, predictions, loss, max_misclassified=max_misclassified)

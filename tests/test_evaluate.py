@@ -165,6 +165,16 @@ def test_missing_checkpoint_names_the_file(saved_run, tmp_path):
         evaluate_run(run_dir, saved_run["root"] / "test.arrow")
 
 
+def test_a_checkpoint_outside_the_run_folder_is_refused(saved_run, tmp_path):
+    run_dir = tmp_path / "seed-4"
+    shutil.copytree(saved_run["run_dir"], run_dir)
+    record = json.loads((run_dir / "run.json").read_text())
+    record["final_checkpoint"] = "../../elsewhere/epoch-0004"
+    (run_dir / "run.json").write_text(json.dumps(record))
+    with pytest.raises(EvaluationError, match=r"points outside .*checkpoints.*refusing to restore"):
+        evaluate_run(run_dir, saved_run["root"] / "test.arrow")
+
+
 def test_unreadable_checkpoint_and_missing_tensor_are_evaluation_errors(saved_run, tmp_path):
     corrupt = tmp_path / "corrupt"
     shutil.copytree(saved_run["run_dir"], corrupt)

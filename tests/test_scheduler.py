@@ -50,10 +50,11 @@ def luigid(tmp_path: Path):
 def _worker_env(tmp_path: Path, luigid: dict, synthetic_raw) -> dict:
     raw, checksums = synthetic_raw
     cfg = tmp_path / "worker.cfg"
+    # The shipped luigid.cfg, on this test's port, plus a [pipeline] section for the temp artifacts root.
+    shipped = (REPO_ROOT / "luigid.cfg").read_text().replace("scheduler_port = 8082", f"scheduler_port = {luigid['port']}")
+    assert f"scheduler_port = {luigid['port']}" in shipped
     cfg.write_text(
-        "[core]\nlocal_scheduler = false\nscheduler_host = 127.0.0.1\n"
-        f"scheduler_port = {luigid['port']}\n"
-        f"[pipeline]\nartifacts_root = {luigid['root']}\nsources = {json.dumps([str(raw)])}\n"
+        shipped + f"\n[pipeline]\nartifacts_root = {luigid['root']}\nsources = {json.dumps([str(raw)])}\n"
         f"checksums_file = {checksums}\nintra_op_threads = 1\n"
     )
     return dict(os.environ, LUIGI_CONFIG_PATH=str(cfg), TF_CPP_MIN_LOG_LEVEL="2")
@@ -102,6 +103,8 @@ def test_two_worker_processes_share_the_runs_without_running_any_twice(tmp_path,
     config.write_text(yaml.safe_dump(raw))
     workers = [_luigi(["FullReport", "--config", str(config), "--date", "2026-02-02"], env) for _ in range(2)]
     outputs = [worker.communicate(timeout=600)[0] for worker in workers]
+    for index, out in enumerate(outputs):
+        (tmp_path / f"worker-{index}.log").write_text(out)
     assert all(worker.returncode == 0 for worker in workers), [out[-3000:] for out in outputs]
 
     run_files = sorted((luigid["root"] / "runs").glob("*/seed-*/run.json"))
