@@ -4,6 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 CONFIG ?= configs/default.yaml
+WORKERS ?= 2
 STAMP := $(VENV)/.installed
 
 .PHONY: install report prepare nightly test bench data luigid-start luigid-stop clean-venv
@@ -21,14 +22,14 @@ data:
 	@bash scripts/ensure_dataset.sh
 
 report: install data
-	$(BIN)/luigi --module pipeline FullReport --config $(CONFIG)
+	$(BIN)/luigi --module pipeline FullReport --config $(CONFIG) --workers $(WORKERS)
 	@$(BIN)/python -m pipeline.where report --config $(CONFIG)
 
 prepare: install data
 	$(BIN)/luigi --module pipeline PrepareData
 
 nightly: install data
-	$(BIN)/luigi --module pipeline NightlyReport --config $(CONFIG)
+	$(BIN)/luigi --module pipeline NightlyReport --config $(CONFIG) --workers $(WORKERS)
 
 # The central scheduler on 127.0.0.1:$(PORT); point workers at it with LUIGI_CONFIG_PATH=luigid.cfg.
 PORT ?= 8082

@@ -26,7 +26,7 @@ class pipeline(luigi.Config):  # noqa: N801 - the class name is the luigi.cfg se
     )
     fetch_timeout = luigi.FloatParameter(default=30.0, description="seconds per HTTP request")
     fetch_retries = luigi.IntParameter(default=3, description="retries per HTTP source")
-    intra_op_threads = luigi.IntParameter(default=2, description="TensorFlow intra-op threads per run")
+    intra_op_threads = luigi.IntParameter(default=1, description="TensorFlow intra-op threads per run")
     inter_op_threads = luigi.IntParameter(default=1, description="TensorFlow inter-op threads per run")
 
 
