@@ -249,7 +249,10 @@ def parse_config(raw: Any, source: str = "<config>") -> ExperimentConfig:
     try:
         return ExperimentConfig.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(f"{source}: " + "; ".join(_describe(error, raw) for error in exc.errors())) from None
+        problems = [_describe(error, raw) for error in exc.errors()]
+        if len(problems) == 1:
+            raise ConfigError(f"{source}: {problems[0]}") from None
+        raise ConfigError(f"{source}: {len(problems)} problems:\n  - " + "\n  - ".join(problems)) from None
 
 
 _SECTION_FIELDS = {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import os
 import sys
 import subprocess
 from pathlib import Path
@@ -175,3 +176,31 @@ def test_date_seed_policy_derives_seeds_from_the_date():
     other = [r.seed for r in expand_runs(config, dt.date(2026, 1, 2))]
     assert first == again and first != other
     assert [r.seed for r in expand_runs(config)] == [0, 1, 0, 1, 0, 1]
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        (None, "not found"),
+        ("experiment: x\nmodel: {name: mlp\n", "YAML syntax error"),
+        (yaml.safe_dump({**BASE, "optimizers": [{"name": "adamw", "learning_rate": 0.1}]}),
+         "unknown optimizer 'adamw' (did you mean 'adam'?)"),
+        (yaml.safe_dump({**BASE, "trainning": BASE["training"]}), "unknown key (did you mean 'training'?)"),
+    ],
+    ids=["missing-file", "yaml-syntax", "unknown-optimizer", "misspelled-key"],
+)
+def test_the_command_line_refuses_a_bad_config_before_any_work(tmp_path, text, expected):
+    config = tmp_path / "exp.yaml"
+    if text is not None:
+        config.write_text(text)
+    root = tmp_path / "artifacts"
+    site = tmp_path / "site.cfg"
+    site.write_text(f"[pipeline]\nartifacts_root = {root}\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "luigi", "--module", "pipeline", "FullReport", "--config", str(config)],
+        cwd=REPO, env={**os.environ, "LUIGI_CONFIG_PATH": str(site)},
+        capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 35, done.stderr[-2000:]  # [retcode] scheduling_error
+    assert "ConfigError" in done.stderr and str(config) in done.stderr and expected in done.stderr
+    assert not root.exists(), "nothing may be fetched or written for a bad config"
