@@ -6,6 +6,7 @@ methods only, so scheduling a finished DAG never loads it.
 
 from luigi.tools.range import RangeDaily  # so that `luigi --module pipeline RangeDaily --of NightlyReport` works
 
+from pipeline import hygiene  # noqa: F401 - registers the temp-file sweep that runs before every task
 from pipeline.data import DecodeData, FetchFile, PrepareData, VerifyData
 from pipeline.experiment import TrainExperiment
 from pipeline.nightly import NightlyReport

@@ -10,6 +10,7 @@ from luigi.freezing import recursively_unfreeze
 from pipeline.data import PrepareData, VerifyData
 from pipeline.settings import layout, settings
 from tasks.config import RunSpec
+from tasks.faults import crash_point
 from tasks.runfiles import EVALUATION_JSON, RUN_JSON
 from tasks.storage import write_json_atomic
 
@@ -94,4 +95,5 @@ class EvaluateRun(RunTask):
             intra_op_threads=site.intra_op_threads,
             inter_op_threads=site.inter_op_threads,
         )
+        crash_point("evaluate.scored")
         write_json_atomic(self.output().path, result)

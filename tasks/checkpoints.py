@@ -26,7 +26,8 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 
 from tasks.errors import TrainingError
-from tasks.storage import TEMP_MARKER, write_json_atomic
+from tasks.faults import crash_point
+from tasks.storage import TEMP_MARKER, fsync_files, write_json_atomic
 
 CHECKPOINT_DIR = "checkpoints"
 LATEST_JSON = "latest.json"
@@ -83,8 +84,11 @@ def read_latest(checkpoint_dir: Path) -> dict[str, Any] | None:
 
 
 def write_latest(checkpoint_dir: Path, record: dict[str, Any]) -> None:
-    """Point latest.json at a checkpoint whose save has already returned (atomic)."""
-    write_json_atomic(Path(checkpoint_dir) / LATEST_JSON, record)
+    """Point latest.json at a checkpoint whose save has already returned (atomic, after an fsync of its files)."""
+    crash_point("train.checkpoint-saved")
+    directory = Path(checkpoint_dir)
+    fsync_files(sorted(path for path in directory.glob(f"{record['prefix']}.*") if _COMPLETE_FILE.match(path.name)))
+    write_json_atomic(directory / LATEST_JSON, record)
 
 
 def clean_checkpoint_dir(checkpoint_dir: Path, latest_epoch: int, keep: int = KEEP) -> list[Path]:

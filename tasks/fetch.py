@@ -13,6 +13,7 @@ record `<name>.json` is written before the `.gz` lands, so the `.gz` marks compl
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.client
 import json
@@ -28,12 +29,13 @@ import urllib.request
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Callable, Sequence
+from typing import BinaryIO, Callable, Iterator, Sequence
 
 from tqdm import tqdm
 
 from tasks.dataset import DEBIAN_DIR, RAW_FILE_NAMES, RAW_FILES
 from tasks.errors import DataError, FetchError
+from tasks.faults import crash_point
 from tasks.storage import storage_error, ensure_dir, quarantine, sha256_file, write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -140,6 +142,7 @@ def fetch_raw_file(
                                max_bytes=max_bytes)
             else:
                 _copy_local(location.path, part, name, max_bytes=max_bytes)
+            crash_point("fetch.part-written")
             record = _verify(part, expected_payload_sha256, expected_gz_md5, payload_cap)
         except _SourceFailed as failure:
             reason = str(failure)
@@ -358,7 +361,7 @@ def _pump(read: Callable[[int], bytes], out: BinaryIO, part: Path, *, already: i
         try:
             out.write(chunk)
         except OSError as exc:
-            raise storage_error(part, exc) from exc
+            raise storage_error(part, exc) from None
         received += len(chunk)
         bar.update(len(chunk))
 
@@ -417,11 +420,26 @@ def _discard(part: Path) -> None:
     _sidecar(part).unlink(missing_ok=True)
 
 
-def _open_part(part: Path, mode: str) -> BinaryIO:
+@contextlib.contextmanager
+def _open_part(part: Path, mode: str) -> Iterator[BinaryIO]:
+    """`part` open for writing; a full or read-only disk, at open or at the final flush, is a StorageError.
+
+    OSErrors from the body pass through unchanged: the HTTP code tells network failures apart by them.
+    """
     try:
-        return open(part, mode)
+        handle = open(part, mode)
     except OSError as exc:
-        raise storage_error(part, exc) from exc
+        raise storage_error(part, exc) from None
+    try:
+        yield handle
+    except BaseException:
+        with contextlib.suppress(OSError):
+            handle.close()
+        raise
+    try:
+        handle.close()  # flushes the last buffered bytes, so a full disk may first show here
+    except OSError as exc:
+        raise storage_error(part, exc) from None
 
 
 def _progress(name: str, total: int | None, initial: int) -> tqdm:
@@ -434,7 +452,7 @@ def _quarantine(part: Path, name: str, shown: str, reason: str) -> Path:
     try:
         return quarantine(part, f"{name} from {shown}: {reason}")
     except OSError as exc:
-        raise storage_error(part, exc) from exc
+        raise storage_error(part, exc) from None
 
 
 def _promote(part: Path, final: Path) -> None:
@@ -444,7 +462,7 @@ def _promote(part: Path, final: Path) -> None:
             os.fsync(handle.fileno())
         os.replace(part, final)
     except OSError as exc:
-        raise storage_error(final, exc) from exc
+        raise storage_error(final, exc) from None
 
 
 # -- verification -------------------------------------------------------------------------------
@@ -473,7 +491,7 @@ def _gz_digests(path: Path) -> tuple[str, str, int]:
                 md5.update(chunk)
                 size += len(chunk)
     except OSError as exc:
-        raise storage_error(path, exc) from exc
+        raise storage_error(path, exc) from None
     return sha256.hexdigest(), md5.hexdigest(), size
 
 
@@ -507,7 +525,7 @@ def _payload_digest(path: Path, cap: int) -> tuple[str, int]:
     except zlib.error as exc:
         raise _SourceFailed(f"corrupt gzip stream ({exc})", bad_part=True) from None
     except OSError as exc:
-        raise storage_error(path, exc) from exc
+        raise storage_error(path, exc) from None
     if not member.eof:
         raise _SourceFailed("truncated gzip stream (it ends before the gzip trailer)", bad_part=True)
     return digest.hexdigest(), size

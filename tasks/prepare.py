@@ -10,6 +10,7 @@ import numpy as np
 from tasks.arrays import load_arrays, write_arrays, write_indices
 from tasks.dataset import NUM_CLASSES, RAW_FILES
 from tasks.errors import DataError
+from tasks.faults import crash_point
 from tasks.idx import decode_pair
 from tasks.split import stratified_split
 from tasks.storage import quarantine, read_json, sha256_file
@@ -67,6 +68,7 @@ def decode_dataset(raw_dir: Path, arrays_dir: Path, fetch_records: dict[str, dic
             manifest["arrays"][split] = {"path": str(arrow_path), "rows": info["rows"],
                                          "sha256": sha256_file(arrow_path)}
             progress.update(1)
+    crash_point("decode.arrays-written")
     return manifest
 
 

@@ -21,6 +21,7 @@ from tasks.arrays import load_arrays
 from tasks.dataset import CLASS_NAMES
 from tasks.errors import DataError, EvaluationError, ReportError
 from tasks.evaluate import read_metrics
+from tasks.faults import crash_point
 from tasks.runfiles import METRICS_PARQUET
 from tasks.storage import atomic_open, atomic_path, ensure_dir, write_bytes_atomic
 
@@ -79,6 +80,7 @@ def build_report(
     # report lying beside the new one; the folder is ours, and only its PNGs are touched.
     for stale in set((out_dir / FIGURES).glob("*.png")) - set(written.values()):
         stale.unlink(missing_ok=True)
+    crash_point("report.figures-written")
 
     summary_path = out_dir / "summary.parquet"
     with atomic_path(summary_path, suffix=".parquet") as temp:

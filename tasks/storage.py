@@ -1,37 +1,117 @@
-"""Atomic file targets, checksums and quarantine.
+"""Atomic file targets, checksums, quarantine, and the sweep of killed writers' temp files.
 
 Every finished target is written to a temp file in its own directory and moved into place with
-`os.replace`, which is atomic on POSIX. A reader therefore sees either no file or the whole file. Temp
-files carry the `TEMP_MARKER` so that a later run can recognise and sweep the leftovers of a killed one.
+`os.replace`, which is atomic on POSIX. A reader therefore sees either no file or the whole file. A temp
+file is named `.<target>.tmp-<writer>-<pid>-<random>[suffix]`, where `<writer>` names this host (and its
+pid namespace): a later run recognises the leftovers of a killed writer by that name and sweeps them.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import getpass
 import hashlib
 import json
+import logging
 import os
+import re
 import shutil
+import socket
+import stat
 import tempfile
 import time
 from pathlib import Path
 from typing import Any, BinaryIO, Iterator
 
 from tasks.errors import StorageError
+from tasks.faults import crash_point
+
+log = logging.getLogger(__name__)
 
 TEMP_MARKER = ".tmp-"
 QUARANTINE_DIR = "quarantine"
+# A temp file of another host (whose pids we cannot check) is swept when it has not changed for this
+# long: an atomic write takes seconds, and a file being written keeps a fresh mtime.
+FOREIGN_TEMP_SECONDS = 3600
+_TEMP_NAME = re.compile(re.escape(TEMP_MARKER) + r"(?P<writer>[A-Za-z0-9._]+)-(?P<pid>\d+)-")
+_FIX_ROOT = "or set `[pipeline] artifacts_root` in luigi.cfg to a folder that is"
+
+
+def _writer_id() -> str:
+    """This host's name plus its pid namespace: two containers on one host never share a pid space."""
+    host = re.sub(r"[^A-Za-z0-9.]", "_", socket.gethostname())[:48] or "host"
+    try:
+        namespace = re.sub(r"\D", "", os.readlink("/proc/self/ns/pid"))
+    except OSError:
+        namespace = ""  # not Linux: the host name alone
+    return f"{host}.{namespace}" if namespace else host
+
+
+WRITER_ID = _writer_id()
 
 
 def storage_error(path: Path, exc: OSError) -> StorageError:
-    if exc.errno == errno.ENOSPC:
-        hint = "the disk is full; free space under the artifacts root and rerun"
-    elif exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        hint = "the artifacts root is not writable; fix its permissions or set [pipeline] artifacts_root"
+    """A StorageError naming `path`, the cause (full disk, read-only, permissions) and what to do."""
+    reason = exc.strerror or str(exc)
+    code = exc.errno
+    if code is None:  # some libraries raise OSError without errno; their text still says why
+        text = str(exc).lower()
+        code = next((code for code, words in _ERRNO_TEXTS.items() if words in text), None)
+    if code in (errno.ENOSPC, errno.EDQUOT):
+        hint = (f"expected free space on the filesystem that holds it, found {_free_bytes(path)}; free space "
+                f"there and rerun, {_FIX_ROOT} on a bigger disk")
+    elif code == errno.EROFS:
+        hint = (f"the filesystem that holds it is mounted read-only; remount it read-write and rerun, "
+                f"{_FIX_ROOT} writable")
+    elif code in (errno.EACCES, errno.EPERM):
+        hint = (f"user {_user()} may not write there; give it write access (chown/chmod) and rerun, "
+                f"{_FIX_ROOT} writable")
     else:
-        hint = "check the artifacts root and rerun"
-    return StorageError(f"cannot write {path}: {exc.strerror or exc} ({hint})")
+        hint = "check that the artifacts root is a healthy, writable local or network folder, and rerun"
+    # The folder that refused may be a parent that did not exist yet (mkdir -p): name it too.
+    where = f" (at {exc.filename})" if exc.filename and Path(exc.filename) != Path(path) else ""
+    return StorageError(f"cannot write {path}: {reason}{where}. {hint[0].upper()}{hint[1:]}.")
+
+
+# How libraries that raise no OSError (TensorFlow's C++ file system) still say why a write failed.
+_ERRNO_TEXTS = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded",
+                errno.EROFS: "read-only file system", errno.EACCES: "permission denied"}
+
+
+@contextlib.contextmanager
+def disk_errors_as_storage_errors(path: str | os.PathLike) -> Iterator[None]:
+    """Turn a library's error about a full, read-only or forbidden disk while writing `path` into a StorageError.
+
+    TensorFlow reports ENOSPC as a ResourceExhaustedError with an out-of-memory hint; the user needs to
+    hear "the disk is full" instead. Any other error passes through unchanged.
+    """
+    try:
+        yield
+    except StorageError:
+        raise
+    except Exception as exc:
+        text = str(exc).lower()
+        code = next((code for code, words in _ERRNO_TEXTS.items() if words in text), None)
+        if code is None:
+            raise
+        raise storage_error(Path(path), OSError(code, os.strerror(code))) from exc
+
+
+def _free_bytes(path: Path) -> str:
+    for folder in (Path(path), *Path(path).parents):
+        try:
+            return f"{shutil.disk_usage(folder).free} bytes free"
+        except OSError:
+            continue
+    return "no way to tell how much"
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return f"uid {os.getuid()}"
 
 
 def ensure_dir(path: str | os.PathLike) -> Path:
@@ -40,8 +120,16 @@ def ensure_dir(path: str | os.PathLike) -> Path:
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise storage_error(directory, exc) from exc
+        raise storage_error(directory, exc) from None
     return directory
+
+
+def _make_temp(final: Path, suffix: str) -> Path:
+    """Create an empty temp file beside `final`, named so that a sweep can tell whether its writer lives."""
+    fd, temp_name = tempfile.mkstemp(prefix=f".{final.name}{TEMP_MARKER}{WRITER_ID}-{os.getpid()}-",
+                                     suffix=suffix, dir=final.parent)
+    os.close(fd)
+    return Path(temp_name)
 
 
 @contextlib.contextmanager
@@ -54,19 +142,18 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     final = Path(path)
     ensure_dir(final.parent)
     try:
-        fd, temp_name = tempfile.mkstemp(prefix=f".{final.name}{TEMP_MARKER}", suffix=suffix, dir=final.parent)
+        temp = _make_temp(final, suffix)
     except OSError as exc:
-        raise storage_error(final, exc) from exc
-    os.close(fd)
-    temp = Path(temp_name)
+        raise storage_error(final, exc) from None
     try:
         yield temp
         _fsync_file(temp)
+        crash_point("storage.temp-written")
         os.replace(temp, final)
         _fsync_dir(final.parent)
     except OSError as exc:
         temp.unlink(missing_ok=True)
-        raise storage_error(final, exc) from exc
+        raise storage_error(final, exc) from None
     except BaseException:
         temp.unlink(missing_ok=True)
         raise
@@ -80,7 +167,7 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[BinaryIO]
             with open(temp, mode) as handle:
                 yield handle
         except OSError as exc:
-            raise storage_error(Path(path), exc) from exc
+            raise storage_error(Path(path), exc) from None
 
 
 def write_json_atomic(path: str | os.PathLike, payload: Any) -> None:
@@ -98,6 +185,18 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
 def read_json(path: str | os.PathLike) -> Any:
     with open(path, encoding="utf-8") as handle:
         return json.load(handle)
+
+
+def fsync_files(paths: list[Path]) -> None:
+    """Flush files written by someone else's code (TF's Saver) and their folders to disk, before a
+    pointer to them is written: after a power cut the pointer never names bytes still in the page cache."""
+    for path in paths:
+        try:
+            _fsync_file(path)
+        except OSError as exc:
+            raise storage_error(path, exc) from None
+    for folder in {path.parent for path in paths}:
+        _fsync_dir(folder)
 
 
 def _fsync_file(path: Path) -> None:
@@ -141,21 +240,47 @@ def quarantine(path: str | os.PathLike, reason: str) -> Path:
 
 
 def sweep_temp_files(directory: str | os.PathLike) -> list[Path]:
-    """Remove temp files left by killed writers under `directory`; return what was removed.
+    """Remove the temp files of killed writers under `directory`; return what was removed.
 
-    Only names carrying TEMP_MARKER are touched, and only those whose writer is gone: a file is swept
-    when it is older than one minute, so a writer running beside us keeps its temp file.
+    Only regular files whose name carries TEMP_MARKER are touched, never a quarantine folder, a `.part`
+    download or anything else. A temp file is swept when its writer is a dead process of this host (at
+    any age), or when it has not changed for FOREIGN_TEMP_SECONDS (another host's writer, whose pid we
+    cannot check, or an old name without a pid). A live writer's temp file, here or elsewhere, stays.
     """
     removed: list[Path] = []
-    root = Path(directory)
-    if not root.exists():
-        return removed
-    cutoff = time.time() - 60
-    for candidate in root.rglob(f"*{TEMP_MARKER}*"):
-        try:
-            if candidate.is_file() and candidate.stat().st_mtime < cutoff:
-                candidate.unlink()
-                removed.append(candidate)
-        except FileNotFoundError:
-            continue
+    now = time.time()
+    for folder, subfolders, files in os.walk(directory):
+        subfolders[:] = [name for name in subfolders if name != QUARANTINE_DIR]
+        for name in files:
+            if TEMP_MARKER not in name or name.endswith(".part"):
+                continue
+            path = Path(folder) / name
+            try:
+                info = path.lstat()
+                if not stat.S_ISREG(info.st_mode):
+                    continue
+                if _writer_is_dead(name) or now - info.st_mtime > FOREIGN_TEMP_SECONDS:
+                    path.unlink()
+                    removed.append(path)
+            except OSError:
+                continue  # gone meanwhile, or not ours to remove: a sweep never fails a run
+    if removed:
+        log.info("swept %d temp file(s) of killed writers: %s", len(removed), ", ".join(map(str, removed)))
     return removed
+
+
+def _writer_is_dead(name: str) -> bool:
+    """True when `name` is the temp file of a process of this host (and pid namespace) that has ended."""
+    match = _TEMP_NAME.search(name)
+    if match is None or match["writer"] != WRITER_ID:
+        return False
+    pid = int(match["pid"])
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False  # it exists but belongs to another user: alive
+    return False

@@ -30,7 +30,9 @@ from tasks.arrays import load_arrays, load_indices
 from tasks.config import settings_hash
 from tasks.runfiles import METRICS_PARQUET, METRICS_SCHEMA, RUN_JSON
 from tasks.errors import ConfigError, DataError, TrainingError
-from tasks.storage import atomic_open, atomic_path, ensure_dir, read_json, write_json_atomic
+from tasks.faults import crash_point
+from tasks.storage import (atomic_open, atomic_path, disk_errors_as_storage_errors, ensure_dir, read_json,
+                           write_json_atomic)
 
 ATTEMPTS_FILE = "attempts"
 VALIDATION_BATCH = 2000
@@ -72,7 +74,8 @@ def train_run(settings: dict, seed: int, train_arrow: Path, split_arrow: Path, r
     from tasks.models import export_inference_graph, tf
     from tasks.train_graph import build_training_graph
 
-    with atomic_path(checkpoint_dir / checkpoints.INFERENCE_META, suffix=".meta") as temp:
+    meta_path = checkpoint_dir / checkpoints.INFERENCE_META
+    with disk_errors_as_storage_errors(meta_path), atomic_path(meta_path, suffix=".meta") as temp:
         inference_variables = export_inference_graph(str(temp), model["name"], model["params"])
     graph = build_training_graph(model, optimizer, seed, train_rows, steps, batch_size)
     if graph.variable_names != inference_variables:
@@ -104,7 +107,8 @@ def train_run(settings: dict, seed: int, train_arrow: Path, split_arrow: Path, r
             rows.append(row)
             # Order matters for kill safety: metrics, then checkpoint files, then latest.json, then pruning.
             _write_metrics(run_dir / METRICS_PARQUET, rows)
-            latest = graph.save(session, checkpoint_dir, epoch, run_hash, seed)
+            with disk_errors_as_storage_errors(checkpoint_dir / checkpoints.prefix_name(epoch)):
+                latest = graph.save(session, checkpoint_dir, epoch, run_hash, seed)
             checkpoints.clean_checkpoint_dir(checkpoint_dir, epoch)
             report(epoch / epochs, f"epoch {epoch}/{epochs} · val_acc {row['val_accuracy']:.3f} · "
                                    f"{row['examples_per_second']:.0f} ex/s")
@@ -149,6 +153,7 @@ def _run_epoch(session: Any, graph: Any, run_chunk: Callable, bar: Any, seed: in
         steps_after, bad_step = run_chunk()
         bar.update(int(steps_after) - done)
         done = int(steps_after)
+        crash_point("train.mid-epoch")
         if bad_step >= 0:
             step = int(bad_step) + 1
             return None, {"epoch": epoch, "step": step, "global_step": (epoch - 1) * steps + step}
