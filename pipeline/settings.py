@@ -26,6 +26,11 @@ class pipeline(luigi.Config):  # noqa: N801 - the class name is the luigi.cfg se
     )
     fetch_timeout = luigi.FloatParameter(default=30.0, description="seconds per HTTP request")
     fetch_retries = luigi.IntParameter(default=3, description="retries per HTTP source")
+    training_resource = luigi.Parameter(
+        default="training",
+        description="the [resources] name each TrainRun holds one unit of; give each host its own name "
+        "(e.g. training_hostA) to cap concurrent training per host under one central scheduler",
+    )
     intra_op_threads = luigi.IntParameter(default=1, description="TensorFlow intra-op threads per run")
     inter_op_threads = luigi.IntParameter(default=1, description="TensorFlow inter-op threads per run")
 

@@ -47,7 +47,9 @@ class RunTask(luigi.Task):
 class TrainRun(RunTask):
     """Train one (model, optimizer, hyper-parameters, seed) run; run.json, written last, marks it done."""
 
-    resources = {"training": 1}
+    @property
+    def resources(self):
+        return {settings().training_resource: 1}
 
     def requires(self):
         return self.data_tasks()
