@@ -11,6 +11,7 @@ from pipeline.experiment import DEFAULT_CONFIG, config_hash, load_experiment
 from pipeline.settings import layout
 from pipeline.training import EvaluateRun
 from tasks.config import ExperimentConfig, RunSpec, expand_runs
+from tasks.runfiles import RUN_JSON
 from tasks.storage import read_json, write_json_atomic
 
 
@@ -33,7 +34,7 @@ def collect_runs(tasks: list[EvaluateRun]) -> list[dict]:
                 "seed": spec.seed,
                 "run_hash": spec.run_hash,
                 "run_dir": task.run_dir,
-                "run": read_json(task.run_dir / "run.json"),
+                "run": read_json(task.run_dir / RUN_JSON),
                 "evaluation": read_json(task.output().path),
             }
         )
