@@ -24,7 +24,7 @@ from tasks.errors import ConfigError
 from tasks.registry import MODEL_PARAMS, OPTIMIZER_PARAMS, resolve_params
 
 # Bump when the training code changes what a given config produces, so that old runs are not reused.
-RUN_SCHEMA_VERSION = 1
+RUN_SCHEMA_VERSION = 2
 HASH_LENGTH = 10
 
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")

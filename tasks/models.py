@@ -12,13 +12,10 @@ from __future__ import annotations
 
 from typing import Any, Callable, Sequence
 
-import tensorflow.compat.v1 as tf
-
 from tasks.dataset import IMAGE_COLS, IMAGE_PIXELS, IMAGE_ROWS, NUM_CLASSES
 from tasks.errors import ConfigError
 from tasks.registry import MODEL_PARAMS
-
-tf.disable_v2_behavior()
+from tasks.tf1 import tf
 
 
 def _dense(inputs: tf.Tensor, units: int, scope: str) -> tf.Tensor:

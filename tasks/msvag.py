@@ -13,14 +13,24 @@ elementwise, per coordinate i of the parameters θ, and t = 1, 2, ... counts the
     M-SVAG:  γ_t = m̂_t² / (m̂_t² + ρ_t s_t)      θ_t = θ_{t-1} - α γ_t m̂_t
     SVAG:    γ_t = m̂_t² / (m̂_t² + s_t)          θ_t = θ_{t-1} - α γ_t g_t
 
-α is the learning rate. Numerical choices, each a no-op in exact arithmetic:
+α is the learning rate. How it is computed, each step a no-op in exact arithmetic:
 
+- Every quantity that depends on t alone (β^t, ρ_t, the bias corrections) is a scalar, computed once
+  per step for all variables (`StepScalars`), in float64, then cast.
+- The bias corrections cancel out of γ: with c = 1-β^t, m̂² = m_t²/c² and v̂ - m̂² = (c v_t - m_t²)/c², so
+      γ_t = m_t² / (m_t² + w_t max(c v_t - m_t², 0)),   w_t = ρ_t/(1-ρ_t) (M-SVAG) or 1/(1-ρ_t) (SVAG),
+  and the step is θ_t = θ_{t-1} - (α/c) γ_t m_t (M-SVAG) or θ_{t-1} - α γ_t g_t (SVAG), applied by the
+  fused kernel plain SGD uses.
+- m and v are updated in place, as m_t = m_{t-1} - (1-β)(m_{t-1} - g_t) (likewise v), so no copy.
+  Together: 18 elementwise ops per variable and step, where the equations read literally take about 30.
 - ρ_t is capped at `RHO_CAP` < 1, since ρ_1 = 1 would divide by zero.
-- s_1 = 0. At t = 1, v̂ - m̂² is exactly 0 in exact arithmetic, but its float32 rounding noise divided
-  by 1 - RHO_CAP (about 1e-7) would make γ_1 a random number; with s_1 = 0 the first step is a plain
-  (bias-corrected) SGD step, as the equations give.
-- s_t >= 0: v̂ - m̂² is a weighted variance, so only cancellation can make it negative.
-- γ is clipped to [0, 1] and a NaN (0/0: m̂ = 0 with no variance, e.g. a constant-zero gradient) is 0.
+- s_1 = 0, i.e. w_1 = 0. At t = 1, v̂ - m̂² is exactly 0 in exact arithmetic, but its float32 rounding
+  noise divided by 1 - RHO_CAP (about 1e-7) would make γ_1 a random number; with s_1 = 0 the first step
+  is a plain (bias-corrected) SGD step, as the equations give.
+- s_t >= 0: v̂ - m̂² is a weighted variance, so only cancellation can make it negative. Then γ is in
+  [0, 1] by construction (w_t >= 0), also after rounding.
+- 0/0 (m_t = 0 with no variance, e.g. a constant-zero gradient) gives γ = 0, and so does inf/inf
+  (m_t² overflowing float32).
 
 State: slots "m" and "v" per variable, and one non-slot counter "<name>_step" (steps taken so far), all
 global variables, so a `tf.train.Saver` checkpoints them and a resumed run continues bit-identically.
@@ -28,43 +38,68 @@ global variables, so a `tf.train.Saver` checkpoints them and a resumed run conti
 
 from __future__ import annotations
 
-import tensorflow.compat.v1 as tf
+from typing import NamedTuple
 
 from tasks.errors import ConfigError
+from tasks.tf1 import tf
 
 RHO_CAP = 1.0 - 1e-7
+
+
+class StepScalars(NamedTuple):
+    """What step t needs beyond the per-coordinate state: scalars of one dtype, shared by all variables."""
+
+    beta: tf.Tensor  # β
+    one_minus_beta: tf.Tensor  # 1-β
+    bias_correction: tf.Tensor  # c = 1-β^t
+    variance_weight: tf.Tensor  # w_t (0 at t = 1)
+    direction_scale: tf.Tensor  # 1/c for M-SVAG (the direction is m̂ = m_t/c), 1 for SVAG (g)
+
+    def cast(self, dtype) -> "StepScalars":
+        return StepScalars(*(tf.cast(value, dtype) for value in self))
+
+
+def step_scalars(t, beta, uses_momentum: bool) -> StepScalars:
+    """The per-step scalars of the module docstring for step t = 1, 2, ..., in float64."""
+    t = tf.cast(t, tf.float64)
+    beta = tf.cast(beta, tf.float64)
+    one = tf.constant(1.0, tf.float64)
+    bias_correction = one - tf.pow(beta, t)
+    rho = (tf.square(one - beta) * (one - tf.pow(beta, 2.0 * t))) / (
+        tf.square(bias_correction) * (one - tf.square(beta))
+    )
+    rho = tf.minimum(rho, tf.constant(RHO_CAP, tf.float64))
+    weight = (rho if uses_momentum else one) / (one - rho)
+    weight = tf.where_v2(t > one, weight, tf.zeros_like(weight))  # s_1 = 0: see the module docstring
+    direction_scale = one / bias_correction if uses_momentum else one
+    return StepScalars(beta, one - beta, bias_correction, weight, direction_scale)
+
+
+def moment_decrements(grad, m, v, scalars: StepScalars):
+    """(m_{t-1} - m_t, v_{t-1} - v_t) = ((1-β)(m - g), (1-β)(v - g²)): the moving averages as in-place steps."""
+    return scalars.one_minus_beta * (m - grad), scalars.one_minus_beta * (v - tf.square(grad))
+
+
+def variance_adaptation(m_t, v_t, scalars: StepScalars):
+    """γ_t from m_t and v_t (not bias-corrected: the corrections cancel), `scalars` of their dtype."""
+    m_sq = tf.square(m_t)
+    # c²(v̂ - m̂²) clipped at 0; times w_t it is c² ρ_t s_t (M-SVAG) or c² s_t (SVAG).
+    excess = tf.maximum(scalars.bias_correction * v_t - m_sq, tf.zeros([], m_sq.dtype))
+    gamma = tf.math.divide_no_nan(m_sq, m_sq + scalars.variance_weight * excess)
+    return tf.where_v2(tf.math.is_nan(gamma), tf.zeros([], gamma.dtype), gamma)  # inf/inf: see above
 
 
 def variance_adapted_step(grad, m, v, t, beta, uses_momentum: bool):
     """The equations of the module docstring for step t: returns (m_t, v_t, γ_t, direction).
 
-    `m`, `v` are m_{t-1}, v_{t-1}; `t` and `beta` are scalars of the gradient's dtype. The step is
-    θ_t = θ_{t-1} - α γ_t direction, where direction is m̂_t (M-SVAG) or g_t (SVAG).
+    `m`, `v` are m_{t-1}, v_{t-1}; `t` and `beta` are scalars. The step is θ_t = θ_{t-1} - α γ_t direction,
+    where direction is m̂_t (M-SVAG) or g_t (SVAG). The optimizers apply the same three helpers in place.
     """
-    dtype = grad.dtype.base_dtype
-    one = tf.constant(1.0, dtype)
-    m_t = beta * m + (one - beta) * grad
-    v_t = beta * v + (one - beta) * tf.square(grad)
-    bias_correction = one - tf.pow(beta, t)
-    m_hat = m_t / bias_correction
-    v_hat = v_t / bias_correction
-
-    rho = (tf.square(one - beta) * (one - tf.pow(beta, 2.0 * t))) / (
-        tf.square(bias_correction) * (one - tf.square(beta))
-    )
-    rho = tf.minimum(rho, tf.constant(RHO_CAP, dtype))
-    zeros = tf.zeros_like(m_hat)
-    variance = tf.maximum(v_hat - tf.square(m_hat), zeros) / (one - rho)
-    variance = tf.where_v2(t > one, variance, zeros)  # s_1 = 0: see the module docstring
-
-    m_hat_sq = tf.square(m_hat)
-    if uses_momentum:
-        direction, variance_weight = m_hat, rho
-    else:
-        direction, variance_weight = grad, one
-    gamma = m_hat_sq / (m_hat_sq + variance_weight * variance)
-    gamma = tf.clip_by_value(tf.where(tf.is_nan(gamma), zeros, gamma), 0.0, 1.0)
-    return m_t, v_t, gamma, direction
+    scalars = step_scalars(t, beta, uses_momentum).cast(grad.dtype.base_dtype)
+    m_decrement, v_decrement = moment_decrements(grad, m, v, scalars)
+    m_t, v_t = m - m_decrement, v - v_decrement
+    gamma = variance_adaptation(m_t, v_t, scalars)
+    return m_t, v_t, gamma, (m_t * scalars.direction_scale if uses_momentum else grad)
 
 
 class _VarianceAdaptedOptimizer(tf.train.Optimizer):
@@ -79,8 +114,8 @@ class _VarianceAdaptedOptimizer(tf.train.Optimizer):
         super().__init__(use_locking, name)
         self._lr = learning_rate
         self._beta = beta
-        self._lr_t = None
-        self._beta_t = None
+        self._scalars = None
+        self._scalars_by_dtype = {}
 
     def _create_slots(self, var_list):
         # Put the counter with the variable that sorts first, as Adam does, so its device is stable.
@@ -91,8 +126,21 @@ class _VarianceAdaptedOptimizer(tf.train.Optimizer):
             self._zeros_slot(var, "v", self._name)
 
     def _prepare(self):
-        self._lr_t = tf.convert_to_tensor(self._call_if_callable(self._lr), name="learning_rate")
-        self._beta_t = tf.convert_to_tensor(self._call_if_callable(self._beta), name="beta")
+        # Once per apply, not per variable: the step's scalars and the step size α·direction_scale.
+        learning_rate = tf.convert_to_tensor(self._call_if_callable(self._lr), name="learning_rate")
+        beta = tf.convert_to_tensor(self._call_if_callable(self._beta), name="beta")
+        t = self.step_counter() + 1.0
+        with tf.name_scope("step_scalars"):
+            scalars = step_scalars(t, beta, self._USES_MOMENTUM)
+            self._scalars = (scalars, tf.cast(learning_rate, tf.float64) * scalars.direction_scale)
+        self._scalars_by_dtype = {}
+
+    def _scalars_for(self, dtype):
+        """(StepScalars, step size) cast to `dtype`, once per dtype per apply."""
+        if dtype not in self._scalars_by_dtype:
+            scalars, step_size = self._scalars
+            self._scalars_by_dtype[dtype] = (scalars.cast(dtype), tf.cast(step_size, dtype))
+        return self._scalars_by_dtype[dtype]
 
     def _step_name(self) -> str:
         return f"{self._name}_step"
@@ -103,36 +151,40 @@ class _VarianceAdaptedOptimizer(tf.train.Optimizer):
             graph = None if tf.executing_eagerly() else tf.get_default_graph()
         return self._get_non_slot_variable(self._step_name(), graph=graph)
 
-    def _apply_variance_adapted(self, grad, var):
-        """Update one variable (ref or resource) from its dense gradient; returns the op."""
-        dtype = var.dtype.base_dtype
+    def _apply_variance_adapted(self, grad, var, apply_step):
+        """Update one variable from its dense gradient; `apply_step(step_size, delta)` does θ -= step_size·delta."""
         m = self.get_slot(var, "m")
         v = self.get_slot(var, "v")
-        t = tf.cast(self.step_counter(), dtype) + tf.constant(1.0, dtype)
-        m_t, v_t, gamma, direction = variance_adapted_step(
-            grad, m, v, t, tf.cast(self._beta_t, dtype), uses_momentum=self._USES_MOMENTUM
-        )
-        return tf.group(
-            m.assign(m_t, use_locking=self._use_locking, read_value=False),
-            v.assign(v_t, use_locking=self._use_locking, read_value=False),
-            var.assign_sub(
-                tf.cast(self._lr_t, dtype) * gamma * direction, use_locking=self._use_locking, read_value=False
-            ),
-        )
+        scalars, step_size = self._scalars_for(var.dtype.base_dtype)
+        m_decrement, v_decrement = moment_decrements(grad, m, v, scalars)
+        # In place (no copy into the slot); each returns the updated slot, read after its update.
+        m_t = m.assign_sub(m_decrement, use_locking=self._use_locking)
+        v_t = v.assign_sub(v_decrement, use_locking=self._use_locking)
+        gamma = variance_adaptation(m_t, v_t, scalars)
+        return apply_step(step_size, gamma * (m_t if self._USES_MOMENTUM else grad))
 
+    # θ -= step_size·delta in one kernel (the one plain SGD uses), for ref and for resource variables.
     def _apply_dense(self, grad, var):
-        return self._apply_variance_adapted(grad, var)
+        def apply_step(step_size, delta):
+            return tf.raw_ops.ApplyGradientDescent(var=var, alpha=step_size, delta=delta,
+                                                   use_locking=self._use_locking).op
+
+        return self._apply_variance_adapted(grad, var, apply_step)
 
     def _resource_apply_dense(self, grad, handle):
-        return self._apply_variance_adapted(grad, handle)
+        def apply_step(step_size, delta):
+            return tf.raw_ops.ResourceApplyGradientDescent(var=handle.handle, alpha=step_size, delta=delta,
+                                                           use_locking=self._use_locking)
+
+        return self._apply_variance_adapted(grad, handle, apply_step)
 
     # Sparse gradients are made dense: the equations decay m and v of every row at every step
     # (a row without a gradient has g = 0), which a rows-only update would not do.
     def _apply_sparse(self, grad, var):
-        return self._apply_variance_adapted(_densify(grad.values, grad.indices, var), var)
+        return self._apply_dense(_densify(grad.values, grad.indices, var), var)
 
     def _resource_apply_sparse(self, grad, handle, indices):
-        return self._apply_variance_adapted(_densify(grad, indices, handle), handle)
+        return self._resource_apply_dense(_densify(grad, indices, handle), handle)
 
     def _finish(self, update_ops, name_scope):
         step = self.step_counter()
@@ -141,7 +193,6 @@ class _VarianceAdaptedOptimizer(tf.train.Optimizer):
             with tf.colocate_with(step):
                 advance = step.assign_add(1.0, use_locking=self._use_locking, read_value=False)
         return tf.group(*update_ops, advance, name=name_scope)
-
 
 def _densify(values, indices, var):
     """The dense gradient of `var` from de-duplicated sparse rows."""

@@ -19,8 +19,9 @@ from typing import Any
 from tasks import checkpoints
 from tasks.dataset import IMAGE_PIXELS
 from tasks.errors import TrainingError
-from tasks.models import MODEL_SCOPE, build_model, classification_head, inference_path, scale_images, tf
+from tasks.models import MODEL_SCOPE, build_model, classification_head, inference_path, scale_images
 from tasks.optimizers import make_optimizer
+from tasks.tf1 import tf
 
 # Steps per Session call: amortises the per-call overhead (~0.2 ms, ~15% of an MLP step at batch 64).
 CHUNK_STEPS = 100

@@ -1,0 +1,358 @@
+"""Training throughput, side by side: the original feed_dict loop, Keras model.fit, and the project's loop.
+
+On the same real training rows, model, batch size, optimizer and thread counts, in one invocation:
+
+  (a) feed_dict  the original project's style, written here: float32 placeholders, the same model
+                 builder (tasks.models), numpy shuffling per epoch and numpy slicing per step,
+                 `sess.run([train_op, loss], feed_dict)` once per step;
+  (b) keras      tf_keras `Sequential.fit` with the same layers (a benchmark-only peer; the product
+                 is Keras-free), in its own process with TF2 behaviour on;
+  (c) project    `tasks.train.train_run` itself, one epoch into a temp folder; its metrics'
+                 `examples_per_second` counts training only (no validation, no checkpoint);
+  (d) matmuls    MLP only: the step's 8 matrix products alone in an in-graph loop, nothing else. No
+                 loop can beat it on this machine, so it bounds c/a and c/b.
+
+Each contender trains one epoch (the CNN: the first --cnn-rows rows) after a warm-up, in rounds a, b,
+c, repeated --repeat times; ratios are taken within a round (same machine load) and the median over
+rounds is reported, with the best throughput of each contender. Also printed: the project loop's
+M-SVAG and SVAG step time relative to SGD's. Goals (checked with --check): on the MLP, c/a >= 2 and
+c/b >= 4 for every optimizer. About 3 minutes with the defaults on 2 cores.
+
+    .venv/bin/python benchmarks/train_throughput.py [--repeat 3] [--threads 1] [--check]
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))  # run from a checkout without installing
+
+GOAL_VS_FEED_DICT = 2.0
+GOAL_VS_KERAS = 4.0
+LEARNING_RATES = {"sgd": 0.1, "adam": 0.001, "msvag": 0.1, "svag": 0.1}
+MODELS = {  # model → (builder params, batch size)
+    "mlp": ({"hidden": [128, 128]}, 64),
+    "cnn_2c2d": ({}, 128),
+}
+
+
+# --- the contenders, each run inside a worker process ---------------------------------------------
+
+
+def _load_rows(train_arrow: str, split_arrow: str):
+    """The project's training rows (uint8 images, int32 labels), as tasks.train selects them."""
+    from tasks.train import _load_split
+
+    images, labels, _, _ = _load_split(Path(train_arrow), Path(split_arrow))
+    return images, labels
+
+
+def _feed_dict_epoch(job: dict) -> float:
+    """(a): examples/s of one epoch of the original style's loop."""
+    import numpy as np
+
+    from tasks.models import build_model
+    from tasks.optimizers import make_optimizer
+    from tasks.tf1 import tf
+
+    images, labels = _load_rows(job["train_arrow"], job["split_arrow"])
+    images = images.astype(np.float32) / 255.0  # the original kept scaled float arrays in memory
+    labels = labels.astype(np.int64)
+    batch = job["batch_size"]
+    steps = len(labels) // batch
+    graph = tf.Graph()
+    with graph.as_default():
+        tf.set_random_seed(0)
+        x = tf.placeholder(tf.float32, [None, 784], name="x")
+        y = tf.placeholder(tf.int64, [None], name="y")
+        logits = build_model(job["model"], x, job["model_params"])
+        loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits))
+        train_op = make_optimizer(job["optimizer"], LEARNING_RATES[job["optimizer"]], {}).minimize(loss)
+        init = tf.global_variables_initializer()
+    config = tf.ConfigProto(intra_op_parallelism_threads=job["threads"], inter_op_parallelism_threads=1)
+    rng = np.random.default_rng(0)
+    with tf.Session(graph=graph, config=config) as session:
+        session.run(init)
+        for step in range(5):  # warm-up: first-run allocations and graph pruning
+            session.run([train_op, loss], {x: images[:batch], y: labels[:batch]})
+        started = time.perf_counter()
+        order = rng.permutation(len(labels))
+        for step in range(steps):
+            rows = order[step * batch:(step + 1) * batch]
+            session.run([train_op, loss], {x: images[rows], y: labels[rows]})
+        seconds = time.perf_counter() - started
+    return steps * batch / seconds
+
+
+def _keras_epoch(job: dict) -> float:
+    """(b): examples/s of one `model.fit` epoch (the last partial batch included, as fit does)."""
+    import numpy as np
+    import tf_keras as keras
+
+    images, labels = _load_rows(job["train_arrow"], job["split_arrow"])
+    images = images.astype(np.float32) / 255.0
+    labels = labels.astype(np.int64)
+    if job["model"] == "mlp":
+        layers = [keras.layers.Dense(units, activation="relu") for units in job["model_params"]["hidden"]]
+    else:
+        conv = dict(kernel_size=5, padding="same", activation="relu")
+        layers = [keras.layers.Reshape((28, 28, 1)),
+                  keras.layers.Conv2D(32, **conv), keras.layers.MaxPool2D(2, 2, padding="same"),
+                  keras.layers.Conv2D(64, **conv), keras.layers.MaxPool2D(2, 2, padding="same"),
+                  keras.layers.Flatten(), keras.layers.Dense(1024, activation="relu")]
+    model = keras.Sequential([keras.Input((784,))] + layers + [keras.layers.Dense(10)])
+    optimizer = {"sgd": keras.optimizers.SGD, "adam": keras.optimizers.Adam}[job["optimizer"]]
+    model.compile(optimizer=optimizer(LEARNING_RATES[job["optimizer"]]),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    batch = job["batch_size"]
+    model.fit(images[:batch * 5], labels[:batch * 5], batch_size=batch, epochs=1, verbose=0)  # traces
+    started = time.perf_counter()
+    model.fit(images, labels, batch_size=batch, epochs=1, shuffle=True, verbose=0)
+    return len(labels) / (time.perf_counter() - started)
+
+
+def _project_epoch(job: dict) -> float:
+    """(c): `examples_per_second` of one epoch of tasks.train.train_run."""
+    from tasks.config import parse_config, run_settings
+    from tasks.train import train_run
+
+    config = parse_config({
+        "experiment": "bench",
+        "model": {"name": job["model"], "params": job["model_params"]},
+        "training": {"epochs": 1, "batch_size": job["batch_size"]},
+        "seeds": [0],
+        "optimizers": [{"name": job["optimizer"], "learning_rate": LEARNING_RATES[job["optimizer"]]}],
+    })
+    settings = run_settings(config, config.optimizers[0], LEARNING_RATES[job["optimizer"]])
+    with tempfile.TemporaryDirectory(prefix="train-bench-") as temp:
+        record = train_run(settings, 0, Path(job["train_arrow"]), Path(job["split_arrow"]), Path(temp) / "run",
+                           intra_op_threads=job["threads"], inter_op_threads=1)
+    return record["examples_per_second"]
+
+
+def _matmul_bound(job: dict) -> float:
+    """(d), MLP only: examples/s if a step were its matrix products alone (the forward 3, the backward 5).
+
+    They run in an in-graph loop with nothing else (no gather, loss, update), on a bank of real batches:
+    an upper bound for any loop on this machine, and the reason (c) cannot be much faster.
+    """
+    import numpy as np
+
+    from tasks.tf1 import tf
+
+    images, _ = _load_rows(job["train_arrow"], job["split_arrow"])
+    batch, sizes = job["batch_size"], [784, *job["model_params"]["hidden"], 10]
+    bank = images[: batch * 8].astype(np.float32).reshape(8, batch, 784) / 255.0
+    steps = 400
+    graph = tf.Graph()
+    with graph.as_default():
+        rng = np.random.default_rng(0)
+        weights = [tf.constant(rng.normal(0, 0.05, (fan_in, fan_out)).astype(np.float32))
+                   for fan_in, fan_out in zip(sizes[:-1], sizes[1:])]
+        batches = tf.constant(bank)
+
+        def step(index, total):
+            activations = [tf.gather(batches, index % 8)]
+            for weight in weights:
+                activations.append(tf.matmul(activations[-1], weight))
+            delta, products = activations[-1], []
+            for layer in range(len(weights) - 1, -1, -1):
+                products.append(tf.matmul(activations[layer], delta, transpose_a=True))  # dW
+                if layer > 0:
+                    delta = tf.matmul(delta, weights[layer], transpose_b=True)  # dX
+                    products.append(delta)
+            return index + 1, total + tf.add_n([product[0, 0] for product in products])
+
+        loop = tf.while_loop(lambda index, total: index < steps, step, [tf.constant(0), tf.constant(0.0)],
+                             parallel_iterations=1)
+    config = tf.ConfigProto(intra_op_parallelism_threads=job["threads"], inter_op_parallelism_threads=1)
+    with tf.Session(graph=graph, config=config) as session:
+        session.run(loop)
+        best = min(_timed(session.run, loop) for _ in range(3))
+    return steps * batch / best
+
+
+def _timed(function, *args) -> float:
+    started = time.perf_counter()
+    function(*args)
+    return time.perf_counter() - started
+
+
+CONTENDERS = {"feed_dict": _feed_dict_epoch, "keras": _keras_epoch, "project": _project_epoch,
+              "matmul_bound": _matmul_bound}
+
+
+def _worker(connection: Any, tf2: bool, threads: int) -> None:
+    """Serve jobs from the parent until None; one process per TF mode (Keras needs TF2 behaviour)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    sys.path.insert(0, str(REPO_ROOT))
+    if tf2:
+        import tensorflow as tf
+
+        tf.get_logger().setLevel("ERROR")
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    while True:
+        job = connection.recv()
+        if job is None:
+            return
+        try:
+            connection.send(("ok", CONTENDERS[job["contender"]](job)))
+        except Exception as exc:  # reported by the parent, which stops
+            connection.send(("error", f"{type(exc).__name__}: {exc}"))
+
+
+class Worker:
+    def __init__(self, tf2: bool, threads: int):
+        context = multiprocessing.get_context("spawn")
+        self.connection, child = context.Pipe()
+        self.process = context.Process(target=_worker, args=(child, tf2, threads), daemon=True)
+        self.process.start()
+
+    def run(self, job: dict) -> float:
+        self.connection.send(job)
+        status, value = self.connection.recv()
+        if status != "ok":
+            raise RuntimeError(f"{job['contender']} {job['model']} {job['optimizer']}: {value}")
+        return value
+
+    def close(self) -> None:
+        try:
+            self.connection.send(None)
+        except OSError:
+            pass  # it already ended
+        self.process.join(timeout=30)
+
+
+# --- the parent: rounds, ratios, table ------------------------------------------------------------
+
+
+def _subset_arrays(train_arrow: Path, split_arrow: Path, rows: int, folder: Path) -> tuple[Path, Path]:
+    """A train.arrow/split pair whose training rows are the first `rows` of the real training rows."""
+    import numpy as np
+
+    from tasks.arrays import load_arrays, load_indices, write_arrays, write_indices
+
+    images, labels = load_arrays(train_arrow)
+    validation = load_indices(split_arrow)
+    is_training = np.ones(len(labels), dtype=bool)
+    is_training[validation] = False
+    training, held_out = np.flatnonzero(is_training)[:rows], np.sort(validation)[:1000]
+    keep = np.concatenate([training, held_out])
+    write_arrays(folder / "train.arrow", images[keep], labels[keep])
+    write_indices(folder / "split.arrow", np.arange(len(training), len(keep)))
+    return folder / "train.arrow", folder / "split.arrow"
+
+
+def _median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--artifacts", type=Path, default=REPO_ROOT / "artifacts",
+                        help="artifacts root holding data/arrays/train.arrow and the split (default: %(default)s)")
+    parser.add_argument("--split", default="split-v600-s0.arrow", help="split file under data/arrays/")
+    parser.add_argument("--repeat", type=int, default=3, help="rounds; ratios are medians over rounds")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="intra-op threads for every contender (inter-op: 1); luigi.cfg's default is 1")
+    parser.add_argument("--optimizers", default="sgd,adam", help="compared optimizers (sgd, adam)")
+    parser.add_argument("--cnn-rows", type=int, default=2560,
+                        help="training rows of the shorter cnn_2c2d epoch; 0 skips the CNN")
+    parser.add_argument("--cnn-optimizers", default="sgd", help="optimizers for the CNN rows (default: %(default)s)")
+    parser.add_argument("--no-msvag", action="store_true", help="skip the M-SVAG/SVAG overhead rows")
+    parser.add_argument("--check", action="store_true", help="exit 1 when a goal is missed")
+    args = parser.parse_args(argv)
+
+    arrays = args.artifacts / "data" / "arrays"
+    train_arrow, split_arrow = arrays / "train.arrow", arrays / args.split
+    for path in (train_arrow, split_arrow):
+        if not path.is_file():
+            parser.error(f"{path} not found; build it with `luigi --module pipeline PrepareData` or pass --artifacts")
+    optimizers = [name.strip() for name in args.optimizers.split(",") if name.strip()]
+    cnn_optimizers = [name.strip() for name in args.cnn_optimizers.split(",") if name.strip()]
+    for name in optimizers + cnn_optimizers:
+        if name not in ("sgd", "adam"):
+            parser.error(f"--optimizers: {name!r} has no Keras peer here; use sgd and/or adam")
+
+    graph_worker, keras_worker = Worker(tf2=False, threads=args.threads), Worker(tf2=True, threads=args.threads)
+    results: dict[tuple[str, str, str], list[float]] = {}
+    try:
+        with tempfile.TemporaryDirectory(prefix="train-bench-data-") as temp:
+            datasets = {"mlp": (train_arrow, split_arrow)}
+            if args.cnn_rows:
+                datasets["cnn_2c2d"] = _subset_arrays(train_arrow, split_arrow, args.cnn_rows, Path(temp))
+            for round_index in range(args.repeat):
+                for model, (train_path, split_path) in datasets.items():
+                    params, batch = MODELS[model]
+                    extra = [] if args.no_msvag or model != "mlp" else ["msvag", "svag"]
+                    plan = [(contender, optimizer) for optimizer in (optimizers if model == "mlp" else cnn_optimizers)
+                            for contender in ("feed_dict", "keras", "project")]
+                    plan += [("project", name) for name in extra]
+                    plan += [("matmul_bound", "-")] if model == "mlp" else []
+                    for contender, optimizer in plan:
+                        job = {"contender": contender, "model": model, "model_params": params, "batch_size": batch,
+                               "optimizer": optimizer, "threads": args.threads,
+                               "train_arrow": str(train_path), "split_arrow": str(split_path)}
+                        worker = keras_worker if contender == "keras" else graph_worker
+                        value = worker.run(job)
+                        results.setdefault((model, optimizer, contender), []).append(value)
+                        print(f"  round {round_index + 1}/{args.repeat}  {model:<9} {optimizer:<6} {contender:<10}"
+                              f"{value:>10,.0f} ex/s", file=sys.stderr, flush=True)
+    finally:
+        graph_worker.close()
+        keras_worker.close()
+
+    return _print_table(results, args, list(dict.fromkeys(optimizers + cnn_optimizers)))
+
+
+def _print_table(results: dict, args: argparse.Namespace, optimizers: list[str]) -> int:
+    load = os.getloadavg()[0]
+    print(f"training throughput, examples/s (best of {args.repeat}); ratios: median over rounds of the "
+          f"within-round ratio; intra-op threads {args.threads}, inter-op 1; load average {load:.2f}")
+    header = f"  {'model':<9} {'batch':>5} {'optimizer':<9} {'(a) feed_dict':>14} {'(b) keras':>11} " \
+             f"{'(c) project':>12} {'c/a':>6} {'c/b':>6}"
+    print(header)
+    missed = []
+    for model in MODELS:
+        batch = MODELS[model][1]
+        for optimizer in optimizers:
+            runs = [results.get((model, optimizer, contender)) for contender in ("feed_dict", "keras", "project")]
+            if not all(runs):
+                continue
+            feed, keras, project = runs
+            vs_feed = _median([c / a for a, c in zip(feed, project)])
+            vs_keras = _median([c / b for b, c in zip(keras, project)])
+            print(f"  {model:<9} {batch:>5} {optimizer:<9} {max(feed):>14,.0f} {max(keras):>11,.0f} "
+                  f"{max(project):>12,.0f} {vs_feed:>6.2f} {vs_keras:>6.2f}")
+            if model == "mlp" and (vs_feed < GOAL_VS_FEED_DICT or vs_keras < GOAL_VS_KERAS):
+                missed.append(f"{model}/{optimizer}: c/a {vs_feed:.2f} (goal >= {GOAL_VS_FEED_DICT}), "
+                              f"c/b {vs_keras:.2f} (goal >= {GOAL_VS_KERAS})")
+    bound = results.get(("mlp", "-", "matmul_bound"))
+    if bound:
+        best = {optimizer: max(results.get(("mlp", optimizer, "project"), [0])) for optimizer in optimizers}
+        print(f"  (d) mlp matmuls alone (8 per step, in-graph, nothing else): {max(bound):,.0f} ex/s; (c) reaches "
+              + ", ".join(f"{optimizer} {rate / max(bound):.0%}" for optimizer, rate in best.items() if rate)
+              + " of it")
+    sgd = results.get(("mlp", "sgd", "project"))
+    for name in ("msvag", "svag"):
+        runs = results.get(("mlp", name, "project"))
+        if runs and sgd:
+            overhead = _median([s / m for s, m in zip(sgd, runs)])
+            print(f"  project loop, mlp: {name} {max(runs):,.0f} ex/s; step time {overhead:.2f}x SGD's")
+    print(f"  goals (mlp): c/a >= {GOAL_VS_FEED_DICT}, c/b >= {GOAL_VS_KERAS}: "
+          + ("met" if not missed else "MISSED: " + "; ".join(missed)))
+    return 1 if missed and args.check else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,69 @@
+"""tasks.tf1, the one import of TensorFlow: compat.v1 in graph mode, quiet, and without Keras."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO_ROOT
+
+pytest.importorskip("tensorflow")
+
+PROBE = """
+import json, os, sys
+from tasks.tf1 import tf
+import tensorflow
+variable = tf.Variable(1.0)
+print(json.dumps({
+    "log_level": os.environ.get("TF_CPP_MIN_LOG_LEVEL"),
+    "eager": tf.executing_eagerly(),
+    "ref_variable": type(variable).__name__,
+    "keras_imported": sorted(name for name in sys.modules if name.split(".")[0] in ("keras", "tf_keras")),
+    "none_on_path": any(folder is None for folder in tensorflow.__path__),
+    "is_compat_v1": tf is tensorflow.compat.v1,
+}))
+"""
+
+
+def _probe(env_overrides: dict[str, str | None]) -> tuple[dict, str]:
+    env = {key: value for key, value in os.environ.items() if key != "TF_CPP_MIN_LOG_LEVEL"}
+    env.update({key: value for key, value in env_overrides.items() if value is not None})
+    done = subprocess.run([sys.executable, "-c", PROBE], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1]), done.stderr
+
+
+def test_tf1_gives_graph_mode_compat_v1_quietly_and_without_keras():
+    found, stderr = _probe({})
+    assert found["log_level"] == "2"  # set before the import when the caller did not
+    assert found["eager"] is False and found["is_compat_v1"]
+    assert found["ref_variable"] == "RefVariable"  # v2 behaviour off: the optimizers' _apply_dense runs
+    assert found["keras_imported"] == []
+    assert not found["none_on_path"]
+    # disable_v2_behavior's own deprecation notice and TF's Python warnings are silenced.
+    assert "WARNING:tensorflow" not in stderr and "deprecated" not in stderr
+
+
+def test_a_log_level_set_by_the_caller_is_kept():
+    found, _ = _probe({"TF_CPP_MIN_LOG_LEVEL": "0"})
+    assert found["log_level"] == "0"
+
+
+def test_keras_still_loads_lazily_when_asked_for():
+    code = "from tasks.tf1 import tf; import tensorflow, sys; tensorflow.keras.layers.Dense; print('keras' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip().splitlines()[-1] == "True"
+
+
+@pytest.mark.parametrize("module", ["models", "msvag", "train_graph"])
+def test_graph_modules_import_tensorflow_only_through_tf1(module):
+    source = (REPO_ROOT / "tasks" / f"{module}.py").read_text(encoding="utf-8")
+    assert not re.search(r"^\s*(import tensorflow|from tensorflow)", source, re.MULTILINE), module
+    assert "from tasks.tf1 import tf" in source
