@@ -59,7 +59,7 @@ def weights_sha256(named_values: Mapping[str, np.ndarray]) -> str:
 
 def checkpoint_weights_sha256(prefix: str | Path, variable_names: Iterable[str]) -> str:
     """`weights_sha256` of the named variables as stored in a checkpoint (for harnesses and tests)."""
-    import tensorflow.compat.v1 as tf  # deferred: this module is imported without TF elsewhere
+    from tasks.tf1 import tf  # deferred: this module is imported without TF elsewhere
 
     reader = tf.train.load_checkpoint(str(prefix))
     return weights_sha256({name: reader.get_tensor(name) for name in variable_names})

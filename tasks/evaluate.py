@@ -190,9 +190,8 @@ def write_evaluation(path: Path, result: dict[str, Any]) -> None:
 
 
 def _tf_v1():
-    import tensorflow.compat.v1 as tf  # deferred: scheduling and reporting never load TF
+    from tasks.tf1 import tf  # deferred: scheduling and reporting never load TF
 
-    tf.disable_v2_behavior()
     return tf
 
 

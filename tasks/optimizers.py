@@ -13,7 +13,7 @@ from tasks.registry import OPTIMIZER_PARAMS, resolve_params
 
 
 def _tf():
-    import tensorflow.compat.v1 as tf
+    from tasks.tf1 import tf  # deferred: importing the registry must not load TF
 
     return tf
 
