@@ -30,6 +30,8 @@ from tasks.faults import crash_point
 log = logging.getLogger(__name__)
 
 TEMP_MARKER = ".tmp-"
+_UMASK = os.umask(0)
+os.umask(_UMASK)  # reading the umask means setting it; put it straight back
 QUARANTINE_DIR = "quarantine"
 # A temp file of another host (whose pids we cannot check) is swept when it has not changed for this
 # long: an atomic write takes seconds, and a file being written keeps a fresh mtime.
@@ -128,7 +130,12 @@ def _make_temp(final: Path, suffix: str) -> Path:
     """Create an empty temp file beside `final`, named so that a sweep can tell whether its writer lives."""
     fd, temp_name = tempfile.mkstemp(prefix=f".{final.name}{TEMP_MARKER}{WRITER_ID}-{os.getpid()}-",
                                      suffix=suffix, dir=final.parent)
-    os.close(fd)
+    try:
+        # mkstemp makes the file private (0600) and os.replace keeps that mode; a finished artifact gets
+        # the mode a plain open() would give it, so reports and data stay readable where the umask says.
+        os.fchmod(fd, 0o666 & ~_UMASK)
+    finally:
+        os.close(fd)
     return Path(temp_name)
 
 
