@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 import zlib
 from pathlib import Path
 from typing import Sequence
