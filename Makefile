@@ -7,7 +7,7 @@ CONFIG ?= configs/default.yaml
 WORKERS ?= 2
 STAMP := $(VENV)/.installed
 
-.PHONY: install report prepare nightly test bench data luigid-start luigid-stop clean-venv
+.PHONY: install report prepare nightly lint test bench data luigid-start luigid-stop clean-venv
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -39,7 +39,13 @@ luigid-start: install
 luigid-stop:
 	scripts/luigid.sh stop
 
-test: install
+# Lint, format and the layering contracts first (seconds), then the suite.
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
+
+test: lint
 	$(BIN)/python -m pytest -q
 
 bench: install data

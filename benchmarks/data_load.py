@@ -1,7 +1,7 @@
 """Cold decode versus cached load of the Fashion-MNIST training images.
 
 Times (best of N, time.perf_counter) gunzip + IDX parse of train-images-idx3-ubyte.gz against a load of
-the memory-mapped Arrow cache built from it (tasks.arrays.load_arrays plus a read of one row, so the map
+the memory-mapped Arrow cache built from it (tasks.data.arrays.load_arrays plus a read of one row, so the map
 is really touched). The goal is a cached load at least 50x faster.
 
     python benchmarks/data_load.py [--raw-dir /usr/share/datasets/fashion-mnist] [--repeat 5]
@@ -13,14 +13,14 @@ import argparse
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
 
-from tasks.arrays import load_arrays, write_arrays  # noqa: E402
-from tasks.dataset import DEBIAN_DIR  # noqa: E402
-from tasks.idx import parse_images, parse_labels, read_gz  # noqa: E402
+from tasks.data.arrays import load_arrays, write_arrays  # noqa: E402
+from tasks.data.dataset import DEBIAN_DIR  # noqa: E402
+from tasks.data.idx import parse_images, parse_labels, read_gz  # noqa: E402
 
 TRAIN_IMAGES = "train-images-idx3-ubyte.gz"
 TRAIN_LABELS = "train-labels-idx1-ubyte.gz"
@@ -38,8 +38,12 @@ def best_of(repeat: int, work: Callable[[], object]) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--raw-dir", type=Path, default=Path(DEBIAN_DIR),
-                        help=f"directory holding {TRAIN_IMAGES} and {TRAIN_LABELS} (default: %(default)s)")
+    parser.add_argument(
+        "--raw-dir",
+        type=Path,
+        default=Path(DEBIAN_DIR),
+        help=f"directory holding {TRAIN_IMAGES} and {TRAIN_LABELS} (default: %(default)s)",
+    )
     parser.add_argument("--repeat", type=int, default=5, help="timings per measurement; the best is kept")
     args = parser.parse_args(argv)
 

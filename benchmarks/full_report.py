@@ -79,22 +79,35 @@ def run_and_watch(command: list[str], env: dict, poll: float, log_path: Path) ->
             time.sleep(poll)
     wall = time.perf_counter() - started
     max_process_rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024  # Linux: KiB
-    return {"returncode": process.returncode, "wall_seconds": wall, "peak_tree_rss": peak_rss,
-            "peak_tree_pss": peak_pss, "max_processes": peak_count, "max_process_rss": max_process_rss}
+    return {
+        "returncode": process.returncode,
+        "wall_seconds": wall,
+        "peak_tree_rss": peak_rss,
+        "peak_tree_pss": peak_pss,
+        "max_processes": peak_count,
+        "max_process_rss": max_process_rss,
+    }
 
 
 def training_summary(artifacts: Path) -> tuple[int, float, float]:
     """(TrainRuns finished, sum of their attempt wall seconds, mean examples/s) from the run.json files."""
     records = [json.loads(path.read_text()) for path in artifacts.glob("runs/**/run.json")]
     rates = [record["examples_per_second"] for record in records if record.get("examples_per_second")]
-    return (len(records), sum(record.get("attempt_wall_seconds", 0.0) for record in records),
-            sum(rates) / len(rates) if rates else 0.0)
+    return (
+        len(records),
+        sum(record.get("attempt_wall_seconds", 0.0) for record in records),
+        sum(rates) / len(rates) if rates else 0.0,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", type=Path, default=REPO_ROOT / "configs" / "default.yaml",
-                        help="experiment YAML (default: %(default)s)")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=REPO_ROOT / "configs" / "default.yaml",
+        help="experiment YAML (default: %(default)s)",
+    )
     parser.add_argument("--workers", type=int, default=2, help="luigi --workers (default: %(default)s)")
     parser.add_argument("--sources", default=DEBIAN_DIR, help="the data source folder (default: %(default)s)")
     parser.add_argument("--checksums-file", type=Path, help="[pipeline] checksums_file (default: luigi.cfg's)")
@@ -114,11 +127,22 @@ def main(argv: list[str] | None = None) -> int:
     try:
         artifacts = folder / "artifacts"
         site = folder / "site.cfg"
-        site.write_text(f"[pipeline]\nartifacts_root = {artifacts}\nsources = {json.dumps([args.sources])}\n"
-                        + (f"checksums_file = {args.checksums_file.resolve()}\n" if args.checksums_file else ""))
+        site.write_text(
+            f"[pipeline]\nartifacts_root = {artifacts}\nsources = {json.dumps([args.sources])}\n"
+            + (f"checksums_file = {args.checksums_file.resolve()}\n" if args.checksums_file else "")
+        )
         env = dict(os.environ, LUIGI_CONFIG_PATH=str(site), TF_CPP_MIN_LOG_LEVEL="2")
-        command = luigi_command() + ["--module", "pipeline", "FullReport", "--config", str(args.config.resolve()),
-                                     "--date", args.date, "--workers", str(args.workers)]
+        command = luigi_command() + [
+            "--module",
+            "pipeline",
+            "FullReport",
+            "--config",
+            str(args.config.resolve()),
+            "--date",
+            args.date,
+            "--workers",
+            str(args.workers),
+        ]
         load_before = os.getloadavg()[0]
         result = run_and_watch(command, env, args.poll, folder / "luigi.log")
         if result["returncode"] != 0:
@@ -133,15 +157,21 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(folder, ignore_errors=True)
 
     wall, tree_rss = result["wall_seconds"], result["peak_tree_rss"]
-    print(f"cold FullReport, {args.config.name}, --workers {args.workers}, fresh artifacts root; "
-          f"load average before {load_before:.2f}")
+    print(
+        f"cold FullReport, {args.config.name}, --workers {args.workers}, fresh artifacts root; "
+        f"load average before {load_before:.2f}"
+    )
     print(f"  {'wall time':<34} {wall:8.1f} s    (goal <= {GOAL_SECONDS} s)")
-    print(f"  {'peak tree RSS (sum, psutil poll)':<34} {tree_rss / GIB:8.2f} GiB  (goal <= {GOAL_RSS_BYTES / GIB:.1f} GiB)")
+    print(
+        f"  {'peak tree RSS (sum, psutil poll)':<34} {tree_rss / GIB:8.2f} GiB  "
+        f"(goal <= {GOAL_RSS_BYTES / GIB:.1f} GiB)"
+    )
     print(f"  {'peak tree PSS (sum, psutil poll)':<34} {result['peak_tree_pss'] / GIB:8.2f} GiB")
     print(f"  {'max single-process RSS (rusage)':<34} {result['max_process_rss'] / GIB:8.2f} GiB")
     print(f"  {'processes in the tree, at most':<34} {result['max_processes']:8d}")
-    print(f"  {'TrainRuns':<34} {runs:8d}    ({train_seconds:.0f} s in train_run calls, "
-          f"mean {rate:,.0f} training ex/s)")
+    print(
+        f"  {'TrainRuns':<34} {runs:8d}    ({train_seconds:.0f} s in train_run calls, mean {rate:,.0f} training ex/s)"
+    )
     met = wall <= GOAL_SECONDS and tree_rss <= GOAL_RSS_BYTES
     print(f"  goals: {'met' if met else 'MISSED'}")
     return 1 if args.check and not met else 0

@@ -71,13 +71,16 @@ def build_tiny_artifacts(folder: Path, date: str) -> tuple[dict, Path]:
     from tests import synthetic
 
     raw = folder / "source"
-    checksums = synthetic.write_checksums_file(folder / "checksums.json",
-                                               synthetic.write_raw_dir(raw, train_count=600, test_count=100))
+    checksums = synthetic.write_checksums_file(
+        folder / "checksums.json", synthetic.write_raw_dir(raw, train_count=600, test_count=100)
+    )
     config = folder / "rerun-noop.yaml"
     config.write_text(TINY_CONFIG)
     site = folder / "site.cfg"
-    site.write_text(f"[pipeline]\nartifacts_root = {folder / 'artifacts'}\nsources = {json.dumps([str(raw)])}\n"
-                    f"checksums_file = {checksums}\n")
+    site.write_text(
+        f"[pipeline]\nartifacts_root = {folder / 'artifacts'}\nsources = {json.dumps([str(raw)])}\n"
+        f"checksums_file = {checksums}\n"
+    )
     env = dict(os.environ, LUIGI_CONFIG_PATH=str(site), TF_CPP_MIN_LOG_LEVEL="2")
     started = time.perf_counter()
     command = luigi_command() + ["--module", "pipeline", "FullReport", "--config", str(config), "--date", date]
@@ -92,8 +95,9 @@ def imported_tensorflow(command: list[str], env: dict) -> list[str]:
     """Top-level modules named tensorflow* that `python -X importtime` saw the command import."""
     if command[0] != sys.executable:
         command = [sys.executable, "-m", "luigi"] + command[1:]
-    done = subprocess.run([command[0], "-X", "importtime"] + command[1:], cwd=REPO_ROOT, env=env,
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [command[0], "-X", "importtime"] + command[1:], cwd=REPO_ROOT, env=env, capture_output=True, text=True
+    )
     if done.returncode != 0:
         raise SystemExit(f"the importtime run exited {done.returncode}:\n{done.stderr[-3000:]}")
     modules = [line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines() if line.startswith("import time:")]
@@ -123,18 +127,24 @@ def main(argv: list[str] | None = None) -> int:
         probe = subprocess.run(rerun, cwd=REPO_ROOT, env=env, capture_output=True, text=True)
         output = probe.stdout + probe.stderr
         if probe.returncode != 0 or "ran successfully" in output:
-            raise SystemExit(f"the artifacts are not finished: a rerun did work or failed ({probe.returncode}); "
-                             f"run FullReport to completion first:\n{output[-2000:]}")
+            raise SystemExit(
+                f"the artifacts are not finished: a rerun did work or failed ({probe.returncode}); "
+                f"run FullReport to completion first:\n{output[-2000:]}"
+            )
         rerun_s = best_wall_seconds(rerun, env, args.repeat)
         floor_s = best_wall_seconds([sys.executable, "-c", "import luigi"], env, args.repeat)
         tensorflow_modules = imported_tensorflow(rerun, env)
 
-    print(f"no-op rerun of FullReport on finished artifacts, whole process, best of {args.repeat}; "
-          f"load average {os.getloadavg()[0]:.2f}")
+    print(
+        f"no-op rerun of FullReport on finished artifacts, whole process, best of {args.repeat}; "
+        f"load average {os.getloadavg()[0]:.2f}"
+    )
     print(f"  {'luigi --module pipeline FullReport (no-op)':<46} {rerun_s:7.2f} s   (goal <= {GOAL_SECONDS:.1f} s)")
     print(f"  {'python -c import luigi':<46} {floor_s:7.2f} s")
     print(f"  {'ratio':<46} {rerun_s / floor_s:7.1f} x")
-    print(f"  {'TensorFlow imported':<46} {'yes: ' + ', '.join(tensorflow_modules[:3]) if tensorflow_modules else 'no'}")
+    print(
+        f"  {'TensorFlow imported':<46} {'yes: ' + ', '.join(tensorflow_modules[:3]) if tensorflow_modules else 'no'}"
+    )
     met = rerun_s <= GOAL_SECONDS and not tensorflow_modules
     print(f"  goal: {'met' if met else 'MISSED'}")
     return 1 if args.check and not met else 0

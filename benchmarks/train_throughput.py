@@ -3,11 +3,11 @@
 On the same real training rows, model, batch size, optimizer and thread counts, in one invocation:
 
   (a) feed_dict  the original project's style, written here: float32 placeholders, the same model
-                 builder (tasks.models), numpy shuffling per epoch and numpy slicing per step,
+                 builder (tasks.training.models), numpy shuffling per epoch and numpy slicing per step,
                  `sess.run([train_op, loss], feed_dict)` once per step;
   (b) keras      tf_keras `Sequential.fit` with the same layers (a benchmark-only peer; the product
                  is Keras-free), in its own process with TF2 behaviour on;
-  (c) project    `tasks.train.train_run` itself, one epoch into a temp folder; its metrics'
+  (c) project    `tasks.training.loop.train_run` itself, one epoch into a temp folder; its metrics'
                  `examples_per_second` counts training only (no validation, no checkpoint);
   (d) matmuls    MLP only: the step's 8 matrix products alone in an in-graph loop, nothing else. No
                  loop can beat it on this machine, so it bounds c/a and c/b.
@@ -49,8 +49,8 @@ MODELS = {  # model → (builder params, batch size)
 
 
 def _load_rows(train_arrow: str, split_arrow: str):
-    """The project's training rows (uint8 images, int32 labels), as tasks.train selects them."""
-    from tasks.train import _load_split
+    """The project's training rows (uint8 images, int32 labels), as tasks.training.loop selects them."""
+    from tasks.training.loop import _load_split
 
     images, labels, _, _ = _load_split(Path(train_arrow), Path(split_arrow))
     return images, labels
@@ -60,9 +60,9 @@ def _feed_dict_epoch(job: dict) -> float:
     """(a): examples/s of one epoch of the original style's loop."""
     import numpy as np
 
-    from tasks.models import build_model
-    from tasks.optimizers import make_optimizer
-    from tasks.tf1 import tf
+    from tasks.training.models import build_model
+    from tasks.training.optimizers import make_optimizer
+    from tasks.training.tf1 import tf
 
     images, labels = _load_rows(job["train_arrow"], job["split_arrow"])
     images = images.astype(np.float32) / 255.0  # the original kept scaled float arrays in memory
@@ -82,12 +82,12 @@ def _feed_dict_epoch(job: dict) -> float:
     rng = np.random.default_rng(0)
     with tf.Session(graph=graph, config=config) as session:
         session.run(init)
-        for step in range(5):  # warm-up: first-run allocations and graph pruning
+        for _ in range(5):  # warm-up: first-run allocations and graph pruning
             session.run([train_op, loss], {x: images[:batch], y: labels[:batch]})
         started = time.perf_counter()
         order = rng.permutation(len(labels))
         for step in range(steps):
-            rows = order[step * batch:(step + 1) * batch]
+            rows = order[step * batch : (step + 1) * batch]
             session.run([train_op, loss], {x: images[rows], y: labels[rows]})
         seconds = time.perf_counter() - started
     return steps * batch / seconds
@@ -105,37 +105,53 @@ def _keras_epoch(job: dict) -> float:
         layers = [keras.layers.Dense(units, activation="relu") for units in job["model_params"]["hidden"]]
     else:
         conv = dict(kernel_size=5, padding="same", activation="relu")
-        layers = [keras.layers.Reshape((28, 28, 1)),
-                  keras.layers.Conv2D(32, **conv), keras.layers.MaxPool2D(2, 2, padding="same"),
-                  keras.layers.Conv2D(64, **conv), keras.layers.MaxPool2D(2, 2, padding="same"),
-                  keras.layers.Flatten(), keras.layers.Dense(1024, activation="relu")]
+        layers = [
+            keras.layers.Reshape((28, 28, 1)),
+            keras.layers.Conv2D(32, **conv),
+            keras.layers.MaxPool2D(2, 2, padding="same"),
+            keras.layers.Conv2D(64, **conv),
+            keras.layers.MaxPool2D(2, 2, padding="same"),
+            keras.layers.Flatten(),
+            keras.layers.Dense(1024, activation="relu"),
+        ]
     model = keras.Sequential([keras.Input((784,))] + layers + [keras.layers.Dense(10)])
     optimizer = {"sgd": keras.optimizers.SGD, "adam": keras.optimizers.Adam}[job["optimizer"]]
-    model.compile(optimizer=optimizer(LEARNING_RATES[job["optimizer"]]),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.compile(
+        optimizer=optimizer(LEARNING_RATES[job["optimizer"]]),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
     batch = job["batch_size"]
-    model.fit(images[:batch * 5], labels[:batch * 5], batch_size=batch, epochs=1, verbose=0)  # traces
+    model.fit(images[: batch * 5], labels[: batch * 5], batch_size=batch, epochs=1, verbose=0)  # traces
     started = time.perf_counter()
     model.fit(images, labels, batch_size=batch, epochs=1, shuffle=True, verbose=0)
     return len(labels) / (time.perf_counter() - started)
 
 
 def _project_epoch(job: dict) -> float:
-    """(c): `examples_per_second` of one epoch of tasks.train.train_run."""
-    from tasks.config import parse_config, run_settings
-    from tasks.train import train_run
+    """(c): `examples_per_second` of one epoch of tasks.training.loop.train_run."""
+    from tasks.core.config import parse_config, run_settings
+    from tasks.training.loop import train_run
 
-    config = parse_config({
-        "experiment": "bench",
-        "model": {"name": job["model"], "params": job["model_params"]},
-        "training": {"epochs": 1, "batch_size": job["batch_size"]},
-        "seeds": [0],
-        "optimizers": [{"name": job["optimizer"], "learning_rate": LEARNING_RATES[job["optimizer"]]}],
-    })
+    config = parse_config(
+        {
+            "experiment": "bench",
+            "model": {"name": job["model"], "params": job["model_params"]},
+            "training": {"epochs": 1, "batch_size": job["batch_size"]},
+            "seeds": [0],
+            "optimizers": [{"name": job["optimizer"], "learning_rate": LEARNING_RATES[job["optimizer"]]}],
+        }
+    )
     settings = run_settings(config, config.optimizers[0], LEARNING_RATES[job["optimizer"]])
     with tempfile.TemporaryDirectory(prefix="train-bench-") as temp:
-        record = train_run(settings, 0, Path(job["train_arrow"]), Path(job["split_arrow"]), Path(temp) / "run",
-                           intra_op_threads=job["threads"], inter_op_threads=1)
+        record = train_run(
+            settings,
+            0,
+            Path(job["train_arrow"]),
+            Path(job["split_arrow"]),
+            Path(temp) / "run",
+            intra_op_threads=job["threads"],
+            inter_op_threads=1,
+        )
     return record["examples_per_second"]
 
 
@@ -147,7 +163,7 @@ def _matmul_bound(job: dict) -> float:
     """
     import numpy as np
 
-    from tasks.tf1 import tf
+    from tasks.training.tf1 import tf
 
     images, _ = _load_rows(job["train_arrow"], job["split_arrow"])
     batch, sizes = job["batch_size"], [784, *job["model_params"]["hidden"], 10]
@@ -156,8 +172,10 @@ def _matmul_bound(job: dict) -> float:
     graph = tf.Graph()
     with graph.as_default():
         rng = np.random.default_rng(0)
-        weights = [tf.constant(rng.normal(0, 0.05, (fan_in, fan_out)).astype(np.float32))
-                   for fan_in, fan_out in zip(sizes[:-1], sizes[1:])]
+        weights = [
+            tf.constant(rng.normal(0, 0.05, (fan_in, fan_out)).astype(np.float32))
+            for fan_in, fan_out in zip(sizes[:-1], sizes[1:])
+        ]
         batches = tf.constant(bank)
 
         def step(index, total):
@@ -172,8 +190,9 @@ def _matmul_bound(job: dict) -> float:
                     products.append(delta)
             return index + 1, total + tf.add_n([product[0, 0] for product in products])
 
-        loop = tf.while_loop(lambda index, total: index < steps, step, [tf.constant(0), tf.constant(0.0)],
-                             parallel_iterations=1)
+        loop = tf.while_loop(
+            lambda index, total: index < steps, step, [tf.constant(0), tf.constant(0.0)], parallel_iterations=1
+        )
     config = tf.ConfigProto(intra_op_parallelism_threads=job["threads"], inter_op_parallelism_threads=1)
     with tf.Session(graph=graph, config=config) as session:
         session.run(loop)
@@ -187,8 +206,12 @@ def _timed(function, *args) -> float:
     return time.perf_counter() - started
 
 
-CONTENDERS = {"feed_dict": _feed_dict_epoch, "keras": _keras_epoch, "project": _project_epoch,
-              "matmul_bound": _matmul_bound}
+CONTENDERS = {
+    "feed_dict": _feed_dict_epoch,
+    "keras": _keras_epoch,
+    "project": _project_epoch,
+    "matmul_bound": _matmul_bound,
+}
 
 
 def _worker(connection: Any, tf2: bool, threads: int) -> None:
@@ -240,7 +263,7 @@ def _subset_arrays(train_arrow: Path, split_arrow: Path, rows: int, folder: Path
     """A train.arrow/split pair whose training rows are the first `rows` of the real training rows."""
     import numpy as np
 
-    from tasks.arrays import load_arrays, load_indices, write_arrays, write_indices
+    from tasks.data.arrays import load_arrays, load_indices, write_arrays, write_indices
 
     images, labels = load_arrays(train_arrow)
     validation = load_indices(split_arrow)
@@ -259,15 +282,24 @@ def _median(values: list[float]) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--artifacts", type=Path, default=REPO_ROOT / "artifacts",
-                        help="artifacts root holding data/arrays/train.arrow and the split (default: %(default)s)")
+    parser.add_argument(
+        "--artifacts",
+        type=Path,
+        default=REPO_ROOT / "artifacts",
+        help="artifacts root holding data/arrays/train.arrow and the split (default: %(default)s)",
+    )
     parser.add_argument("--split", default="split-v600-s0.arrow", help="split file under data/arrays/")
     parser.add_argument("--repeat", type=int, default=3, help="rounds; ratios are medians over rounds")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="intra-op threads for every contender (inter-op: 1); luigi.cfg's default is 1")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="intra-op threads for every contender (inter-op: 1); luigi.cfg's default is 1",
+    )
     parser.add_argument("--optimizers", default="sgd,adam", help="compared optimizers (sgd, adam)")
-    parser.add_argument("--cnn-rows", type=int, default=2560,
-                        help="training rows of the shorter cnn_2c2d epoch; 0 skips the CNN")
+    parser.add_argument(
+        "--cnn-rows", type=int, default=2560, help="training rows of the shorter cnn_2c2d epoch; 0 skips the CNN"
+    )
     parser.add_argument("--cnn-optimizers", default="sgd", help="optimizers for the CNN rows (default: %(default)s)")
     parser.add_argument("--no-msvag", action="store_true", help="skip the M-SVAG/SVAG overhead rows")
     parser.add_argument("--check", action="store_true", help="exit 1 when a goal is missed")
@@ -295,19 +327,33 @@ def main(argv: list[str] | None = None) -> int:
                 for model, (train_path, split_path) in datasets.items():
                     params, batch = MODELS[model]
                     extra = [] if args.no_msvag or model != "mlp" else ["msvag", "svag"]
-                    plan = [(contender, optimizer) for optimizer in (optimizers if model == "mlp" else cnn_optimizers)
-                            for contender in ("feed_dict", "keras", "project")]
+                    plan = [
+                        (contender, optimizer)
+                        for optimizer in (optimizers if model == "mlp" else cnn_optimizers)
+                        for contender in ("feed_dict", "keras", "project")
+                    ]
                     plan += [("project", name) for name in extra]
                     plan += [("matmul_bound", "-")] if model == "mlp" else []
                     for contender, optimizer in plan:
-                        job = {"contender": contender, "model": model, "model_params": params, "batch_size": batch,
-                               "optimizer": optimizer, "threads": args.threads,
-                               "train_arrow": str(train_path), "split_arrow": str(split_path)}
+                        job = {
+                            "contender": contender,
+                            "model": model,
+                            "model_params": params,
+                            "batch_size": batch,
+                            "optimizer": optimizer,
+                            "threads": args.threads,
+                            "train_arrow": str(train_path),
+                            "split_arrow": str(split_path),
+                        }
                         worker = keras_worker if contender == "keras" else graph_worker
                         value = worker.run(job)
                         results.setdefault((model, optimizer, contender), []).append(value)
-                        print(f"  round {round_index + 1}/{args.repeat}  {model:<9} {optimizer:<6} {contender:<10}"
-                              f"{value:>10,.0f} ex/s", file=sys.stderr, flush=True)
+                        print(
+                            f"  round {round_index + 1}/{args.repeat}  {model:<9} {optimizer:<6} {contender:<10}"
+                            f"{value:>10,.0f} ex/s",
+                            file=sys.stderr,
+                            flush=True,
+                        )
     finally:
         graph_worker.close()
         keras_worker.close()
@@ -317,10 +363,14 @@ def main(argv: list[str] | None = None) -> int:
 
 def _print_table(results: dict, args: argparse.Namespace, optimizers: list[str]) -> int:
     load = os.getloadavg()[0]
-    print(f"training throughput, examples/s (best of {args.repeat}); ratios: median over rounds of the "
-          f"within-round ratio; intra-op threads {args.threads}, inter-op 1; load average {load:.2f}")
-    header = f"  {'model':<9} {'batch':>5} {'optimizer':<9} {'(a) feed_dict':>14} {'(b) keras':>11} " \
-             f"{'(c) project':>12} {'c/a':>6} {'c/b':>6}"
+    print(
+        f"training throughput, examples/s (best of {args.repeat}); ratios: median over rounds of the "
+        f"within-round ratio; intra-op threads {args.threads}, inter-op 1; load average {load:.2f}"
+    )
+    header = (
+        f"  {'model':<9} {'batch':>5} {'optimizer':<9} {'(a) feed_dict':>14} {'(b) keras':>11} "
+        f"{'(c) project':>12} {'c/a':>6} {'c/b':>6}"
+    )
     print(header)
     missed = []
     for model in MODELS:
@@ -332,25 +382,33 @@ def _print_table(results: dict, args: argparse.Namespace, optimizers: list[str])
             feed, keras, project = runs
             vs_feed = _median([c / a for a, c in zip(feed, project)])
             vs_keras = _median([c / b for b, c in zip(keras, project)])
-            print(f"  {model:<9} {batch:>5} {optimizer:<9} {max(feed):>14,.0f} {max(keras):>11,.0f} "
-                  f"{max(project):>12,.0f} {vs_feed:>6.2f} {vs_keras:>6.2f}")
+            print(
+                f"  {model:<9} {batch:>5} {optimizer:<9} {max(feed):>14,.0f} {max(keras):>11,.0f} "
+                f"{max(project):>12,.0f} {vs_feed:>6.2f} {vs_keras:>6.2f}"
+            )
             if model == "mlp" and (vs_feed < GOAL_VS_FEED_DICT or vs_keras < GOAL_VS_KERAS):
-                missed.append(f"{model}/{optimizer}: c/a {vs_feed:.2f} (goal >= {GOAL_VS_FEED_DICT}), "
-                              f"c/b {vs_keras:.2f} (goal >= {GOAL_VS_KERAS})")
+                missed.append(
+                    f"{model}/{optimizer}: c/a {vs_feed:.2f} (goal >= {GOAL_VS_FEED_DICT}), "
+                    f"c/b {vs_keras:.2f} (goal >= {GOAL_VS_KERAS})"
+                )
     bound = results.get(("mlp", "-", "matmul_bound"))
     if bound:
         best = {optimizer: max(results.get(("mlp", optimizer, "project"), [0])) for optimizer in optimizers}
-        print(f"  (d) mlp matmuls alone (8 per step, in-graph, nothing else): {max(bound):,.0f} ex/s; (c) reaches "
-              + ", ".join(f"{optimizer} {rate / max(bound):.0%}" for optimizer, rate in best.items() if rate)
-              + " of it")
+        print(
+            f"  (d) mlp matmuls alone (8 per step, in-graph, nothing else): {max(bound):,.0f} ex/s; (c) reaches "
+            + ", ".join(f"{optimizer} {rate / max(bound):.0%}" for optimizer, rate in best.items() if rate)
+            + " of it"
+        )
     sgd = results.get(("mlp", "sgd", "project"))
     for name in ("msvag", "svag"):
         runs = results.get(("mlp", name, "project"))
         if runs and sgd:
             overhead = _median([s / m for s, m in zip(sgd, runs)])
             print(f"  project loop, mlp: {name} {max(runs):,.0f} ex/s; step time {overhead:.2f}x SGD's")
-    print(f"  goals (mlp): c/a >= {GOAL_VS_FEED_DICT}, c/b >= {GOAL_VS_KERAS}: "
-          + ("met" if not missed else "MISSED: " + "; ".join(missed)))
+    print(
+        f"  goals (mlp): c/a >= {GOAL_VS_FEED_DICT}, c/b >= {GOAL_VS_KERAS}: "
+        + ("met" if not missed else "MISSED: " + "; ".join(missed))
+    )
     return 1 if missed and args.check else 0
 
 

@@ -11,7 +11,7 @@ from pipeline.data import DecodeData, FetchFile, PrepareData, VerifyData
 from pipeline.experiment import TrainExperiment
 from pipeline.nightly import NightlyReport
 from pipeline.reporting import ExperimentReport, FullReport
-from pipeline.settings import pipeline as PipelineSettings
+from pipeline.settings import pipeline as PipelineSettings  # noqa: N812 - luigi names the class by its section
 from pipeline.training import EvaluateRun, TrainRun
 
 __all__ = [

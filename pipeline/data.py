@@ -5,8 +5,8 @@ from __future__ import annotations
 import luigi
 
 from pipeline.settings import expected_checksums, layout, settings
-from tasks.dataset import RAW_FILE_NAMES
-from tasks.storage import read_json, write_json_atomic
+from tasks.core.storage import read_json, write_json_atomic
+from tasks.data.dataset import RAW_FILE_NAMES
 
 
 class FetchFile(luigi.Task):
@@ -18,7 +18,7 @@ class FetchFile(luigi.Task):
         return luigi.LocalTarget(str(layout().raw_file(self.name)))
 
     def run(self):
-        from tasks.fetch import fetch_raw_file
+        from tasks.data.fetch import fetch_raw_file
 
         payload_sha256, gz_md5 = expected_checksums(self.name)
         site = settings()
@@ -43,7 +43,7 @@ class DecodeData(luigi.Task):
         return luigi.LocalTarget(str(layout().manifest))
 
     def run(self):
-        from tasks.prepare import decode_dataset
+        from tasks.data.prepare import decode_dataset
 
         paths = layout()
         records = {name: read_json(paths.raw_record(name)) for name in RAW_FILE_NAMES}
@@ -64,7 +64,7 @@ class PrepareData(luigi.Task):
         return luigi.LocalTarget(str(layout().split_arrow(self.validation_per_class, self.split_seed)))
 
     def run(self):
-        from tasks.prepare import make_split
+        from tasks.data.prepare import make_split
 
         make_split(layout().train_arrow, self.output().path, self.validation_per_class, self.split_seed)
 
@@ -81,7 +81,7 @@ class VerifyData(luigi.Task):
         return luigi.LocalTarget(str(layout().verified_record(self.date.isoformat())))
 
     def run(self):
-        from tasks.prepare import verify_data
+        from tasks.data.prepare import verify_data
 
         paths = layout()
         expected = {name: expected_checksums(name)[0] for name in RAW_FILE_NAMES}

@@ -9,7 +9,7 @@ from pathlib import Path
 import luigi
 
 from pipeline.training import TrainRun
-from tasks.config import ExperimentConfig, expand_runs, load_config, settings_hash
+from tasks.core.config import ExperimentConfig, expand_runs, load_config, settings_hash
 
 DEFAULT_CONFIG = "configs/default.yaml"
 

@@ -2,7 +2,7 @@
 
 A writer killed between creating its temp file and the atomic rename leaves `.<name>.tmp-…` behind.
 The file is never taken for a target (targets have plain names), but it wastes space, so the next task
-that writes into that folder removes it (tasks.storage.sweep_temp_files decides what is safe to remove).
+that writes into that folder removes it (tasks.core.storage.sweep_temp_files decides what is safe to remove).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 import luigi
 from luigi.task import flatten
 
-from tasks.storage import sweep_temp_files
+from tasks.core.storage import sweep_temp_files
 
 
 @luigi.Task.event_handler(luigi.Event.START)

@@ -15,9 +15,9 @@ import luigi
 from pipeline.experiment import DEFAULT_CONFIG, config_hash, load_experiment
 from pipeline.reporting import collect_runs, evaluate_tasks
 from pipeline.settings import layout
-from tasks.config import expand_runs
-from tasks.errors import PipelineError
-from tasks.storage import write_json_atomic
+from tasks.core.config import expand_runs
+from tasks.core.errors import PipelineError
+from tasks.core.storage import write_json_atomic
 
 
 class RegressionAlert(PipelineError):
@@ -47,9 +47,10 @@ class NightlyReport(luigi.Task):
         return luigi.LocalTarget(str(layout().nightly_report_dir(self.night) / "report.json"))
 
     def run(self):
-        from tasks import figures, nightly
-        from tasks.comparison import compare
-        from tasks.report import build_report
+        from tasks.reporting import figures
+        from tasks.reporting import history as nightly
+        from tasks.reporting.comparison import compare
+        from tasks.reporting.report import build_report
 
         config, text = load_experiment(self.config)
         paths = layout()
@@ -57,23 +58,38 @@ class NightlyReport(luigi.Task):
         rows = compare(runs).rows
         history = [row for row in nightly.read_history(paths.history_dir) if row["date"] < self.night]
         policy = config.nightly
-        alerts = nightly.regression_alerts(history, self.night, rows, policy.regression_window,
-                                           policy.regression_threshold)
+        alerts = nightly.regression_alerts(
+            history, self.night, rows, policy.regression_window, policy.regression_threshold
+        )
         nightly.write_night(paths.history_dir, self.night, rows)
         trend = [row for row in nightly.read_history(paths.history_dir) if row["date"] <= self.night]
         out_dir = Path(self.output().path).parent
         with tempfile.TemporaryDirectory() as scratch:
             trend_png = figures.accuracy_trend(Path(scratch) / "trend.png", *nightly.trend_series(trend))
             result = build_report(
-                out_dir, experiment=config.experiment, title=f"Nightly retraining: {config.experiment}",
-                date=self.night, config_hash=config_hash(config), config_text=text, runs=runs,
-                test_arrow=paths.test_arrow, alerts=alerts,
+                out_dir,
+                experiment=config.experiment,
+                title=f"Nightly retraining: {config.experiment}",
+                date=self.night,
+                config_hash=config_hash(config),
+                config_text=text,
+                runs=runs,
+                test_arrow=paths.test_arrow,
+                alerts=alerts,
                 extra_figures=[("Test accuracy over the nights", trend_png)],
             )
         if alerts:
             raise RegressionAlert(
-                f"nightly {self.night}: {len(alerts)} regression(s): " + "; ".join(alerts)
+                f"nightly {self.night}: {len(alerts)} regression(s): "
+                + "; ".join(alerts)
                 + f". The report with the alert is at {result['html']}"
             )
-        write_json_atomic(self.output().path, {"config": str(self.config), "config_hash": config_hash(config),
-                                               "html": str(result["html"]), "table": result["table"]})
+        write_json_atomic(
+            self.output().path,
+            {
+                "config": str(self.config),
+                "config_hash": config_hash(config),
+                "html": str(result["html"]),
+                "table": result["table"],
+            },
+        )

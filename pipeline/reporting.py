@@ -10,9 +10,9 @@ import luigi
 from pipeline.experiment import DEFAULT_CONFIG, config_hash, load_experiment
 from pipeline.settings import layout
 from pipeline.training import EvaluateRun
-from tasks.config import ExperimentConfig, RunSpec, expand_runs
-from tasks.runfiles import RUN_JSON
-from tasks.storage import read_json, write_json_atomic
+from tasks.core.config import ExperimentConfig, RunSpec, expand_runs
+from tasks.core.runfiles import RUN_JSON
+from tasks.core.storage import read_json, write_json_atomic
 
 
 def evaluate_tasks(specs: list[RunSpec], night: str = "") -> list[EvaluateRun]:
@@ -71,7 +71,7 @@ class ExperimentReport(luigi.Task):
             return False
 
     def run(self):
-        from tasks.report import build_report
+        from tasks.reporting.report import build_report
 
         config, text = load_experiment(self.config)
         out_dir = Path(self.output().path).parent
@@ -87,8 +87,12 @@ class ExperimentReport(luigi.Task):
         )
         write_json_atomic(
             self.output().path,
-            {"config": str(self.config), "config_hash": config_hash(config), "html": str(result["html"]),
-             "table": result["table"]},
+            {
+                "config": str(self.config),
+                "config_hash": config_hash(config),
+                "html": str(result["html"]),
+                "table": result["table"],
+            },
         )
 
 

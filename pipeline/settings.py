@@ -7,9 +7,9 @@ from pathlib import Path
 
 import luigi
 
-from tasks.dataset import DEBIAN_DIR, RAW_FILES, UPSTREAM_URL
-from tasks.errors import ConfigError
-from tasks.layout import Layout
+from tasks.core.errors import ConfigError
+from tasks.core.layout import Layout
+from tasks.data.dataset import DEBIAN_DIR, RAW_FILES, UPSTREAM_URL
 
 
 class pipeline(luigi.Config):  # noqa: N801 - the class name is the luigi.cfg section name
@@ -22,7 +22,8 @@ class pipeline(luigi.Config):  # noqa: N801 - the class name is the luigi.cfg se
     )
     checksums_file = luigi.Parameter(
         default="",
-        description="JSON {name: {payload_sha256}} overriding the built-in Fashion-MNIST checksums (tests, mirrors of other data)",
+        description="JSON {name: {payload_sha256}} overriding the built-in Fashion-MNIST checksums "
+        "(tests, mirrors of other data)",
     )
     fetch_timeout = luigi.FloatParameter(default=30.0, description="seconds per HTTP request")
     fetch_retries = luigi.IntParameter(default=3, description="retries per HTTP source")

@@ -9,16 +9,16 @@ from luigi.freezing import recursively_unfreeze
 
 from pipeline.data import PrepareData, VerifyData
 from pipeline.settings import layout, settings
-from tasks.config import RunSpec
-from tasks.faults import crash_point
-from tasks.runfiles import EVALUATION_JSON, RUN_JSON
-from tasks.storage import write_json_atomic
+from tasks.core.config import RunSpec
+from tasks.core.faults import crash_point
+from tasks.core.runfiles import EVALUATION_JSON, RUN_JSON
+from tasks.core.storage import write_json_atomic
 
 
 class RunTask(luigi.Task):
     """Parameters that identify one run: the optimizer entry's name, its settings, and the seed.
 
-    `settings` is the plain-JSON dict from `tasks.config.run_settings`; the run folder carries its hash.
+    `settings` is the plain-JSON dict from `tasks.core.config.run_settings`; the run folder carries its hash.
     `night` (an ISO date) makes it a nightly retraining run under `runs/nightly/<night>/`, which first
     re-verifies the data files.
     """
@@ -58,7 +58,7 @@ class TrainRun(RunTask):
         return luigi.LocalTarget(str(self.run_dir / RUN_JSON))
 
     def run(self):
-        from tasks.train import train_run  # TensorFlow loads here, never at scheduling time
+        from tasks.training.loop import train_run  # TensorFlow loads here, never at scheduling time
 
         site = settings()
         self.set_tracking_url(self.run_dir.resolve().as_uri())
@@ -88,7 +88,7 @@ class EvaluateRun(RunTask):
         return luigi.LocalTarget(str(self.run_dir / EVALUATION_JSON))
 
     def run(self):
-        from tasks.evaluate import evaluate_run
+        from tasks.evaluation.evaluate import evaluate_run
 
         site = settings()
         result = evaluate_run(

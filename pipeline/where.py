@@ -11,7 +11,7 @@ import sys
 
 from pipeline.experiment import DEFAULT_CONFIG, load_experiment
 from pipeline.settings import layout
-from tasks.errors import PipelineError
+from tasks.core.errors import PipelineError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,8 +27,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     html = layout().report_dir(experiment, args.date) / "report.html"
     if not html.exists():
-        print(f"error: no report at {html}; run `luigi --module pipeline FullReport --config {args.config}`",
-              file=sys.stderr)
+        print(
+            f"error: no report at {html}; run `luigi --module pipeline FullReport --config {args.config}`",
+            file=sys.stderr,
+        )
         return 1
     print(f"report: {html.resolve()}")
     return 0

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import re
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Iterator
 
 RANGE_PATTERN = re.compile(r"^bytes=(\d+)-(\d*)$")
 
@@ -74,7 +74,7 @@ class HttpTestServer:
             return [request for request in self.requests if request.path == wanted]
 
     # -- lifecycle ---------------------------------------------------------------------------
-    def start(self) -> "HttpTestServer":
+    def start(self) -> HttpTestServer:
         server = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self))
         server.daemon_threads = True  # a handler stuck in a slow route must not block shutdown
         self._server = server
@@ -90,7 +90,7 @@ class HttpTestServer:
         if self._thread is not None:
             self._thread.join(timeout=5)
 
-    def __enter__(self) -> "HttpTestServer":
+    def __enter__(self) -> HttpTestServer:
         return self.start()
 
     def __exit__(self, *exc_info) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tasks.dataset import IMAGE_COLS, IMAGE_MAGIC, IMAGE_ROWS, LABEL_MAGIC, NUM_CLASSES
+from tasks.data.dataset import IMAGE_COLS, IMAGE_MAGIC, IMAGE_ROWS, LABEL_MAGIC, NUM_CLASSES
 
 TRAIN_IMAGES = "train-images-idx3-ubyte.gz"
 TRAIN_LABELS = "train-labels-idx1-ubyte.gz"
@@ -49,8 +49,9 @@ def make_images_labels(count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     # Every tenth image is drawn from another class's prototype: no model is perfect, as on real data,
     # so a report always has misclassified images to show.
     mislabelled = np.arange(count) % 10 == 9
-    images[mislabelled] = np.clip(prototypes[(labels[mislabelled] + 1) % NUM_CLASSES] * 0.6
-                                  + noise[mislabelled] + 50, 0, 255).astype(np.uint8)
+    images[mislabelled] = np.clip(
+        prototypes[(labels[mislabelled] + 1) % NUM_CLASSES] * 0.6 + noise[mislabelled] + 50, 0, 255
+    ).astype(np.uint8)
     return images, labels
 
 

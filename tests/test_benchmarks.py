@@ -6,12 +6,11 @@ import os
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tasks.arrays import write_arrays, write_indices
+from tasks.data.arrays import write_arrays, write_indices
 from tests import synthetic
 from tests.conftest import REPO_ROOT, SYNTHETIC_TEST_ROWS, SYNTHETIC_TRAIN_ROWS
 
@@ -20,8 +19,14 @@ pytestmark = pytest.mark.slow
 
 def _run(script: str, *args: str, timeout: int = 600) -> str:
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    done = subprocess.run([sys.executable, str(REPO_ROOT / "benchmarks" / script), *args], cwd=REPO_ROOT, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    done = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "benchmarks" / script), *args],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
     return done.stdout
 
@@ -33,8 +38,19 @@ def test_train_throughput_compares_three_loops_side_by_side(tmp_path):
     images, labels = synthetic.make_images_labels(1200, seed=1)
     write_arrays(arrays / "train.arrow", images, labels)
     write_indices(arrays / "split.arrow", np.arange(1000, 1200))
-    out = _run("train_throughput.py", "--artifacts", str(tmp_path), "--split", "split.arrow", "--repeat", "2",
-               "--optimizers", "sgd", "--cnn-rows", "256")
+    out = _run(
+        "train_throughput.py",
+        "--artifacts",
+        str(tmp_path),
+        "--split",
+        "split.arrow",
+        "--repeat",
+        "2",
+        "--optimizers",
+        "sgd",
+        "--cnn-rows",
+        "256",
+    )
     # model, batch, optimizer, three throughputs, two ratios
     number = r"[\d,]+"
     assert re.search(rf"mlp\s+64 sgd\s+{number}\s+{number}\s+{number}\s+\d+\.\d\d\s+\d+\.\d\d", out), out
@@ -54,9 +70,17 @@ def test_full_report_measures_a_cold_run(tmp_path):
     raw = tmp_path / "source"
     checksums = synthetic.write_checksums_file(
         tmp_path / "checksums.json",
-        synthetic.write_raw_dir(raw, train_count=SYNTHETIC_TRAIN_ROWS, test_count=SYNTHETIC_TEST_ROWS))
-    out = _run("full_report.py", "--config", str(REPO_ROOT / "configs" / "smoke.yaml"), "--sources", str(raw),
-               "--checksums-file", str(checksums))
+        synthetic.write_raw_dir(raw, train_count=SYNTHETIC_TRAIN_ROWS, test_count=SYNTHETIC_TEST_ROWS),
+    )
+    out = _run(
+        "full_report.py",
+        "--config",
+        str(REPO_ROOT / "configs" / "smoke.yaml"),
+        "--sources",
+        str(raw),
+        "--checksums-file",
+        str(checksums),
+    )
     assert re.search(r"wall time\s+\d+\.\d s", out), out
     peak = re.search(r"peak tree RSS \(sum, psutil poll\)\s+(\d+\.\d\d) GiB", out)
     single = re.search(r"max single-process RSS \(rusage\)\s+(\d+\.\d\d) GiB", out)

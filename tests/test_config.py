@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import copy
 import os
-import sys
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tasks.config import expand_runs, load_config, parse_config
-from tasks.errors import ConfigError
-from tasks.registry import MODEL_PARAMS, OPTIMIZER_PARAMS
+from tasks.core.config import expand_runs, load_config, parse_config
+from tasks.core.errors import ConfigError
+from tasks.core.registry import MODEL_PARAMS, OPTIMIZER_PARAMS
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -53,8 +53,12 @@ def test_shipped_configs_load():
 def test_grid_and_seeds_expand_in_order():
     runs = expand_runs(parse_config(BASE))
     assert [(r.name, r.settings["optimizer"]["learning_rate"], r.seed) for r in runs] == [
-        ("sgd", 0.1, 0), ("sgd", 0.1, 1),
-        ("adam", 0.001, 0), ("adam", 0.001, 1), ("adam", 0.01, 0), ("adam", 0.01, 1),
+        ("sgd", 0.1, 0),
+        ("sgd", 0.1, 1),
+        ("adam", 0.001, 0),
+        ("adam", 0.001, 1),
+        ("adam", 0.01, 0),
+        ("adam", 0.01, 1),
     ]
     # Defaults are resolved into the settings, so the hash covers them.
     assert runs[2].settings["optimizer"]["params"] == {"beta1": 0.9, "beta2": 0.999, "epsilon": 1e-08}
@@ -158,7 +162,7 @@ def test_yaml_tags_cannot_run_code(tmp_path):
 
 
 def test_registry_names_are_known_without_tensorflow():
-    code = "import sys, tasks.config; assert 'tensorflow' not in sys.modules; print('ok')"
+    code = "import sys, tasks.core.config; assert 'tensorflow' not in sys.modules; print('ok')"
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "ok"
     assert {"sgd", "momentum", "nesterov", "adam", "rmsprop", "adagrad", "msvag", "svag"} <= set(OPTIMIZER_PARAMS)
@@ -183,8 +187,10 @@ def test_date_seed_policy_derives_seeds_from_the_date():
     [
         (None, "not found"),
         ("experiment: x\nmodel: {name: mlp\n", "YAML syntax error"),
-        (yaml.safe_dump({**BASE, "optimizers": [{"name": "adamw", "learning_rate": 0.1}]}),
-         "unknown optimizer 'adamw' (did you mean 'adam'?)"),
+        (
+            yaml.safe_dump({**BASE, "optimizers": [{"name": "adamw", "learning_rate": 0.1}]}),
+            "unknown optimizer 'adamw' (did you mean 'adam'?)",
+        ),
         (yaml.safe_dump({**BASE, "trainning": BASE["training"]}), "unknown key (did you mean 'training'?)"),
     ],
     ids=["missing-file", "yaml-syntax", "unknown-optimizer", "misspelled-key"],
@@ -198,8 +204,11 @@ def test_the_command_line_refuses_a_bad_config_before_any_work(tmp_path, text, e
     site.write_text(f"[pipeline]\nartifacts_root = {root}\n")
     done = subprocess.run(
         [sys.executable, "-m", "luigi", "--module", "pipeline", "FullReport", "--config", str(config)],
-        cwd=REPO, env={**os.environ, "LUIGI_CONFIG_PATH": str(site)},
-        capture_output=True, text=True, timeout=120,
+        cwd=REPO,
+        env={**os.environ, "LUIGI_CONFIG_PATH": str(site)},
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert done.returncode == 35, done.stderr[-2000:]  # [retcode] scheduling_error
     assert "ConfigError" in done.stderr and str(config) in done.stderr and expected in done.stderr

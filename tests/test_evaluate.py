@@ -15,9 +15,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tasks.arrays import write_arrays
-from tasks.errors import EvaluationError
-from tasks.evaluate import evaluate_run, summarize_metrics, read_metrics, write_evaluation
+from tasks.core.errors import EvaluationError
+from tasks.data.arrays import write_arrays
+from tasks.evaluation.evaluate import evaluate_run, read_metrics, summarize_metrics, write_evaluation
 from tests.synthetic import make_images_labels
 
 CHECKPOINT = "checkpoints/epoch-0004"
@@ -59,21 +59,26 @@ def _save_logreg(run_dir: Path, weights: np.ndarray, bias: np.ndarray, *, with_p
 def _write_run_record(run_dir: Path, status: str = "completed", epochs: int = 4) -> None:
     diverged = status == "diverged"
     run = {
-        "run_hash": "abc123def0", "seed": 4, "status": status,
+        "run_hash": "abc123def0",
+        "seed": 4,
+        "status": status,
         "diverged_at": {"epoch": epochs + 1, "step": 17} if diverged else None,
-        "epochs_completed": epochs, "final_checkpoint": None if diverged else CHECKPOINT,
+        "epochs_completed": epochs,
+        "final_checkpoint": None if diverged else CHECKPOINT,
     }
     (run_dir / "run.json").write_text(json.dumps(run))
     val_accuracy = [0.5, 0.7, 0.7, 0.6][:epochs]  # a tie at 0.7: the earliest (epoch 2) is best
-    table = pa.table({
-        "epoch": pa.array(range(1, epochs + 1), pa.int32()),
-        "train_loss": [2.0 - 0.3 * e for e in range(epochs)],
-        "train_accuracy": [0.4 + 0.1 * e for e in range(epochs)],
-        "val_loss": [1.5, 1.1, 1.0, 1.2][:epochs],
-        "val_accuracy": val_accuracy,
-        "wall_seconds": [10.0, 12.0, 14.0, 16.0][:epochs],
-        "examples_per_second": [100.0] * epochs,
-    })
+    table = pa.table(
+        {
+            "epoch": pa.array(range(1, epochs + 1), pa.int32()),
+            "train_loss": [2.0 - 0.3 * e for e in range(epochs)],
+            "train_accuracy": [0.4 + 0.1 * e for e in range(epochs)],
+            "val_loss": [1.5, 1.1, 1.0, 1.2][:epochs],
+            "val_accuracy": val_accuracy,
+            "wall_seconds": [10.0, 12.0, 14.0, 16.0][:epochs],
+            "examples_per_second": [100.0] * epochs,
+        }
+    )
     pq.write_table(table, run_dir / "metrics.parquet")
 
 

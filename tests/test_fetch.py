@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from tasks.errors import DataError, FetchError
-from tasks.fetch import fetch_raw_file, record_path, verify_raw_file
-from tasks.storage import QUARANTINE_DIR
+from tasks.core.errors import DataError, FetchError
+from tasks.core.storage import QUARANTINE_DIR
+from tasks.data.fetch import fetch_raw_file, record_path, verify_raw_file
 from tests import synthetic
 from tests.httpserver import serve
 
@@ -116,8 +116,7 @@ def test_http_source(server, raw_dir, gz, payload, expected):
 
 
 def test_gz_md5_is_a_fast_path(local_source, raw_dir, gz, payload, expected):
-    record = fetch_raw_file(NAME, [str(local_source)], raw_dir, expected_gz_md5=hashlib.md5(gz).hexdigest(),
-                            **expected)
+    record = fetch_raw_file(NAME, [str(local_source)], raw_dir, expected_gz_md5=hashlib.md5(gz).hexdigest(), **expected)
 
     assert record["verified_by"] == "gz-md5"
     assert_landed(raw_dir, gz, payload, record)  # payload size comes from the gzip trailer
@@ -251,8 +250,7 @@ def test_server_that_keeps_the_connection_open_after_the_body(server, raw_dir, g
     assert_landed(raw_dir, gz, payload, record)
 
 
-def test_complete_partial_of_a_killed_run_is_verified_not_downloaded_again(server, raw_dir, gz, payload,
-                                                                           expected):
+def test_complete_partial_of_a_killed_run_is_verified_not_downloaded_again(server, raw_dir, gz, payload, expected):
     # A run killed after its download but before verification leaves a whole .part and its origin.
     server.add(f"mirror/{NAME}", gz)
     raw_dir.mkdir(parents=True)
@@ -282,8 +280,7 @@ def test_redirect_to_http_is_followed_and_to_ftp_refused(server, raw_dir, gz, pa
 # -- bad files are quarantined -----------------------------------------------------------------
 
 
-def test_corrupt_bytes_are_quarantined_and_the_next_source_used(server, local_source, raw_dir, gz, payload,
-                                                               expected):
+def test_corrupt_bytes_are_quarantined_and_the_next_source_used(server, local_source, raw_dir, gz, payload, expected):
     server.add(f"mirror/{NAME}", gz, corrupt_at=len(gz) // 2)
     url = server.url(f"mirror/{NAME}")
 
@@ -308,8 +305,9 @@ def test_payload_mismatch_message_names_both_digests_and_the_quarantine(server, 
 
     [bad] = quarantined(raw_dir)
     found = hashlib.sha256(gzip.decompress(other)).hexdigest()
-    assert (f"payload sha256 mismatch: expected {expected['expected_payload_sha256']}, found {found}; "
-            f"quarantined to {bad}") in str(failed.value)
+    assert (
+        f"payload sha256 mismatch: expected {expected['expected_payload_sha256']}, found {found}; quarantined to {bad}"
+    ) in str(failed.value)
     assert bad.read_bytes() == other
     assert "payload sha256 mismatch" in bad.with_name(bad.name + ".reason.txt").read_text()
 

@@ -21,15 +21,14 @@ import luigi
 import pytest
 import yaml
 
-import tasks.storage
+import tasks.core.storage
 from pipeline import FullReport, PrepareData
-from tasks.arrays import load_arrays, load_indices
-from tasks.dataset import RAW_FILE_NAMES
-from tasks.errors import StorageError
-from tasks.fetch import verify_raw_file
-from tasks.storage import TEMP_MARKER
+from tasks.core.errors import StorageError
+from tasks.core.storage import TEMP_MARKER
+from tasks.data.arrays import load_arrays, load_indices
+from tasks.data.dataset import RAW_FILE_NAMES
+from tasks.data.fetch import verify_raw_file
 from tests.conftest import REPO_ROOT, SYNTHETIC_TRAIN_ROWS, build
-
 
 # -- helpers ------------------------------------------------------------------------------------
 
@@ -42,8 +41,9 @@ def tmpfs(mountpoint: Path, options: str):
     if not shutil.which("mount"):
         pytest.skip("no `mount` command on this machine")
     mountpoint.mkdir(parents=True, exist_ok=True)
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mountpoint)],
-                             capture_output=True, text=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mountpoint)], capture_output=True, text=True
+    )
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here (an unprivileged container?): {mounted.stderr.strip()}")
     try:
@@ -60,11 +60,19 @@ def remount(mountpoint: Path, options: str) -> None:
 def cli(args: list[str], root: Path, synthetic_raw, cfg: Path) -> subprocess.CompletedProcess:
     """`luigi --module pipeline <args>` with a site cfg (kept off the faulty disk) pointing at `root`."""
     raw, checksums = synthetic_raw
-    cfg.write_text(f"[pipeline]\nartifacts_root = {root}\nsources = {json.dumps([str(raw)])}\n"
-                   f"checksums_file = {checksums}\nfetch_retries = 0\n")
+    cfg.write_text(
+        f"[pipeline]\nartifacts_root = {root}\nsources = {json.dumps([str(raw)])}\n"
+        f"checksums_file = {checksums}\nfetch_retries = 0\n"
+    )
     env = dict(os.environ, LUIGI_CONFIG_PATH=str(cfg), TF_CPP_MIN_LOG_LEVEL="2")
-    return subprocess.run([sys.executable, "-m", "luigi", "--module", "pipeline", *args],
-                          cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "luigi", "--module", "pipeline", *args],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def failure_reports(output: str) -> list[str]:
@@ -91,8 +99,10 @@ def assert_data_stage_is_complete(root: Path, validation_per_class: int) -> None
     for name in RAW_FILE_NAMES:
         verify_raw_file(raw_dir / name, json.loads((raw_dir / f"{name}.json").read_text()))
     assert len(load_arrays(root / "data" / "arrays" / "train.arrow")[1]) == SYNTHETIC_TRAIN_ROWS
-    assert len(load_indices(root / "data" / "arrays" / f"split-v{validation_per_class}-s0.arrow")) == \
-        10 * validation_per_class
+    assert (
+        len(load_indices(root / "data" / "arrays" / f"split-v{validation_per_class}-s0.arrow"))
+        == 10 * validation_per_class
+    )
     assert not temp_files(root) and not list(raw_dir.glob("*.part"))
 
 
@@ -135,7 +145,7 @@ def test_a_read_only_artifacts_root_fails_with_a_clear_message_then_a_rerun_comp
         reports = failure_reports(failed.stderr)
         assert reports, failed.stderr[-3000:]
         for report in reports:  # each failed task's traceback ends with our message: path, cause, fix
-            assert report.startswith(f"tasks.errors.StorageError: cannot write {root}/"), report
+            assert report.startswith(f"tasks.core.errors.StorageError: cannot write {root}/"), report
             assert "Read-only file system" in report and f"(at {root})" in report, report
             assert "remount it read-write" in report and "[pipeline] artifacts_root" in report, report
 
@@ -154,7 +164,7 @@ def test_a_full_disk_fails_with_a_clear_message_then_a_rerun_completes(tmp_path,
         reports = failure_reports(failed.stderr)
         assert reports, failed.stderr[-3000:]
         for report in reports:
-            assert report.startswith(f"tasks.errors.StorageError: cannot write {root}/"), report
+            assert report.startswith(f"tasks.core.errors.StorageError: cannot write {root}/"), report
             assert "No space left on device" in report and "bytes free" in report, report
             assert "free space there and rerun" in report and "[pipeline] artifacts_root" in report, report
 
@@ -196,13 +206,17 @@ def test_a_disk_that_fills_up_during_training_fails_clearly_then_the_run_resumes
 
 @pytest.mark.parametrize(
     ("where", "code", "fix"),
-    [("fsync", errno.ENOSPC, "free space there and rerun"),
-     ("create", errno.EACCES, "give it write access"),
-     ("create", errno.EROFS, "remount it read-write")],
+    [
+        ("fsync", errno.ENOSPC, "free space there and rerun"),
+        ("create", errno.EACCES, "give it write access"),
+        ("create", errno.EROFS, "remount it read-write"),
+    ],
 )
-def test_an_injected_write_error_is_a_storage_error_and_a_rerun_completes(site, failures, monkeypatch, where, code, fix):
+def test_an_injected_write_error_is_a_storage_error_and_a_rerun_completes(
+    site, failures, monkeypatch, where, code, fix
+):
     train_arrow = site / "data" / "arrays" / "train.arrow"
-    real_fsync, real_make_temp = tasks.storage._fsync_file, tasks.storage._make_temp
+    real_fsync, real_make_temp = tasks.core.storage._fsync_file, tasks.core.storage._make_temp
 
     def failing_fsync(path: Path) -> None:  # the temp file is written; syncing it finds the disk full
         if path.name.startswith(f".{train_arrow.name}{TEMP_MARKER}"):
@@ -215,9 +229,9 @@ def test_an_injected_write_error_is_a_storage_error_and_a_rerun_completes(site, 
         return real_make_temp(final, suffix)
 
     if where == "fsync":
-        monkeypatch.setattr(tasks.storage, "_fsync_file", failing_fsync)
+        monkeypatch.setattr(tasks.core.storage, "_fsync_file", failing_fsync)
     else:
-        monkeypatch.setattr(tasks.storage, "_make_temp", failing_make_temp)
+        monkeypatch.setattr(tasks.core.storage, "_make_temp", failing_make_temp)
     build_expecting_failure([PrepareData(validation_per_class=5)])
     [(task, error)] = failures
     assert task.task_family == "DecodeData" and isinstance(error, StorageError), repr(error)

@@ -8,15 +8,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import yaml
 from PIL import Image
 
 from pipeline import FullReport
-from tasks.config import expand_runs, load_config
-from tasks.layout import Layout
+from tasks.core.config import expand_runs, load_config
+from tasks.core.layout import Layout
 from tests.conftest import REAL_DATA_DIR, REPO_ROOT, build
 
 SMOKE = REPO_ROOT / "configs" / "smoke.yaml"
@@ -89,8 +88,18 @@ def test_full_report_cli_on_the_real_data(tmp_path):
     cfg = tmp_path / "site.cfg"
     cfg.write_text(f"[pipeline]\nartifacts_root = {root}\nsources = {json.dumps([str(REAL_DATA_DIR)])}\n")
     env = dict(os.environ, LUIGI_CONFIG_PATH=str(cfg), TF_CPP_MIN_LOG_LEVEL="2")
-    command = [sys.executable, "-m", "luigi", "--module", "pipeline", "FullReport", "--config", str(SMOKE),
-               "--date", "2026-01-02"]
+    command = [
+        sys.executable,
+        "-m",
+        "luigi",
+        "--module",
+        "pipeline",
+        "FullReport",
+        "--config",
+        str(SMOKE),
+        "--date",
+        "2026-01-02",
+    ]
     done = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-4000:]
     _assert_report_is_complete(_report_dir(root), SMOKE, root)
@@ -99,8 +108,13 @@ def test_full_report_cli_on_the_real_data(tmp_path):
     # Two epochs of a 32-unit MLP on the real data: every optimizer is far above chance (0.1).
     assert all(accuracy > 0.7 for accuracy in accuracies.values()), accuracies
 
-    where = subprocess.run([sys.executable, "-m", "pipeline.where", "report", "--config", str(SMOKE),
-                            "--date", "2026-01-02"], cwd=REPO_ROOT, env=env, capture_output=True, text=True)
+    where = subprocess.run(
+        [sys.executable, "-m", "pipeline.where", "report", "--config", str(SMOKE), "--date", "2026-01-02"],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert where.returncode == 0 and where.stdout.strip().endswith("reports/smoke/2026-01-02/report.html")
 
     again = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)

@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tasks.dataset import IMAGE_MAGIC, LABEL_MAGIC
-from tasks.errors import DataError
-from tasks.idx import MAX_ROWS, decode_pair, parse_images, parse_labels, read_gz
+from tasks.core.errors import DataError
+from tasks.data.dataset import IMAGE_MAGIC, LABEL_MAGIC
+from tasks.data.idx import MAX_ROWS, decode_pair, parse_images, parse_labels, read_gz
 from tests.synthetic import gz, idx_images, idx_labels, make_images_labels
 
 
@@ -44,7 +44,9 @@ def test_valid_pair_decodes_to_the_source_arrays(tmp_path, sample):
     np.testing.assert_array_equal(got_labels, labels)
     assert info["rows"] == 20
     assert info["files"]["train-images-idx3-ubyte.gz"] == {
-        "payload_sha256": hashlib.sha256(idx_images(images)).hexdigest(), "payload_bytes": 16 + 20 * 784}
+        "payload_sha256": hashlib.sha256(idx_images(images)).hexdigest(),
+        "payload_bytes": 16 + 20 * 784,
+    }
     assert info["files"]["train-labels-idx1-ubyte.gz"]["payload_bytes"] == 8 + 20
 
 
@@ -86,16 +88,23 @@ def test_count_mismatch_between_images_and_labels(tmp_path, sample):
     images_path, labels_path = write_pair(tmp_path, idx_images(images), idx_labels(labels[:19]))
     with pytest.raises(DataError) as excinfo:
         decode_pair(images_path, labels_path)
-    assert_message(excinfo, str(images_path), str(labels_path), "expected as many labels as images",
-                   "found 20 images and 19 labels", "re-fetch both")
+    assert_message(
+        excinfo,
+        str(images_path),
+        str(labels_path),
+        "expected as many labels as images",
+        "found 20 images and 19 labels",
+        "re-fetch both",
+    )
 
 
 def test_missing_image_bytes(sample):
     payload = idx_images(sample[0])[:-100]
     with pytest.raises(DataError) as excinfo:
         parse_images(payload, "train-images-idx3-ubyte.gz")
-    assert_message(excinfo, "train-images-idx3-ubyte.gz", "expected 15,696 bytes", "found 15,596 bytes",
-                   "100 missing", "truncated")
+    assert_message(
+        excinfo, "train-images-idx3-ubyte.gz", "expected 15,696 bytes", "found 15,596 bytes", "100 missing", "truncated"
+    )
 
 
 def test_missing_label_bytes(sample):
@@ -130,8 +139,9 @@ def test_label_outside_0_to_9(sample):
     labels[11] = 255
     with pytest.raises(DataError) as excinfo:
         parse_labels(idx_labels(labels), "train-labels-idx1-ubyte.gz")
-    assert_message(excinfo, "train-labels-idx1-ubyte.gz", "expected labels 0-9", "found 10 at row 3",
-                   "2 rows out of range")
+    assert_message(
+        excinfo, "train-labels-idx1-ubyte.gz", "expected labels 0-9", "found 10 at row 3", "2 rows out of range"
+    )
 
 
 def test_truncated_gzip_stream(tmp_path, sample):
@@ -140,8 +150,9 @@ def test_truncated_gzip_stream(tmp_path, sample):
     path.write_bytes(whole[: len(whole) // 2])
     with pytest.raises(DataError) as excinfo:
         read_gz(path)
-    assert_message(excinfo, str(path), "expected a complete gzip stream", "ending inside gzip member 1",
-                   "truncated", "re-fetch")
+    assert_message(
+        excinfo, str(path), "expected a complete gzip stream", "ending inside gzip member 1", "truncated", "re-fetch"
+    )
 
 
 def test_gzip_missing_only_its_trailer(tmp_path, sample):
@@ -175,8 +186,9 @@ def test_not_gzip_at_all(tmp_path, sample):
     path.write_bytes(idx_labels(sample[1]))
     with pytest.raises(DataError) as excinfo:
         read_gz(path)
-    assert_message(excinfo, str(path), "expected the gzip magic 1f 8b at the start", "found 00 00",
-                   "uncompressed IDX file")
+    assert_message(
+        excinfo, str(path), "expected the gzip magic 1f 8b at the start", "found 00 00", "uncompressed IDX file"
+    )
 
 
 def test_empty_and_missing_files(tmp_path):
@@ -214,8 +226,13 @@ def test_huge_declared_count_refused_before_allocating():
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
-    assert_message(excinfo, "train-images-idx3-ubyte.gz", f"expected at most {MAX_ROWS:,} images",
-                   "found a header declaring 4,294,967,295", "refused before allocating")
+    assert_message(
+        excinfo,
+        "train-images-idx3-ubyte.gz",
+        f"expected at most {MAX_ROWS:,} images",
+        "found a header declaring 4,294,967,295",
+        "refused before allocating",
+    )
     assert peak < 1 << 20
 
 
@@ -224,8 +241,13 @@ def test_declared_size_above_byte_cap_refused_before_decompressing(tmp_path):
     path.write_bytes(gz(struct.pack(">IIII", IMAGE_MAGIC, 5000, 28, 28) + bytes(5000 * 784)))
     with pytest.raises(DataError) as excinfo:
         read_gz(path, max_bytes=1_000_000)
-    assert_message(excinfo, str(path), "expected an IDX payload of at most 1,000,000 bytes",
-                   "found a header declaring 5,000 images (3,920,016 bytes)", "refused before decompressing")
+    assert_message(
+        excinfo,
+        str(path),
+        "expected an IDX payload of at most 1,000,000 bytes",
+        "found a header declaring 5,000 images (3,920,016 bytes)",
+        "refused before decompressing",
+    )
 
 
 def test_gzip_bomb_stops_at_the_declared_size(tmp_path):
@@ -244,8 +266,9 @@ def test_gzip_bomb_stops_at_the_declared_size(tmp_path):
 
 
 def test_zero_count_gives_empty_arrays(tmp_path):
-    images_path, labels_path = write_pair(tmp_path, idx_images(np.zeros((0, 784), np.uint8)),
-                                          idx_labels(np.zeros(0, np.uint8)))
+    images_path, labels_path = write_pair(
+        tmp_path, idx_images(np.zeros((0, 784), np.uint8)), idx_labels(np.zeros(0, np.uint8))
+    )
     images, labels, info = decode_pair(images_path, labels_path)
     assert images.shape == (0, 784) and labels.shape == (0,) and info["rows"] == 0
 

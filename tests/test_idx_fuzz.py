@@ -17,9 +17,9 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from tasks.dataset import IMAGE_MAGIC, IMAGE_PIXELS, LABEL_MAGIC
-from tasks.errors import DataError
-from tasks.idx import MAX_ROWS, parse_images, parse_labels, read_gz
+from tasks.core.errors import DataError
+from tasks.data.dataset import IMAGE_MAGIC, IMAGE_PIXELS, LABEL_MAGIC
+from tasks.data.idx import MAX_ROWS, parse_images, parse_labels, read_gz
 from tests.synthetic import gz, idx_images, idx_labels
 
 FUZZ = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -27,7 +27,7 @@ INTERESTING_WORDS = [0, 1, 3, 27, 28, 29, LABEL_MAGIC, IMAGE_MAGIC, 0x0D03, MAX_
 
 
 def reference_images(payload: bytes | None) -> np.ndarray | None:
-    """What a correct reader returns, or None where it must refuse; written independently of tasks.idx."""
+    """What a correct reader returns, or None where it must refuse; written independently of tasks.data.idx."""
     if payload is None or len(payload) < 16:
         return None
     magic, count, rows, cols = struct.unpack(">IIII", payload[:16])
@@ -67,7 +67,9 @@ mutations = st.one_of(
     st.tuples(st.just("truncate"), st.integers(0, 4000)),
     st.tuples(st.just("append"), st.binary(min_size=1, max_size=24)),
     st.tuples(st.just("flip"), st.integers(0, 4000), st.integers(0, 7)),
-    st.tuples(st.just("header_word"), st.integers(0, 3), st.sampled_from(INTERESTING_WORDS) | st.integers(0, 2**32 - 1)),
+    st.tuples(
+        st.just("header_word"), st.integers(0, 3), st.sampled_from(INTERESTING_WORDS) | st.integers(0, 2**32 - 1)
+    ),
 )
 
 

@@ -3,7 +3,7 @@
 The harness runs `luigi --module pipeline FullReport` (one worker, so every task runs in the killed
 process) on synthetic data with a two-optimizer, two-epoch config. One uninterrupted run is the
 reference. Each kill cycle starts in a fresh artifacts root and dies by SIGKILL, either at a failpoint
-(`FMNIST_CRASH_AT`, see tasks/faults.py) on a seeded occurrence or at a seeded wall-clock moment. After
+(`FMNIST_CRASH_AT`, see tasks/core/faults.py) on a seeded occurrence or at a seeded wall-clock moment. After
 the kill, every finished target on disk must be complete and valid; a rerun must finish, produce the
 reference's weights and summary, and leave no temp file behind.
 """
@@ -27,11 +27,11 @@ import yaml
 from PIL import Image
 
 from pipeline import FetchFile
-from tasks import faults
-from tasks.arrays import load_arrays, load_indices
-from tasks.checkpoints import LATEST_JSON
-from tasks.fetch import verify_raw_file
-from tasks.storage import QUARANTINE_DIR, TEMP_MARKER, WRITER_ID, atomic_open, sha256_file, sweep_temp_files
+from tasks.core import faults
+from tasks.core.storage import QUARANTINE_DIR, TEMP_MARKER, WRITER_ID, atomic_open, sha256_file, sweep_temp_files
+from tasks.data.arrays import load_arrays, load_indices
+from tasks.data.fetch import verify_raw_file
+from tasks.training.checkpoints import LATEST_JSON
 from tests import synthetic
 from tests.conftest import REPO_ROOT, SYNTHETIC_TEST_ROWS, SYNTHETIC_TRAIN_ROWS, build
 
@@ -44,13 +44,13 @@ EPOCHS = 2
 # How often each failpoint is reached in one uninterrupted run of the config above: the seeded
 # occurrence is drawn from 1..hits, so every choice kills inside the run (which file, epoch, run).
 HITS = {
-    "fetch.part-written": 4,                          # one per raw file
+    "fetch.part-written": 4,  # one per raw file
     "decode.arrays-written": 1,
-    "train.mid-epoch": len(OPTIMIZERS) * EPOCHS,      # at least one chunk per epoch
+    "train.mid-epoch": len(OPTIMIZERS) * EPOCHS,  # at least one chunk per epoch
     "train.checkpoint-saved": len(OPTIMIZERS) * EPOCHS,
     "evaluate.scored": len(OPTIMIZERS),
     "report.figures-written": 1,
-    "storage.temp-written": 20,                       # the run makes more atomic writes than this
+    "storage.temp-written": 20,  # the run makes more atomic writes than this
 }
 WALL_CLOCK_KILLS = 2
 TIMING_COLUMNS = ("seconds_per_epoch", "wall_seconds")
@@ -70,8 +70,10 @@ class Workspace:
 
     def site_cfg(self, root: Path) -> Path:
         path = root.with_name(f"{root.name}.cfg")
-        path.write_text(f"[pipeline]\nartifacts_root = {root}\nsources = {json.dumps([str(self.source)])}\n"
-                        f"checksums_file = {self.checksums}\nfetch_retries = 0\n")
+        path.write_text(
+            f"[pipeline]\nartifacts_root = {root}\nsources = {json.dumps([str(self.source)])}\n"
+            f"checksums_file = {self.checksums}\nfetch_retries = 0\n"
+        )
         return path
 
     def start(self, root: Path, crash_at: str | None = None) -> tuple[subprocess.Popen, Path]:
@@ -83,9 +85,24 @@ class Workspace:
         log = root.with_name(f"{root.name}-{time.monotonic_ns()}.log")
         with open(log, "wb") as sink:
             process = subprocess.Popen(
-                [sys.executable, "-m", "luigi", "--module", "pipeline", "FullReport", "--config", str(self.config),
-                 "--date", DATE, "--workers", "1"],
-                cwd=REPO_ROOT, env=env, stdout=sink, stderr=subprocess.STDOUT,
+                [
+                    sys.executable,
+                    "-m",
+                    "luigi",
+                    "--module",
+                    "pipeline",
+                    "FullReport",
+                    "--config",
+                    str(self.config),
+                    "--date",
+                    DATE,
+                    "--workers",
+                    "1",
+                ],
+                cwd=REPO_ROOT,
+                env=env,
+                stdout=sink,
+                stderr=subprocess.STDOUT,
             )
         return process, log
 
@@ -133,8 +150,9 @@ def temp_files(root: Path) -> list[Path]:
 
 def _finished(root: Path, pattern: str) -> list[Path]:
     """Files named like targets (temp files start with a dot and are never targets)."""
-    return sorted(path for path in root.rglob(pattern)
-                  if not path.name.startswith(".") and QUARANTINE_DIR not in path.parts)
+    return sorted(
+        path for path in root.rglob(pattern) if not path.name.startswith(".") and QUARANTINE_DIR not in path.parts
+    )
 
 
 def assert_targets_are_whole(root: Path) -> None:
@@ -181,8 +199,10 @@ def assert_targets_are_whole(root: Path) -> None:
 
 
 def weights_by_run(root: Path) -> dict[str, str]:
-    return {str(path.parent.relative_to(root)): json.loads(path.read_text())["weights_sha256"]
-            for path in (root / "runs").rglob("run.json")}
+    return {
+        str(path.parent.relative_to(root)): json.loads(path.read_text())["weights_sha256"]
+        for path in (root / "runs").rglob("run.json")
+    }
 
 
 def summary_without_timing(root: Path) -> list[dict]:
@@ -225,8 +245,9 @@ def test_a_kill_at_a_random_moment_then_a_rerun_gives_the_reference_result(works
     # the report, and early enough that the run never finishes first.
     earliest, latest = 2.0, 0.8 * workspace.reference_seconds
     width = (latest - earliest) / WALL_CLOCK_KILLS
-    delay = random.Random(f"{SEED}:wall-clock:{index}").uniform(earliest + index * width,
-                                                                  earliest + (index + 1) * width)
+    delay = random.Random(f"{SEED}:wall-clock:{index}").uniform(
+        earliest + index * width, earliest + (index + 1) * width
+    )
     root = workspace.base / f"kill-wall-clock-{index}"
     process, log = workspace.start(root)
     time.sleep(delay)
@@ -248,8 +269,10 @@ def _last_task(output: str) -> str:
 
 
 def test_crash_point_kills_on_the_chosen_hit_and_only_there(tmp_path):
-    program = ("from tasks.faults import crash_point\n"
-               "for i in range(4):\n    crash_point('a.b')\n    print(i, flush=True)\n")
+    program = (
+        "from tasks.core.faults import crash_point\n"
+        "for i in range(4):\n    crash_point('a.b')\n    print(i, flush=True)\n"
+    )
     env = dict(os.environ, **{faults.ENV_VAR: "a.b:3"})
     killed = subprocess.run([sys.executable, "-c", program], cwd=REPO_ROOT, env=env, capture_output=True, text=True)
     assert killed.returncode == -signal.SIGKILL and killed.stdout.split() == ["0", "1"]

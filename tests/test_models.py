@@ -9,9 +9,9 @@ import pytest
 
 tf = pytest.importorskip("tensorflow.compat.v1")
 
-from tasks import models  # noqa: E402  (after the TF skip)
-from tasks.errors import ConfigError  # noqa: E402
-from tasks.registry import MODEL_PARAMS  # noqa: E402
+from tasks.core.errors import ConfigError  # noqa: E402
+from tasks.core.registry import MODEL_PARAMS  # noqa: E402
+from tasks.training import models  # noqa: E402
 
 # Weights + biases, layer by layer.
 EXPECTED_PARAMETERS = {
@@ -44,7 +44,7 @@ def test_model_builders_match_the_registry():
     assert set(models.MODEL_BUILDERS) == set(MODEL_PARAMS)
 
 
-@pytest.mark.parametrize("name, params", sorted(EXPECTED_PARAMETERS), ids=lambda v: str(v))
+@pytest.mark.parametrize("name, params", sorted(EXPECTED_PARAMETERS), ids=str)
 def test_each_model_has_the_expected_output_shape_and_parameter_count(name, params):
     logits, variables = _build(name, {key: list(value) for key, value in params})
     assert logits.shape == (3, 10)
@@ -78,8 +78,12 @@ def test_unknown_model_or_parameter_is_a_config_error():
 def test_inference_graph_holds_only_the_named_inference_path(tmp_path):
     meta = tmp_path / "inference.meta"
     names = models.export_inference_graph(str(meta), "mlp", {"hidden": [8]})
-    assert names == ["model/mlp/hidden_0/biases", "model/mlp/hidden_0/weights",
-                     "model/mlp/output/biases", "model/mlp/output/weights"]
+    assert names == [
+        "model/mlp/hidden_0/biases",
+        "model/mlp/hidden_0/weights",
+        "model/mlp/output/biases",
+        "model/mlp/output/weights",
+    ]
     graph = tf.Graph()
     with graph.as_default():
         saver = tf.train.import_meta_graph(str(meta))

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import tensorflow.compat.v1 as tf
 
-from tasks.errors import ConfigError
-from tasks.msvag import MSVAGOptimizer, SVAGOptimizer, variance_adapted_step
+from tasks.core.errors import ConfigError
+from tasks.training.msvag import MSVAGOptimizer, SVAGOptimizer, variance_adapted_step
 
 tf.disable_v2_behavior()
 
@@ -98,8 +98,9 @@ class QuadraticGraph:
             self.train_op = self.optimizer.minimize(loss)
             self.saver = tf.train.Saver()
             self.init = tf.global_variables_initializer()
-        self.session = tf.Session(graph=self.graph, config=tf.ConfigProto(
-            intra_op_parallelism_threads=1, inter_op_parallelism_threads=1))
+        self.session = tf.Session(
+            graph=self.graph, config=tf.ConfigProto(intra_op_parallelism_threads=1, inter_op_parallelism_threads=1)
+        )
         self.session.run(self.init)
 
     def run(self, noise: np.ndarray) -> None:
@@ -165,8 +166,12 @@ def test_gamma_stays_in_unit_interval_for_extreme_moments():
         t = tf.placeholder(tf.float32, [])
         outputs = {
             momentum: variance_adapted_step(
-                tf.constant(grad, tf.float32), tf.constant(m, tf.float32), tf.constant(v, tf.float32),
-                t, tf.constant(BETA), uses_momentum=momentum,
+                tf.constant(grad, tf.float32),
+                tf.constant(m, tf.float32),
+                tf.constant(v, tf.float32),
+                t,
+                tf.constant(BETA),
+                uses_momentum=momentum,
             )[2]
             for momentum in (True, False)
         }
@@ -185,9 +190,7 @@ def test_zero_and_constant_gradients(name, use_resource):
         moving = tf.get_variable("moving", initializer=np.zeros(3, np.float32), use_resource=use_resource)
         constant_grad = np.array([1.0, -2.0, 0.5], np.float32)
         optimizer = OPTIMIZERS[name](LEARNING_RATE, beta=BETA)
-        train_op = optimizer.apply_gradients(
-            [(tf.zeros([3]), still), (tf.constant(constant_grad), moving)]
-        )
+        train_op = optimizer.apply_gradients([(tf.zeros([3]), still), (tf.constant(constant_grad), moving)])
         session.run(tf.global_variables_initializer())
         for _ in range(10):
             session.run(train_op)
@@ -253,9 +256,7 @@ def test_sparse_gradient_matches_dense(name, use_resource):
     results = []
     for sparse in (True, False):
         with tf.Graph().as_default(), tf.Session() as session:
-            table = tf.get_variable(
-                "table", initializer=np.ones((5, 3), np.float32), use_resource=use_resource
-            )
+            table = tf.get_variable("table", initializer=np.ones((5, 3), np.float32), use_resource=use_resource)
             picked = tf.gather(table, rows) if sparse else tf.matmul(selection, table)
             loss = 0.5 * tf.reduce_sum(tf.square(picked - target))
             optimizer = OPTIMIZERS[name](LEARNING_RATE, beta=BETA)

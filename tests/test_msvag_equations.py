@@ -11,9 +11,9 @@ import collections
 import numpy as np
 import pytest
 
-tf = pytest.importorskip("tasks.tf1").tf
+tf = pytest.importorskip("tasks.training.tf1").tf
 
-from tasks.msvag import RHO_CAP, MSVAGOptimizer, SVAGOptimizer, step_scalars, variance_adapted_step  # noqa: E402
+from tasks.training.msvag import RHO_CAP, MSVAGOptimizer, SVAGOptimizer, step_scalars, variance_adapted_step  # noqa: E402
 
 
 def literal_step(grad, m, v, t, beta, momentum):
@@ -56,12 +56,14 @@ def test_one_step_matches_the_literal_equations(momentum):
     grad[:20], m[:20], v[:20] = 0.0, 0.0, 0.0  # 0/0: γ = 0
     with tf.Graph().as_default(), tf.Session() as session:
         t = tf.placeholder(tf.float32, [])
-        outputs = variance_adapted_step(*(tf.constant(x, tf.float32) for x in (grad, m, v)), t, tf.constant(0.9),
-                                        uses_momentum=momentum)
+        outputs = variance_adapted_step(
+            *(tf.constant(x, tf.float32) for x in (grad, m, v)), t, tf.constant(0.9), uses_momentum=momentum
+        )
         for step in (1, 2, 3, 7, 50, 1000):
             found = session.run(outputs, {t: float(step)})
-            expected = literal_step(*(x.astype(np.float32).astype(np.float64) for x in (grad, m, v)), step, 0.9,
-                                    momentum)
+            expected = literal_step(
+                *(x.astype(np.float32).astype(np.float64) for x in (grad, m, v)), step, 0.9, momentum
+            )
             for name, got, want in zip(("m_t", "v_t", "gamma", "direction"), found, expected):
                 np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-6, err_msg=f"{name} at t={step}")
             assert np.all(found[2][:20] == 0.0)
@@ -84,8 +86,9 @@ def test_per_step_scalars_are_built_once_per_apply_not_per_variable(optimizer_cl
     assert [op.type for op in few if op.type == "Pow"] == ["Pow", "Pow"]  # β^t and β^2t, once
     assert [op.type for op in many if op.type == "Pow"] == ["Pow", "Pow"]
     # Per variable: the elementwise math, two in-place slot updates and one fused θ update, nothing scalar.
-    per_variable = collections.Counter(op.type for op in many if "/update_theta3/" in op.name
-                                       and op.type not in ("Const", "NoOp"))
+    per_variable = collections.Counter(
+        op.type for op in many if "/update_theta3/" in op.name and op.type not in ("Const", "NoOp")
+    )
     assert sum(per_variable.values()) <= 18, per_variable
     assert per_variable["ApplyGradientDescent"] == 1 and per_variable["AssignSub"] == 2
     assert "Assign" not in per_variable  # no copy into the slots

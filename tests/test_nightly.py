@@ -4,7 +4,6 @@ and RangeDaily backfill."""
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
 import subprocess
 import sys
@@ -16,7 +15,7 @@ import yaml
 from luigi.tools.range import RangeDaily
 
 from pipeline import NightlyReport
-from tasks import nightly
+from tasks.reporting import history as nightly
 from tests.conftest import REPO_ROOT, build
 
 SMOKE = REPO_ROOT / "configs" / "smoke.yaml"
@@ -44,8 +43,11 @@ def test_regression_alerts_compare_with_the_previous_nights_only():
         {"date": "2026-01-05", "name": "adam", "test_accuracy_mean": 0.10},  # a later night: never compared
         {"date": "2026-01-03", "name": "sgd", "test_accuracy_mean": 0.80},
     ]
-    tonight = [{"name": "adam", "test_accuracy_mean": 0.79}, {"name": "sgd", "test_accuracy_mean": None},
-               {"name": "new", "test_accuracy_mean": 0.5}]
+    tonight = [
+        {"name": "adam", "test_accuracy_mean": 0.79},
+        {"name": "sgd", "test_accuracy_mean": None},
+        {"name": "new", "test_accuracy_mean": 0.5},
+    ]
     alerts = nightly.regression_alerts(history, "2026-01-04", tonight, window=2, threshold=0.03)
     # adam: the mean of the last 2 earlier nights is 0.83; 0.83 - 0.79 = 0.04 > 0.03.
     assert alerts[0].startswith("adam: test accuracy 0.7900 is 0.0400 below the mean 0.8300 of the previous 2")
@@ -55,8 +57,17 @@ def test_regression_alerts_compare_with_the_previous_nights_only():
 
 
 def test_history_round_trip_and_rewrite_is_idempotent(tmp_path):
-    row = {"name": "adam", "optimizer": "adam", "learning_rate": 0.001, "run_hash": "abc", "test_accuracy_mean": 0.8,
-           "test_accuracy_std": None, "diverged_runs": 0, "total_runs": 1, "seconds_per_epoch": 1.5}
+    row = {
+        "name": "adam",
+        "optimizer": "adam",
+        "learning_rate": 0.001,
+        "run_hash": "abc",
+        "test_accuracy_mean": 0.8,
+        "test_accuracy_std": None,
+        "diverged_runs": 0,
+        "total_runs": 1,
+        "seconds_per_epoch": 1.5,
+    }
     nightly.write_night(tmp_path, "2026-01-02", [row])
     nightly.write_night(tmp_path, "2026-01-01", [dict(row, test_accuracy_mean=0.7)])
     nightly.write_night(tmp_path, "2026-01-02", [dict(row, test_accuracy_mean=0.81)])
@@ -73,8 +84,9 @@ def _night_dir(root: Path, date: str) -> Path:
 
 def test_two_nights_then_a_regression(site, ran_tasks, nightly_config, tmp_path):
     first, second = dt.date(2026, 3, 1), dt.date(2026, 3, 2)
-    build([NightlyReport(date=first, config=str(nightly_config)),
-           NightlyReport(date=second, config=str(nightly_config))])
+    build(
+        [NightlyReport(date=first, config=str(nightly_config)), NightlyReport(date=second, config=str(nightly_config))]
+    )
     assert ran_tasks.families().count("TrainRun") == 4  # 2 optimizers × 1 seed × 2 nights
     assert ran_tasks.families().count("VerifyData") == 2
     for night in (first, second):
@@ -84,8 +96,10 @@ def test_two_nights_then_a_regression(site, ran_tasks, nightly_config, tmp_path)
         assert (site / "history" / f"date={night.isoformat()}" / "summary.parquet").is_file()
         assert (site / "data" / "verified" / f"{night.isoformat()}.json").is_file()
     # Dated runs, and the 'date' seed policy gives each night its own seeds.
-    seeds = {night: sorted(p.name for p in (site / "runs" / "nightly" / night).glob("*/seed-*"))
-             for night in ("2026-03-01", "2026-03-02")}
+    seeds = {
+        night: sorted(p.name for p in (site / "runs" / "nightly" / night).glob("*/seed-*"))
+        for night in ("2026-03-01", "2026-03-02")
+    }
     assert seeds["2026-03-01"] != seeds["2026-03-02"]
 
     ran_tasks.tasks.clear()
@@ -102,12 +116,31 @@ def test_two_nights_then_a_regression(site, ran_tasks, nightly_config, tmp_path)
     nightly_config.write_text(yaml.safe_dump(strict))
     cfg = tmp_path / "site.cfg"
     settings = luigi.configuration.get_config()
-    cfg.write_text("[pipeline]\n" + "".join(
-        f"{key} = {settings.get('pipeline', key)}\n" for key in ("artifacts_root", "sources", "checksums_file")))
+    cfg.write_text(
+        "[pipeline]\n"
+        + "".join(
+            f"{key} = {settings.get('pipeline', key)}\n" for key in ("artifacts_root", "sources", "checksums_file")
+        )
+    )
     done = subprocess.run(
-        [sys.executable, "-m", "luigi", "--module", "pipeline", "NightlyReport", "--date", "2026-03-03",
-         "--config", str(nightly_config)],
-        cwd=REPO_ROOT, env=dict(os.environ, LUIGI_CONFIG_PATH=str(cfg)), capture_output=True, text=True, timeout=600)
+        [
+            sys.executable,
+            "-m",
+            "luigi",
+            "--module",
+            "pipeline",
+            "NightlyReport",
+            "--date",
+            "2026-03-03",
+            "--config",
+            str(nightly_config),
+        ],
+        cwd=REPO_ROOT,
+        env=dict(os.environ, LUIGI_CONFIG_PATH=str(cfg)),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 30, done.stderr[-3000:]  # [retcode] task_failed
     assert "regression" in done.stderr and "below the mean 1.0000" in done.stderr
     report = _night_dir(site, "2026-03-03")
@@ -122,7 +155,10 @@ def test_range_daily_backfills_two_nights(site, nightly_config):
     start, stop = today - dt.timedelta(days=3), today - dt.timedelta(days=1)
     result = luigi.build(
         [RangeDaily(of=NightlyReport, start=start, stop=stop, of_params={"config": str(nightly_config)})],
-        local_scheduler=True, detailed_summary=True, log_level="WARNING")
+        local_scheduler=True,
+        detailed_summary=True,
+        log_level="WARNING",
+    )
     assert result.status.name == "SUCCESS", result.summary_text
     for offset in (3, 2):
         night = (today - dt.timedelta(days=offset)).isoformat()

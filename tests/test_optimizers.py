@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import tensorflow.compat.v1 as tf
 
-from tasks.errors import ConfigError
-from tasks.msvag import MSVAGOptimizer, SVAGOptimizer
-from tasks.optimizers import OPTIMIZER_NAMES, make_optimizer
-from tasks.registry import OPTIMIZER_PARAMS, resolve_params
+from tasks.core.errors import ConfigError
+from tasks.core.registry import OPTIMIZER_PARAMS, resolve_params
+from tasks.training.msvag import MSVAGOptimizer, SVAGOptimizer
+from tasks.training.optimizers import OPTIMIZER_NAMES, make_optimizer
 
 tf.disable_v2_behavior()
 
@@ -81,7 +81,7 @@ def test_hyper_parameters_reach_the_tf_optimizer(name):
 
 
 def test_importing_the_registry_does_not_import_tensorflow():
-    code = "import sys, tasks.optimizers; print('tensorflow' in sys.modules)"
+    code = "import sys, tasks.training.optimizers; print('tensorflow' in sys.modules)"
     result = subprocess.run(
         [sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, check=True, timeout=60
     )

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from pipeline import DecodeData, PrepareData
-from tasks.arrays import load_arrays, load_indices
-from tasks.dataset import RAW_FILE_NAMES
+from tasks.data.arrays import load_arrays, load_indices
+from tasks.data.dataset import RAW_FILE_NAMES
 from tests.conftest import REAL_DATA_DIR, REPO_ROOT, SYNTHETIC_TRAIN_ROWS, build
 from tests.synthetic import TRAIN_IMAGES, make_images_labels
 
@@ -28,7 +28,9 @@ def test_prepare_data_builds_everything_then_a_rerun_runs_nothing(site, ran_task
     manifest = json.loads((site / "data" / "manifest.json").read_text())
     assert set(manifest["files"]) == set(RAW_FILE_NAMES)
     assert manifest["files"][TRAIN_IMAGES]["rows"] == SYNTHETIC_TRAIN_ROWS
-    assert all(len(entry["payload_sha256"]) == 64 and len(entry["gz_sha256"]) == 64 for entry in manifest["files"].values())
+    assert all(
+        len(entry["payload_sha256"]) == 64 and len(entry["gz_sha256"]) == 64 for entry in manifest["files"].values()
+    )
     assert all(entry["source"] for entry in manifest["files"].values())
 
     images, labels = load_arrays(site / "data" / "arrays" / "train.arrow")
@@ -64,13 +66,22 @@ def test_a_corrupt_source_is_quarantined_and_the_next_source_used(site, syntheti
     quarantined = list((site / "data" / "raw" / "quarantine").glob(f"{TRAIN_IMAGES}.*"))
     assert any(path.name.endswith(".reason.txt") for path in quarantined)
     kept = [path for path in quarantined if not path.name.endswith(".reason.txt")]
-    assert kept and gzip.decompress(kept[0].read_bytes())[5000] != gzip.decompress((good / TRAIN_IMAGES).read_bytes())[5000]
+    assert (
+        kept
+        and gzip.decompress(kept[0].read_bytes())[5000] != gzip.decompress((good / TRAIN_IMAGES).read_bytes())[5000]
+    )
 
 
 def _cli(args: list[str], cfg: Path) -> subprocess.CompletedProcess:
     env = dict(os.environ, LUIGI_CONFIG_PATH=str(cfg), TF_CPP_MIN_LOG_LEVEL="2")
-    return subprocess.run([sys.executable, "-m", "luigi", "--module", "pipeline", *args],
-                          cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "luigi", "--module", "pipeline", *args],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def _site_cfg(path: Path, root: Path, sources: list[str], checksums: Path | None) -> Path:
@@ -83,8 +94,10 @@ def _site_cfg(path: Path, root: Path, sources: list[str], checksums: Path | None
 
 def test_cli_runs_prepare_data_and_exits_nonzero_when_every_source_fails(tmp_path, synthetic_raw):
     raw, checksums = synthetic_raw
-    ok = _cli(["PrepareData", "--validation-per-class", "5"],
-              _site_cfg(tmp_path / "ok.cfg", tmp_path / "a", [str(raw)], checksums))
+    ok = _cli(
+        ["PrepareData", "--validation-per-class", "5"],
+        _site_cfg(tmp_path / "ok.cfg", tmp_path / "a", [str(raw)], checksums),
+    )
     assert ok.returncode == 0, ok.stderr[-3000:]
     assert (tmp_path / "a" / "data" / "arrays" / "split-v5-s0.arrow").is_file()
 

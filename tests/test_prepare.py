@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tasks.arrays import load_arrays, load_indices
-from tasks.dataset import DEBIAN_DIR, RAW_FILES
-from tasks.errors import DataError
-from tasks.prepare import decode_dataset, make_split
-from tasks.storage import sha256_file
+from tasks.core.errors import DataError
+from tasks.core.storage import sha256_file
+from tasks.data.arrays import load_arrays, load_indices
+from tasks.data.dataset import DEBIAN_DIR, RAW_FILES
+from tasks.data.prepare import decode_dataset, make_split
 from tests import synthetic
 
 
@@ -40,8 +40,10 @@ def raw_dir(tmp_path) -> Path:
 
 
 def synthetic_records(raw_dir: Path) -> dict[str, dict]:
-    digests = {name: hashlib.sha256(payload).hexdigest()
-               for name, payload in synthetic.payloads(train_count=120, test_count=40).items()}
+    digests = {
+        name: hashlib.sha256(payload).hexdigest()
+        for name, payload in synthetic.payloads(train_count=120, test_count=40).items()
+    }
     return fetch_records(raw_dir, digests, "file:///mirror")
 
 
@@ -55,14 +57,20 @@ def test_round_trip_synthetic_to_arrow(raw_dir, tmp_path):
         np.testing.assert_array_equal(images, source_images)
         np.testing.assert_array_equal(labels, source_labels)
         arrays_entry = manifest["arrays"][split]
-        assert arrays_entry == {"path": str(tmp_path / "arrays" / f"{split}.arrow"), "rows": count,
-                                "sha256": sha256_file(arrays_entry["path"])}
+        assert arrays_entry == {
+            "path": str(tmp_path / "arrays" / f"{split}.arrow"),
+            "rows": count,
+            "sha256": sha256_file(arrays_entry["path"]),
+        }
 
     assert set(manifest["files"]) == set(RAW_FILES)
     entry = manifest["files"][synthetic.TRAIN_IMAGES]
-    assert entry == {"source": f"file:///mirror/{synthetic.TRAIN_IMAGES}",
-                     "gz_sha256": records[synthetic.TRAIN_IMAGES]["gz_sha256"],
-                     "payload_sha256": records[synthetic.TRAIN_IMAGES]["payload_sha256"], "rows": 120}
+    assert entry == {
+        "source": f"file:///mirror/{synthetic.TRAIN_IMAGES}",
+        "gz_sha256": records[synthetic.TRAIN_IMAGES]["gz_sha256"],
+        "payload_sha256": records[synthetic.TRAIN_IMAGES]["payload_sha256"],
+        "rows": 120,
+    }
     assert manifest["files"][synthetic.TEST_LABELS]["rows"] == 40
 
 
@@ -107,8 +115,9 @@ def test_make_split_writes_stratified_indices(raw_dir, tmp_path):
 
 
 @pytest.mark.realdata
-@pytest.mark.skipif(not Path(DEBIAN_DIR).is_dir(),
-                    reason=f"{DEBIAN_DIR} is absent: install the Debian package dataset-fashion-mnist")
+@pytest.mark.skipif(
+    not Path(DEBIAN_DIR).is_dir(), reason=f"{DEBIAN_DIR} is absent: install the Debian package dataset-fashion-mnist"
+)
 def test_real_fashion_mnist_end_to_end(tmp_path):
     raw_dir = Path(DEBIAN_DIR)
     records = fetch_records(raw_dir, {name: raw.payload_sha256 for name, raw in RAW_FILES.items()}, DEBIAN_DIR)
@@ -116,13 +125,16 @@ def test_real_fashion_mnist_end_to_end(tmp_path):
     assert manifest["arrays"]["train"]["rows"] == 60_000
     assert manifest["arrays"]["test"]["rows"] == 10_000
     assert {name: entry["rows"] for name, entry in manifest["files"].items()} == {
-        name: raw.rows for name, raw in RAW_FILES.items()}
+        name: raw.rows for name, raw in RAW_FILES.items()
+    }
 
     train_images, train_labels = load_arrays(tmp_path / "arrays" / "train.arrow")
     assert train_images.shape == (60_000, 784)
     np.testing.assert_array_equal(np.bincount(train_labels, minlength=10), [6_000] * 10)
 
-    summary = make_split(tmp_path / "arrays" / "train.arrow", tmp_path / "arrays" / "split.arrow", per_class=600, seed=0)
+    summary = make_split(
+        tmp_path / "arrays" / "train.arrow", tmp_path / "arrays" / "split.arrow", per_class=600, seed=0
+    )
     assert summary["rows"] == 6_000 and summary["class_counts"] == [600] * 10
     val = load_indices(tmp_path / "arrays" / "split.arrow")
     np.testing.assert_array_equal(np.bincount(train_labels[val], minlength=10), [600] * 10)

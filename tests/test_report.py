@@ -13,8 +13,8 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from tasks.errors import ReportError
-from tasks.report import build_report
+from tasks.core.errors import ReportError
+from tasks.reporting.report import build_report
 from tests.report_fixtures import SCENARIO, build_kwargs, write_scenario, write_test_arrow
 
 ALERT = "val accuracy of adam fell by 0.05 <b>below</b> the 5-day mean"
@@ -60,8 +60,9 @@ def report(tmp_path_factory):
     runs = write_scenario(root / "runs", test_arrow)
     extra = root / "trend.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (240, 320, 3), dtype=np.uint8)).save(extra)
-    out = build_report(root / "out", **build_kwargs(root, runs, test_arrow, alerts=[ALERT],
-                                                    extra_figures=[("Nightly trend", extra)]))
+    out = build_report(
+        root / "out", **build_kwargs(root, runs, test_arrow, alerts=[ALERT], extra_figures=[("Nightly trend", extra)])
+    )
     html = out["html"].read_text()
     parser = TableParser()
     parser.feed(html)
@@ -85,10 +86,18 @@ def test_every_file_exists_and_every_png_is_a_real_image(report):
     for key in ("html", "markdown", "summary"):
         assert out[key].is_file()
     names = sorted(path.name for path in out["figures"])
-    assert names == sorted([
-        "learning_curves.png", "test_accuracy.png", "lr_sensitivity.png", "test_samples.png",
-        "confusion_matrix.png", "per_class_accuracy.png", "misclassified.png", "extra-1-nightly-trend.png",
-    ])
+    assert names == sorted(
+        [
+            "learning_curves.png",
+            "test_accuracy.png",
+            "lr_sensitivity.png",
+            "test_samples.png",
+            "confusion_matrix.png",
+            "per_class_accuracy.png",
+            "misclassified.png",
+            "extra-1-nightly-trend.png",
+        ]
+    )
     for path in out["figures"]:
         assert path.parent == out["html"].parent / "figures"
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -122,7 +131,9 @@ def test_table_numbers_equal_the_evaluations_and_best_point_is_chosen_on_validat
         assert cells["Final val. accuracy"][1] == f"{finals.mean():.4f}"
         assert cells["Best val. accuracy"][1] == f"{(finals + 0.01).mean():.4f}"  # the fixture peaks at epoch 2
         assert cells["Best val. epoch(s)"][1] == "2, 2"
-        evaluations = [run["evaluation"] for run in report["runs"] if run["name"] == name and run["learning_rate"] == rate]
+        evaluations = [
+            run["evaluation"] for run in report["runs"] if run["name"] == name and run["learning_rate"] == rate
+        ]
         losses = [evaluation["test"]["loss"] for evaluation in evaluations]
         assert cells["Test loss (mean)"][1] == f"{np.mean(losses):.4f}"
     assert rows["momentum"]["Diverged runs"][1] == "1 / 4"
@@ -153,12 +164,19 @@ def test_summary_parquet_rows_equal_the_inputs(report):
     for row, run in zip(summary, runs):
         evaluation = run["evaluation"]
         assert (row["name"], row["learning_rate"], row["seed"], row["run_hash"], row["status"]) == (
-            run["name"], run["learning_rate"], run["seed"], run["run_hash"], run["run"]["status"])
+            run["name"],
+            run["learning_rate"],
+            run["seed"],
+            run["run_hash"],
+            run["run"]["status"],
+        )
         assert row["wall_seconds"] == run["run"]["wall_seconds"]
         assert row["seconds_per_epoch"] == evaluation["metrics"]["seconds_per_epoch"]
         if row["status"] == "diverged":
-            assert [row[key] for key in ("test_accuracy", "test_loss", "best_val_accuracy", "best_val_epoch",
-                                         "final_val_accuracy")] == [None] * 5
+            assert [
+                row[key]
+                for key in ("test_accuracy", "test_loss", "best_val_accuracy", "best_val_epoch", "final_val_accuracy")
+            ] == [None] * 5
         else:
             assert row["test_accuracy"] == evaluation["test"]["accuracy"]
             assert row["test_loss"] == evaluation["test"]["loss"]
@@ -169,7 +187,7 @@ def test_summary_parquet_rows_equal_the_inputs(report):
 
 def test_alerts_come_first_escaped_and_metadata_is_reported(report):
     html, markdown = report["html"], report["markdown"]
-    body = html[html.index("<body>"):]
+    body = html[html.index("<body>") :]
     assert body.index('id="alerts"') < body.index("<h1>")
     assert "&lt;b&gt;below&lt;/b&gt;" in html and "<b>below</b>" not in html
     assert markdown.startswith(f"> **⚠ ALERT:** {ALERT}\n")
@@ -212,7 +230,8 @@ def test_no_sgd_single_rate_and_all_diverged_entry(tmp_path):
     (tmp_path / "out" / "figures" / "lr_sensitivity.png").write_bytes(b"old")
     again = build_report(tmp_path / "out", **build_kwargs(tmp_path, runs, test_arrow))
     assert sorted(p.name for p in (tmp_path / "out" / "figures").glob("*.png")) == sorted(
-        p.name for p in again["figures"])
+        p.name for p in again["figures"]
+    )
 
     with pytest.raises(ReportError, match="no runs"):
         build_report(tmp_path / "empty", **build_kwargs(tmp_path, [], test_arrow))

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from tasks.report import build_report
+from tasks.reporting.report import build_report
 from tests.report_fixtures import build_kwargs, write_scenario, write_test_arrow
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -23,7 +23,7 @@ pytestmark = [
     pytest.mark.skipif(
         not (CHROMIUM.is_file() and CHROMEDRIVER.is_file()),
         reason="headless Chromium needs /usr/bin/chromium and /usr/bin/chromedriver: "
-               "apt-get install chromium chromium-driver (CI installs them)",
+        "apt-get install chromium chromium-driver (CI installs them)",
     ),
 ]
 
@@ -35,9 +35,18 @@ def chromium(tmp_path):
 
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--disable-quic", "--window-size=1280,1600",
-                 f"--user-data-dir={tmp_path / 'chromium-profile'}"):
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-quic",
+        "--window-size=1280,1600",
+        f"--user-data-dir={tmp_path / 'chromium-profile'}",
+    ):
         options.add_argument(flag)
     # An explicit driver path keeps Selenium Manager from trying to download one.
     driver = webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=options)

@@ -51,7 +51,9 @@ def _worker_env(tmp_path: Path, luigid: dict, synthetic_raw) -> dict:
     raw, checksums = synthetic_raw
     cfg = tmp_path / "worker.cfg"
     # The shipped luigid.cfg, on this test's port, plus a [pipeline] section for the temp artifacts root.
-    shipped = (REPO_ROOT / "luigid.cfg").read_text().replace("scheduler_port = 8082", f"scheduler_port = {luigid['port']}")
+    shipped = (
+        (REPO_ROOT / "luigid.cfg").read_text().replace("scheduler_port = 8082", f"scheduler_port = {luigid['port']}")
+    )
     assert f"scheduler_port = {luigid['port']}" in shipped
     cfg.write_text(
         shipped + f"\n[pipeline]\nartifacts_root = {luigid['root']}\nsources = {json.dumps([str(raw)])}\n"
@@ -67,8 +69,14 @@ def _api(port: int, method: str, **data) -> dict:
 
 
 def _luigi(args: list[str], env: dict) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "luigi", "--module", "pipeline", *args], cwd=REPO_ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "luigi", "--module", "pipeline", *args],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def test_full_report_with_two_workers_on_a_real_luigid(tmp_path, luigid, synthetic_raw):
@@ -113,7 +121,8 @@ def test_two_worker_processes_share_the_runs_without_running_any_twice(tmp_path,
     with sqlite3.connect(luigid["scheduler"] / "task-history.sqlite") as db:
         started = db.execute(
             "select t.task_id, count(*) from task_events e join tasks t on e.task_id = t.id "
-            "where t.name = 'TrainRun' and e.event_name = 'RUNNING' group by t.task_id").fetchall()
+            "where t.name = 'TrainRun' and e.event_name = 'RUNNING' group by t.task_id"
+        ).fetchall()
     assert len(started) == 10 and all(count == 1 for _, count in started), started
     # Each worker either ran tasks or found them done by the other; neither failed or waited forever.
     assert all("Luigi Execution Summary" in out for out in outputs)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tasks.errors import ConfigError, DataError
-from tasks.split import stratified_split, training_indices
+from tasks.core.errors import ConfigError, DataError
+from tasks.data.split import stratified_split, training_indices
 
 
 @pytest.fixture

@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 import stat
 
-from tasks.arrays import write_indices
-from tasks.storage import write_json_atomic
+from tasks.core.storage import write_json_atomic
+from tasks.data.arrays import write_indices
 
 
 def _umask() -> int:

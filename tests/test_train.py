@@ -14,18 +14,27 @@ import pytest
 
 tf = pytest.importorskip("tensorflow.compat.v1")
 
-from tasks import checkpoints, train_graph  # noqa: E402  (after the TF skip)
-from tasks.arrays import write_arrays, write_indices  # noqa: E402
-from tasks.config import parse_config, run_settings, settings_hash  # noqa: E402
-from tasks.errors import ConfigError, DataError, TrainingError  # noqa: E402
-from tasks.registry import OPTIMIZER_PARAMS  # noqa: E402
-from tasks.train import METRICS_SCHEMA, epoch_order, train_run  # noqa: E402
+from tasks.core.config import parse_config, run_settings, settings_hash  # noqa: E402
+from tasks.core.errors import ConfigError, DataError, TrainingError  # noqa: E402
+from tasks.core.registry import OPTIMIZER_PARAMS  # noqa: E402
+from tasks.data.arrays import write_arrays, write_indices  # noqa: E402
+from tasks.training import checkpoints  # noqa: E402
+from tasks.training import graph as train_graph  # noqa: E402
+from tasks.training.loop import METRICS_SCHEMA, epoch_order, train_run  # noqa: E402
 from tests.synthetic import make_images_labels  # noqa: E402
 
 ROWS, VALIDATION_PER_CLASS, BATCH = 500, 10, 20  # 400 training rows: 20 steps per epoch
 # Rates at which each optimizer clearly learns the synthetic classes within two short epochs.
-LEARNING_RATES = {"sgd": 0.03, "momentum": 0.03, "nesterov": 0.01, "adam": 0.003, "rmsprop": 0.01,
-                  "adagrad": 0.01, "msvag": 0.1, "svag": 0.1}
+LEARNING_RATES = {
+    "sgd": 0.03,
+    "momentum": 0.03,
+    "nesterov": 0.01,
+    "adam": 0.003,
+    "rmsprop": 0.01,
+    "adagrad": 0.01,
+    "msvag": 0.1,
+    "svag": 0.1,
+}
 
 
 @pytest.fixture(scope="module")
@@ -34,31 +43,44 @@ def data(tmp_path_factory) -> tuple[Path, Path]:
     folder = tmp_path_factory.mktemp("arrays")
     images, labels = make_images_labels(ROWS, seed=1)
     rng = np.random.default_rng(0)
-    validation = np.concatenate([rng.choice(np.flatnonzero(labels == c), VALIDATION_PER_CLASS, replace=False)
-                                 for c in range(10)])
+    validation = np.concatenate(
+        [rng.choice(np.flatnonzero(labels == c), VALIDATION_PER_CLASS, replace=False) for c in range(10)]
+    )
     write_arrays(folder / "train.arrow", images, labels)
     write_indices(folder / "split.arrow", np.sort(validation))
     return folder / "train.arrow", folder / "split.arrow"
 
 
-def make_settings(optimizer: str = "sgd", learning_rate: float = 0.03, *, model: str = "mlp",
-                  model_params: dict | None = None, epochs: int = 2, batch_size: int = BATCH) -> dict:
+def make_settings(
+    optimizer: str = "sgd",
+    learning_rate: float = 0.03,
+    *,
+    model: str = "mlp",
+    model_params: dict | None = None,
+    epochs: int = 2,
+    batch_size: int = BATCH,
+) -> dict:
     """Run settings built through the real config schema (defaults resolved)."""
-    config = parse_config({
-        "experiment": "unit",
-        "model": {"name": model, "params": {"hidden": [32]} if model_params is None and model == "mlp"
-                  else (model_params or {})},
-        "training": {"epochs": epochs, "batch_size": batch_size},
-        "split": {"validation_per_class": VALIDATION_PER_CLASS, "seed": 0},
-        "seeds": [0],
-        "optimizers": [{"name": optimizer, "learning_rate": learning_rate}],
-    })
+    config = parse_config(
+        {
+            "experiment": "unit",
+            "model": {
+                "name": model,
+                "params": {"hidden": [32]} if model_params is None and model == "mlp" else (model_params or {}),
+            },
+            "training": {"epochs": epochs, "batch_size": batch_size},
+            "split": {"validation_per_class": VALIDATION_PER_CLASS, "seed": 0},
+            "seeds": [0],
+            "optimizers": [{"name": optimizer, "learning_rate": learning_rate}],
+        }
+    )
     return run_settings(config, config.optimizers[0], learning_rate)
 
 
 def train(data, run_dir: Path, settings: dict | None = None, seed: int = 0, **kwargs) -> dict:
-    return train_run(settings or make_settings(), seed, data[0], data[1], run_dir, intra_op_threads=2,
-                     inter_op_threads=1, **kwargs)
+    return train_run(
+        settings or make_settings(), seed, data[0], data[1], run_dir, intra_op_threads=2, inter_op_threads=1, **kwargs
+    )
 
 
 def read_metrics(run_dir: Path) -> dict:
@@ -112,8 +134,9 @@ def test_leftovers_of_a_killed_save_do_not_break_resume(data, tmp_path, straight
     # What a kill during epoch 2's save can leave: metrics already holding epoch 2, partial TF files, TF's own
     # state file pointing at them, a temp dir of a sharded save, and a half-written latest.json temp file.
     rows = pq.read_table(run_dir / "metrics.parquet").to_pylist()
-    pq.write_table(pa.Table.from_pylist(rows + [dict(rows[0], epoch=2)], schema=METRICS_SCHEMA),
-                   run_dir / "metrics.parquet")
+    pq.write_table(
+        pa.Table.from_pylist(rows + [dict(rows[0], epoch=2)], schema=METRICS_SCHEMA), run_dir / "metrics.parquet"
+    )
     (folder / "epoch-0002.index").write_bytes(b"\x00garbage")
     (folder / "epoch-0002.data-00000-of-00001.tempstate123").write_bytes(b"partial")
     (folder / "epoch-0002_temp").mkdir()
@@ -125,8 +148,12 @@ def test_leftovers_of_a_killed_save_do_not_break_resume(data, tmp_path, straight
     assert resumed["weights_sha256"] == straight[1]["weights_sha256"]
     assert read_metrics(run_dir)["train_loss"] == read_metrics(straight[0])["train_loss"]
     assert sorted(path.name for path in folder.iterdir()) == [
-        "epoch-0001.data-00000-of-00001", "epoch-0001.index",
-        "epoch-0002.data-00000-of-00001", "epoch-0002.index", "inference.meta", "latest.json",
+        "epoch-0001.data-00000-of-00001",
+        "epoch-0001.index",
+        "epoch-0002.data-00000-of-00001",
+        "epoch-0002.index",
+        "inference.meta",
+        "latest.json",
     ]
 
 
@@ -166,15 +193,24 @@ def test_a_later_divergence_keeps_the_completed_epochs(data, tmp_path, monkeypat
     assert record["final_checkpoint"] == "checkpoints/epoch-0001"
     latest = checkpoints.read_latest(run_dir / "checkpoints")
     assert latest["epoch"] == 1 and latest["weights_sha256"] == record["weights_sha256"]
-    assert checkpoints.checkpoint_weights_sha256(run_dir / record["final_checkpoint"], latest["variables"]) == \
-        record["weights_sha256"]
+    assert (
+        checkpoints.checkpoint_weights_sha256(run_dir / record["final_checkpoint"], latest["variables"])
+        == record["weights_sha256"]
+    )
 
 
 def test_metrics_file_has_the_documented_schema(straight):
     table = pq.read_table(straight[0] / "metrics.parquet")
     assert table.schema.equals(METRICS_SCHEMA)
-    assert table.column_names == ["epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy",
-                                  "wall_seconds", "examples_per_second"]
+    assert table.column_names == [
+        "epoch",
+        "train_loss",
+        "train_accuracy",
+        "val_loss",
+        "val_accuracy",
+        "wall_seconds",
+        "examples_per_second",
+    ]
     assert table.schema.field("epoch").type == pa.int32()
     metrics = table.to_pydict()
     assert metrics["epoch"] == [1, 2]
@@ -187,7 +223,7 @@ def test_metrics_file_has_the_documented_schema(straight):
 
 def test_restore_by_tensor_name_reproduces_the_recorded_validation_numbers(data, straight):
     run_dir, record = straight
-    from tasks.arrays import load_arrays, load_indices
+    from tasks.data.arrays import load_arrays, load_indices
 
     images, labels = load_arrays(data[0])
     rows = load_indices(data[1])
@@ -196,8 +232,9 @@ def test_restore_by_tensor_name_reproduces_the_recorded_validation_numbers(data,
         saver = tf.train.import_meta_graph(str(run_dir / "checkpoints" / "inference.meta"))
         with tf.Session() as session:
             saver.restore(session, str(run_dir / record["final_checkpoint"]))
-            loss, accuracy = session.run(["loss:0", "accuracy:0"], {"images:0": images[rows],
-                                                                  "labels:0": labels[rows].astype(np.int64)})
+            loss, accuracy = session.run(
+                ["loss:0", "accuracy:0"], {"images:0": images[rows], "labels:0": labels[rows].astype(np.int64)}
+            )
     metrics = read_metrics(run_dir)
     assert accuracy == pytest.approx(metrics["val_accuracy"][-1], abs=1e-7)
     assert loss == pytest.approx(metrics["val_loss"][-1], rel=1e-6)
@@ -266,8 +303,12 @@ def test_bad_inputs_raise_the_project_errors(data, tmp_path):
     with pytest.raises(ConfigError, match="batch_size: 1000 exceeds the 400 training rows"):
         train(data, tmp_path / "d", make_settings(batch_size=1000))
     with pytest.raises(ConfigError, match="'optimizer.name' is missing"):
-        train(data, tmp_path / "e", {key: value for key, value in make_settings().items() if key != "optimizer"}
-              | {"optimizer": {"learning_rate": 0.1, "params": {}}})
+        train(
+            data,
+            tmp_path / "e",
+            {key: value for key, value in make_settings().items() if key != "optimizer"}
+            | {"optimizer": {"learning_rate": 0.1, "params": {}}},
+        )
 
 
 def test_a_run_folder_of_another_run_is_refused(data, tmp_path):

@@ -10,7 +10,7 @@ import pytest
 
 pytest.importorskip("tensorflow")
 
-from tasks import train_graph  # noqa: E402
+from tasks.training import graph as train_graph  # noqa: E402
 from tests.test_train import LEARNING_RATES, data, make_settings, read_metrics, train  # noqa: E402, F401
 
 OPTIMIZERS = ["msvag", "svag"]

@@ -3,7 +3,7 @@
 A source is a local directory, a `file://` URL of a directory or an `http(s)://` URL of a directory;
 the file name is appended to it. HTTP requests time out, are retried with exponential backoff, and a
 cut download resumes with a `Range` request (RFC 9110 §14.2). The partial download lives in
-`<raw_dir>/<name>.part`, which is never a finished target (the transfer itself is `tasks.transfer`).
+`<raw_dir>/<name>.part`, which is never a finished target (the transfer itself is `tasks.data.transfer`).
 
 A file is accepted when its `.gz` md5 is the upstream one (fast path) or when the sha256 of its
 decompressed IDX payload matches: the Debian package recompressed the files, so only the payload is
@@ -18,15 +18,24 @@ import logging
 import os
 import re
 import zlib
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
-from tasks.dataset import DEBIAN_DIR, RAW_FILE_NAMES, RAW_FILES
-from tasks.errors import DataError, FetchError
-from tasks.faults import crash_point
-from tasks.storage import ensure_dir, sha256_file, storage_error, write_json_atomic
-from tasks.transfer import (CHUNK_BYTES, SourceFailed, copy_local, discard_part, download_http, locate,
-                             promote_part, quarantine_part, sidecar_path)
+from tasks.core.errors import DataError, FetchError
+from tasks.core.faults import crash_point
+from tasks.core.storage import ensure_dir, sha256_file, storage_error, write_json_atomic
+from tasks.data.dataset import DEBIAN_DIR, RAW_FILE_NAMES, RAW_FILES
+from tasks.data.transfer import (
+    CHUNK_BYTES,
+    SourceFailed,
+    copy_local,
+    discard_part,
+    download_http,
+    locate,
+    promote_part,
+    quarantine_part,
+    sidecar_path,
+)
 
 log = logging.getLogger(__name__)
 
@@ -88,8 +97,9 @@ def fetch_raw_file(
             shown = location.shown
             log.info("fetching %s from %s", name, shown)
             if location.url is not None:
-                download_http(location.url, part, name, timeout=timeout, retries=retries, backoff=backoff,
-                               max_bytes=max_bytes)
+                download_http(
+                    location.url, part, name, timeout=timeout, retries=retries, backoff=backoff, max_bytes=max_bytes
+                )
             else:
                 copy_local(location.path, part, name, max_bytes=max_bytes)
             crash_point("fetch.part-written")
@@ -150,14 +160,25 @@ def _verify(part: Path, payload_sha256: str, gz_md5: str | None, payload_cap: in
     """The record fields of a verified `part`; raise SourceFailed(bad_part=True) otherwise."""
     gz_sha256, gz_md5_found, gz_bytes = _gz_digests(part)
     if gz_md5 is not None and gz_md5_found == gz_md5:
-        return {"gz_sha256": gz_sha256, "gz_bytes": gz_bytes, "payload_sha256": payload_sha256,
-                "payload_bytes": _gzip_isize(part), "verified_by": "gz-md5"}
+        return {
+            "gz_sha256": gz_sha256,
+            "gz_bytes": gz_bytes,
+            "payload_sha256": payload_sha256,
+            "payload_bytes": _gzip_isize(part),
+            "verified_by": "gz-md5",
+        }
     payload_sha256_found, payload_bytes = _payload_digest(part, payload_cap)
     if payload_sha256_found != payload_sha256:
-        raise SourceFailed(f"payload sha256 mismatch: expected {payload_sha256}, found {payload_sha256_found}",
-                            bad_part=True)
-    return {"gz_sha256": gz_sha256, "gz_bytes": gz_bytes, "payload_sha256": payload_sha256,
-            "payload_bytes": payload_bytes, "verified_by": "payload-sha256"}
+        raise SourceFailed(
+            f"payload sha256 mismatch: expected {payload_sha256}, found {payload_sha256_found}", bad_part=True
+        )
+    return {
+        "gz_sha256": gz_sha256,
+        "gz_bytes": gz_bytes,
+        "payload_sha256": payload_sha256,
+        "payload_bytes": payload_bytes,
+        "verified_by": "payload-sha256",
+    }
 
 
 def _gz_digests(path: Path) -> tuple[str, str, int]:
@@ -186,15 +207,18 @@ def _payload_digest(path: Path, cap: int) -> tuple[str, int]:
     member = zlib.decompressobj(GZIP_WBITS)
     try:
         with open(path, "rb") as handle:
-            for data in iter(lambda: handle.read(CHUNK_BYTES), b""):
+            for chunk in iter(lambda: handle.read(CHUNK_BYTES), b""):
+                data = chunk
                 while True:
                     if member.eof and data:  # concatenated gzip members are one stream (RFC 1952 §2.2)
                         member = zlib.decompressobj(GZIP_WBITS)
                     produced = member.decompress(data, CHUNK_BYTES)
                     size += len(produced)
                     if size > cap:
-                        raise SourceFailed(f"the decompressed payload exceeds {cap} bytes (a gzip bomb or the "
-                                            "wrong file); refused", bad_part=True)
+                        raise SourceFailed(
+                            f"the decompressed payload exceeds {cap} bytes (a gzip bomb or the wrong file); refused",
+                            bad_part=True,
+                        )
                     digest.update(produced)
                     data = member.unused_data if member.eof else member.unconsumed_tail
                     # With all input consumed, zlib may still hold output: loop until it yields nothing.

@@ -13,40 +13,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 
-from tasks.arrays import load_arrays
-from tasks.dataset import NUM_CLASSES
-from tasks.errors import DataError, EvaluationError
-from tasks.runfiles import INFERENCE_META, METRICS_PARQUET, METRICS_SCHEMA, RUN_JSON
-from tasks.storage import write_json_atomic
+from tasks.core.errors import DataError, EvaluationError
+from tasks.core.runfiles import INFERENCE_META, METRICS_PARQUET, RUN_JSON, read_metrics
+from tasks.core.storage import write_json_atomic
+from tasks.data.arrays import load_arrays
+from tasks.data.dataset import NUM_CLASSES
 
 EVALUATION_SCHEMA_VERSION = 1
-METRIC_COLUMNS = tuple(METRICS_SCHEMA.names)
 # Only what scoring needs: a graph without `logits:0` or `accuracy:0` still evaluates correctly.
 REQUIRED_TENSORS = ("images:0", "labels:0", "loss:0", "predictions:0")
 RUN_STATUSES = ("completed", "diverged")
-
-
-def read_metrics(path: Path) -> dict[str, np.ndarray]:
-    """metrics.parquet as {column: numpy array}, sorted by epoch; EvaluationError when unusable."""
-    path = Path(path)
-    if not path.is_file():
-        raise EvaluationError(f"{path}: metrics file not found; rerun TrainRun for this run to write it")
-    try:
-        table = pq.read_table(path)
-    except (pa.ArrowException, OSError) as exc:
-        raise EvaluationError(f"{path}: not a readable Parquet file ({exc}); delete the run folder and retrain") from None
-    missing = [name for name in METRIC_COLUMNS if name not in table.column_names]
-    if missing:
-        raise EvaluationError(
-            f"{path}: expected columns {list(METRIC_COLUMNS)}, missing {missing}; the run was written by "
-            "other training code: delete the run folder and retrain"
-        )
-    columns = {name: table.column(name).to_numpy(zero_copy_only=False) for name in METRIC_COLUMNS}
-    order = np.argsort(columns["epoch"], kind="stable")
-    return {name: np.asarray(values)[order] for name, values in columns.items()}
 
 
 def _finite(value: Any) -> float | None:
@@ -92,7 +69,8 @@ def read_run_json(run_dir: Path) -> dict[str, Any]:
     status = run.get("status") if isinstance(run, dict) else None
     if status not in RUN_STATUSES:
         raise EvaluationError(
-            f"{path}: expected status one of {list(RUN_STATUSES)}, found {status!r}; the run did not finish: rerun TrainRun"
+            f"{path}: expected status one of {list(RUN_STATUSES)}, found {status!r}; "
+            "the run did not finish: rerun TrainRun"
         )
     return run
 
@@ -128,7 +106,8 @@ def evaluate_run(
         return result  # a diverged run has no trustworthy weights: no test numbers are made up
     if not run.get("final_checkpoint"):
         raise EvaluationError(
-            f"{run_dir / RUN_JSON}: status is 'completed' but final_checkpoint is empty; delete the run folder and retrain"
+            f"{run_dir / RUN_JSON}: status is 'completed' but final_checkpoint is empty; "
+            "delete the run folder and retrain"
         )
     checkpoint = (run_dir / run["final_checkpoint"]).resolve()
     if not checkpoint.is_relative_to((run_dir / "checkpoints").resolve()):
@@ -146,8 +125,12 @@ def evaluate_run(
     if len(labels) == 0:
         raise EvaluationError(f"{test_arrow}: the test set has no rows; rebuild it with PrepareData")
     predictions, loss = _predict(
-        run_dir / INFERENCE_META, checkpoint, images, labels,
-        batch_size=batch_size, threads=(intra_op_threads, inter_op_threads),
+        run_dir / INFERENCE_META,
+        checkpoint,
+        images,
+        labels,
+        batch_size=batch_size,
+        threads=(intra_op_threads, inter_op_threads),
     )
     result["test"] = score_predictions(labels, predictions, loss, max_misclassified=max_misclassified)
     return result
@@ -190,7 +173,7 @@ def write_evaluation(path: Path, result: dict[str, Any]) -> None:
 
 
 def _tf_v1():
-    from tasks.tf1 import tf  # deferred: scheduling and reporting never load TF
+    from tasks.training.tf1 import tf  # deferred: scheduling and reporting never load TF
 
     return tf
 
@@ -207,7 +190,12 @@ def _short(exc: BaseException) -> str:
 
 
 def _predict(
-    meta_path: Path, checkpoint: Path, images: np.ndarray, labels: np.ndarray, *, batch_size: int,
+    meta_path: Path,
+    checkpoint: Path,
+    images: np.ndarray,
+    labels: np.ndarray,
+    *,
+    batch_size: int,
     threads: tuple[int, int],
 ) -> tuple[np.ndarray, float]:
     """Predictions for every row and the example-weighted mean loss, from the restored graph."""

@@ -10,12 +10,13 @@ only in their architecture.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
-from tasks.dataset import IMAGE_COLS, IMAGE_PIXELS, IMAGE_ROWS, NUM_CLASSES
-from tasks.errors import ConfigError
-from tasks.registry import MODEL_PARAMS
-from tasks.tf1 import tf
+from tasks.core.errors import ConfigError
+from tasks.core.registry import MODEL_PARAMS
+from tasks.data.dataset import IMAGE_COLS, IMAGE_PIXELS, IMAGE_ROWS, NUM_CLASSES
+from tasks.training.tf1 import tf
 
 
 def _dense(inputs: tf.Tensor, units: int, scope: str) -> tf.Tensor:

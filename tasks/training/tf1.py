@@ -1,4 +1,4 @@
-"""The one place that imports TensorFlow: `from tasks.tf1 import tf` gives `tensorflow.compat.v1`.
+"""The one place that imports TensorFlow: `from tasks.training.tf1 import tf` gives `tensorflow.compat.v1`.
 
 Graph mode (v2 behaviour off: ref variables, sessions), and quiet: TF's C++ INFO and WARNING lines are
 hidden unless `TF_CPP_MIN_LOG_LEVEL` is already set (it only counts when set before the import), and

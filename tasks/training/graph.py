@@ -16,12 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tasks import checkpoints
-from tasks.dataset import IMAGE_PIXELS
-from tasks.errors import TrainingError
-from tasks.models import MODEL_SCOPE, build_model, classification_head, inference_path, scale_images
-from tasks.optimizers import make_optimizer
-from tasks.tf1 import tf
+from tasks.core.errors import TrainingError
+from tasks.data.dataset import IMAGE_PIXELS
+from tasks.training import checkpoints
+from tasks.training.models import MODEL_SCOPE, build_model, classification_head, inference_path, scale_images
+from tasks.training.optimizers import make_optimizer
+from tasks.training.tf1 import tf
 
 # Steps per Session call: amortises the per-call overhead (~0.2 ms, ~15% of an MLP step at batch 64).
 CHUNK_STEPS = 100
@@ -74,16 +74,27 @@ class TrainingGraph:
             self.saver.restore(session, str(prefix))
         except (tf.errors.OpError, ValueError) as exc:
             message = (getattr(exc, "message", None) or str(exc)).strip().splitlines()[0][:300]
-            raise TrainingError(f"{prefix}: checkpoint named by latest.json does not restore ({message}); "
-                                "delete the run folder and retrain") from None
+            raise TrainingError(
+                f"{prefix}: checkpoint named by latest.json does not restore ({message}); "
+                "delete the run folder and retrain"
+            ) from None
         found = checkpoints.weights_sha256(self.weights(session))
         if found != expected_sha256:
-            raise TrainingError(f"{prefix}: restored weights have sha256 {found}, latest.json expects "
-                                f"{expected_sha256}; the checkpoint is corrupt: delete the run folder and retrain")
+            raise TrainingError(
+                f"{prefix}: restored weights have sha256 {found}, latest.json expects "
+                f"{expected_sha256}; the checkpoint is corrupt: delete the run folder and retrain"
+            )
 
 
-def build_training_graph(model: dict, optimizer: dict, seed: int, train_rows: int, steps: int,
-                         batch_size: int, chunk_steps: int | None = None) -> TrainingGraph:
+def build_training_graph(
+    model: dict,
+    optimizer: dict,
+    seed: int,
+    train_rows: int,
+    steps: int,
+    batch_size: int,
+    chunk_steps: int | None = None,
+) -> TrainingGraph:
     """The graph of one run: `model` is {name, params}, `optimizer` is {name, learning_rate, params}.
 
     One call of `run_chunk` runs up to `chunk_steps` steps in an in-graph while loop; the result is
@@ -100,15 +111,16 @@ def build_training_graph(model: dict, optimizer: dict, seed: int, train_rows: in
             order_init = tf.placeholder(tf.int32, [steps, batch_size], name="order_init")
             train_images = tf.Variable(images_init, trainable=False, collections=local, name="train_images")
             train_labels = tf.Variable(labels_init, trainable=False, collections=local, name="train_labels")
-            order = tf.Variable(tf.zeros([steps, batch_size], tf.int32), trainable=False, collections=local,
-                                name="order")
+            order = tf.Variable(
+                tf.zeros([steps, batch_size], tf.int32), trainable=False, collections=local, name="order"
+            )
             loss_sum = tf.Variable(tf.zeros([], tf.float64), trainable=False, collections=local, name="loss_sum")
-            correct_sum = tf.Variable(tf.zeros([], tf.int64), trainable=False, collections=local,
-                                      name="correct_sum")
+            correct_sum = tf.Variable(tf.zeros([], tf.int64), trainable=False, collections=local, name="correct_sum")
             # The step within the epoch lives in the graph, so a call feeds nothing.
             # Starts at `steps` ("no epoch in progress"), so a first call runs no step: a warm-up.
-            step_in_epoch = tf.Variable(tf.constant(steps, tf.int32), trainable=False, collections=local,
-                                        name="step_in_epoch")
+            step_in_epoch = tf.Variable(
+                tf.constant(steps, tf.int32), trainable=False, collections=local, name="step_in_epoch"
+            )
         global_step = tf.train.get_or_create_global_step()
         # The inference path creates the model variables; the training loop below reuses them, so that no
         # variable is created inside the while loop (the optimizer's slots are made outside it, too).
@@ -124,8 +136,10 @@ def build_training_graph(model: dict, optimizer: dict, seed: int, train_rows: in
                 logits = build_model(model["name"], batch_images, model["params"])
             head = classification_head(logits, batch_labels)
             minimize = tf_optimizer.minimize(head["loss"], global_step=global_step, var_list=model_variables)
-            accumulate = [tf.assign_add(loss_sum, tf.cast(head["loss"], tf.float64)),
-                          tf.assign_add(correct_sum, head["correct_count"])]
+            accumulate = [
+                tf.assign_add(loss_sum, tf.cast(head["loss"], tf.float64)),
+                tf.assign_add(correct_sum, head["correct_count"]),
+            ]
             # Every loop variable waits for this step's update, so the next iteration reads updated weights.
             with tf.control_dependencies([minimize] + accumulate):
                 is_bad = tf.logical_and(first_bad < 0, tf.logical_not(tf.is_finite(head["loss"])))
@@ -135,21 +149,37 @@ def build_training_graph(model: dict, optimizer: dict, seed: int, train_rows: in
             start = tf.identity(step_in_epoch)
             stop = tf.minimum(start + chunk_steps, steps)
             step_after, first_bad = tf.while_loop(
-                lambda step, first_bad: tf.logical_and(step < stop, first_bad < 0), one_step,
-                [start, tf.constant(-1, tf.int32)], parallel_iterations=1, back_prop=False)
+                lambda step, first_bad: tf.logical_and(step < stop, first_bad < 0),
+                one_step,
+                [start, tf.constant(-1, tf.int32)],
+                parallel_iterations=1,
+                back_prop=False,
+            )
             # Run up to chunk_steps steps; stop right after a step whose loss is NaN or inf.
             with tf.control_dependencies([tf.assign(step_in_epoch, step_after)]):
                 run_chunk = [tf.identity(step_after), tf.identity(first_bad)]
         with tf.name_scope("epoch"):
-            new_epoch = tf.group(tf.assign(order, order_init), tf.assign(step_in_epoch, tf.zeros([], tf.int32)),
-                                 tf.assign(loss_sum, tf.zeros([], tf.float64)),
-                                 tf.assign(correct_sum, tf.zeros([], tf.int64)))
+            new_epoch = tf.group(
+                tf.assign(order, order_init),
+                tf.assign(step_in_epoch, tf.zeros([], tf.int32)),
+                tf.assign(loss_sum, tf.zeros([], tf.float64)),
+                tf.assign(correct_sum, tf.zeros([], tf.int64)),
+            )
         # Only global variables: model, optimizer slots and step. The resident data is rebuilt from the arrays.
         saver = tf.train.Saver(tf.global_variables(), max_to_keep=None, save_relative_paths=True)
         init = tf.group(tf.global_variables_initializer(), tf.local_variables_initializer())
     graph.finalize()
     return TrainingGraph(
-        graph=graph, init=init, images_init=images_init, labels_init=labels_init, order_init=order_init,
-        new_epoch=new_epoch, run_chunk=run_chunk, loss_sum=loss_sum,
-        correct_sum=correct_sum, inference=inference, model_variables=model_variables, saver=saver,
+        graph=graph,
+        init=init,
+        images_init=images_init,
+        labels_init=labels_init,
+        order_init=order_init,
+        new_epoch=new_epoch,
+        run_chunk=run_chunk,
+        loss_sum=loss_sum,
+        correct_sum=correct_sum,
+        inference=inference,
+        model_variables=model_variables,
+        saver=saver,
     )

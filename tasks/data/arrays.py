@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from tasks.dataset import IMAGE_PIXELS, NUM_CLASSES
-from tasks.errors import DataError
-from tasks.storage import atomic_path
+from tasks.core.errors import DataError
+from tasks.core.storage import atomic_path
+from tasks.data.dataset import IMAGE_PIXELS, NUM_CLASSES
 
 IMAGE_FIELD = "image"
 LABEL_FIELD = "label"
@@ -81,8 +81,9 @@ def load_arrays(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
         raise DataError(f"{path}: expected no null rows, found some; rebuild the cache with PrepareData")
     rows = batch.num_rows
     image_buffer = image_column.buffers()[1]
-    images = np.frombuffer(image_buffer, dtype=np.uint8, count=rows * IMAGE_PIXELS,
-                           offset=image_column.offset * IMAGE_PIXELS).reshape(rows, IMAGE_PIXELS)
+    images = np.frombuffer(
+        image_buffer, dtype=np.uint8, count=rows * IMAGE_PIXELS, offset=image_column.offset * IMAGE_PIXELS
+    ).reshape(rows, IMAGE_PIXELS)
     labels = np.frombuffer(label_column.buffers()[1], dtype=np.uint8, count=rows, offset=label_column.offset)
     if rows and int(labels.max()) >= NUM_CLASSES:
         raise DataError(f"{path}: expected labels 0-9, found {int(labels.max())}; rebuild the cache with PrepareData")

@@ -1,13 +1,14 @@
 """Names and hyper-parameters of the models and optimizers, without importing TensorFlow.
 
-The config schema validates against these tables before any work starts; `tasks.models` and
-`tasks.optimizers` build the TF objects for the same names (a test keeps the two in step).
+The config schema validates against these tables before any work starts; `tasks.training.models` and
+`tasks.training.optimizers` build the TF objects for the same names (a test keeps the two in step).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 
 @dataclass(frozen=True)

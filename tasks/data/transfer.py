@@ -4,14 +4,14 @@ A local directory or `file://` source is copied; an `http(s)://` source is downl
 retries with exponential backoff, and resume of a cut download by a `Range` request (RFC 9110 §14.2),
 starting afresh when the server ignores Range. The `.part` file and its small sidecar (the URL and its
 validator) survive a failed or killed run, so the next run resumes from the same URL only.
-`tasks.fetch` decides which source to try and verifies what lands here.
+`tasks.data.fetch` decides which source to try and verifies what lands here.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import http.client
+import json
 import logging
 import os
 import re
@@ -21,19 +21,20 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Callable, Iterator
+from typing import BinaryIO
 
 from tqdm import tqdm
 
-from tasks.storage import quarantine, storage_error, write_json_atomic
+from tasks.core.storage import quarantine, storage_error, write_json_atomic
 
 log = logging.getLogger(__name__)
 
 ALLOWED_SCHEMES = ("file", "http", "https")
 CHUNK_BYTES = 1 << 20
-USER_AGENT = "fmnist-pipeline (tasks.transfer)"
+USER_AGENT = "fmnist-pipeline (tasks.data.transfer)"
 CONTENT_RANGE = re.compile(r"^bytes\s+(\d+)-(\d+)/(\d+|\*)$")
 
 
@@ -119,8 +120,9 @@ def copy_local(source: Path, part: Path, name: str, *, max_bytes: int) -> None:
                 raise SourceFailed(f"cannot read it: {exc.strerror or exc}") from None
 
 
-def download_http(url: str, part: Path, name: str, *, timeout: float, retries: int, backoff: float,
-                   max_bytes: int) -> None:
+def download_http(
+    url: str, part: Path, name: str, *, timeout: float, retries: int, backoff: float, max_bytes: int
+) -> None:
     """Download `url` into `part`, retrying transient failures and resuming what a cut left."""
     tries = retries + 1
     for attempt in range(tries):
@@ -177,8 +179,7 @@ def _http_error(error: urllib.error.HTTPError, part: Path, offset: int) -> None:
     raise SourceFailed(reason, transient=transient)
 
 
-def _receive(response: http.client.HTTPResponse, url: str, part: Path, name: str, offset: int,
-             max_bytes: int) -> None:
+def _receive(response: http.client.HTTPResponse, url: str, part: Path, name: str, offset: int, max_bytes: int) -> None:
     """Write the response body into `part`: append after a 206, start again after a 200."""
     headers = response.headers
     chunked = "chunked" in headers.get("Transfer-Encoding", "").lower()
@@ -188,11 +189,15 @@ def _receive(response: http.client.HTTPResponse, url: str, part: Path, name: str
         match = CONTENT_RANGE.match(content_range.strip())
         start, end = (int(match.group(1)), int(match.group(2))) if match else (-1, -1)
         total = match.group(3) if match else "*"
-        if (start != offset or (length is not None and length != end - start + 1)
-                or (total != "*" and int(total) != end + 1)):
+        if (
+            start != offset
+            or (length is not None and length != end - start + 1)
+            or (total != "*" and int(total) != end + 1)
+        ):
             discard_part(part)
-            raise SourceFailed(f"bad Content-Range {content_range!r} for a resume at byte {offset}; restarting",
-                                transient=True)
+            raise SourceFailed(
+                f"bad Content-Range {content_range!r} for a resume at byte {offset}; restarting", transient=True
+            )
         mode = "ab"
     elif response.status == 200:
         if offset:
@@ -204,8 +209,7 @@ def _receive(response: http.client.HTTPResponse, url: str, part: Path, name: str
         raise SourceFailed(f"unexpected HTTP status {response.status} {response.reason}")
 
     if length is not None and offset + length > max_bytes:
-        raise SourceFailed(f"the server announces {offset + length} bytes, more than max_bytes={max_bytes}; "
-                            "refused")
+        raise SourceFailed(f"the server announces {offset + length} bytes, more than max_bytes={max_bytes}; refused")
     # http.client stops reading at Content-Length and so hides a server that sends more. Read the
     # socket stream itself to EOF (urllib sends `Connection: close`) and refuse any excess.
     read = response.fp.read1 if length is not None and response.fp is not None else response.read
@@ -225,8 +229,16 @@ def _receive(response: http.client.HTTPResponse, url: str, part: Path, name: str
         raise SourceFailed(f"connection cut after {offset + received} of {offset + length} bytes", transient=True)
 
 
-def _pump(read: Callable[[int], bytes], out: BinaryIO, part: Path, *, already: int, announced: int | None,
-          max_bytes: int, bar: tqdm) -> int:
+def _pump(
+    read: Callable[[int], bytes],
+    out: BinaryIO,
+    part: Path,
+    *,
+    already: int,
+    announced: int | None,
+    max_bytes: int,
+    bar: tqdm,
+) -> int:
     """Copy chunks from `read` to `out` until EOF, refusing more than announced or than `max_bytes`."""
     received = 0
     while True:
@@ -234,8 +246,9 @@ def _pump(read: Callable[[int], bytes], out: BinaryIO, part: Path, *, already: i
         if not chunk:
             return received
         if announced is not None and received + len(chunk) > announced:
-            raise SourceFailed(f"the server sent more bytes than the {announced} its Content-Length announced; "
-                                "refused", bad_part=True)
+            raise SourceFailed(
+                f"the server sent more bytes than the {announced} its Content-Length announced; refused", bad_part=True
+            )
         if already + received + len(chunk) > max_bytes:
             raise SourceFailed(f"the body exceeds max_bytes={max_bytes}; refused", bad_part=True)
         try:
@@ -323,8 +336,17 @@ def _open_part(part: Path, mode: str) -> Iterator[BinaryIO]:
 
 
 def _progress(name: str, total: int | None, initial: int) -> tqdm:
-    return tqdm(total=total, initial=initial, desc=name, unit="B", unit_scale=True, unit_divisor=1024,
-                file=sys.stderr, disable=not sys.stderr.isatty(), leave=False)
+    return tqdm(
+        total=total,
+        initial=initial,
+        desc=name,
+        unit="B",
+        unit_scale=True,
+        unit_divisor=1024,
+        file=sys.stderr,
+        disable=not sys.stderr.isatty(),
+        leave=False,
+    )
 
 
 def quarantine_part(part: Path, name: str, shown: str, reason: str) -> Path:

@@ -1,6 +1,6 @@
 """The optimizer-comparison report: a self-contained folder of HTML, Markdown, PNGs and a Parquet summary.
 
-Numbers come from tasks.comparison (evaluation.json) and from each run's metrics.parquet; this module
+Numbers come from tasks.reporting.comparison (evaluation.json) and from each run's metrics.parquet; this module
 only arranges them: figures, the two templates, and atomic writes. report.html is written last, so its
 presence means the folder is complete.
 """
@@ -9,21 +9,21 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import jinja2
 import numpy as np
 import pyarrow.parquet as pq
 
-from tasks import comparison, figures
-from tasks.arrays import load_arrays
-from tasks.dataset import CLASS_NAMES
-from tasks.errors import DataError, EvaluationError, ReportError
-from tasks.evaluate import read_metrics
-from tasks.faults import crash_point
-from tasks.runfiles import METRICS_PARQUET
-from tasks.storage import atomic_open, atomic_path, ensure_dir, write_bytes_atomic
+from tasks.core.errors import DataError, EvaluationError, ReportError
+from tasks.core.faults import crash_point
+from tasks.core.runfiles import METRICS_PARQUET, read_metrics
+from tasks.core.storage import atomic_open, atomic_path, ensure_dir, write_bytes_atomic
+from tasks.data.arrays import load_arrays
+from tasks.data.dataset import CLASS_NAMES
+from tasks.reporting import comparison, figures
 
 TEMPLATES = Path(__file__).parent / "templates"
 FIGURES = "figures"
@@ -32,8 +32,16 @@ MISCLASSIFIED_IMAGES = 25
 
 
 def build_report(
-    out_dir: Path, *, experiment: str, title: str, date: str, config_hash: str, config_text: str,
-    runs: list[dict], test_arrow: Path, alerts: Sequence[str] = (),
+    out_dir: Path,
+    *,
+    experiment: str,
+    title: str,
+    date: str,
+    config_hash: str,
+    config_text: str,
+    runs: list[dict],
+    test_arrow: Path,
+    alerts: Sequence[str] = (),
     extra_figures: Sequence[tuple[str, Path]] = (),
 ) -> dict[str, Any]:
     """Write report.html, report.md, figures/*.png and summary.parquet into `out_dir`; return their paths."""
@@ -57,19 +65,24 @@ def build_report(
 
     curves = [_curve_series(best_points[row["name"]], row) for row in rows]
     figures.learning_curves(figure("learning_curves"), [series for series in curves if series["epochs"]])
-    figures.accuracy_bars(figure("test_accuracy"), [row["name"] for row in rows],
-                          [row["test_accuracy_mean"] for row in rows], [row["test_accuracy_std"] for row in rows])
+    figures.accuracy_bars(
+        figure("test_accuracy"),
+        [row["name"] for row in rows],
+        [row["test_accuracy_mean"] for row in rows],
+        [row["test_accuracy_std"] for row in rows],
+    )
     if any(len(points) > 1 for points in grid.values()):
         figures.lr_sensitivity(figure("lr_sensitivity"), [_lr_line(name, points) for name, points in grid.items()])
     sample_rows = range(min(SAMPLE_IMAGES, len(labels)))
-    figures.image_grid(figure("test_samples"), images[list(sample_rows)],
-                       [CLASS_NAMES[labels[row]] for row in sample_rows])
+    figures.image_grid(
+        figure("test_samples"), images[list(sample_rows)], [CLASS_NAMES[labels[row]] for row in sample_rows]
+    )
     best_context = None
     if best is not None:
         best_context = _best_run_context(best, images, figure)
     extras = []
-    for index, (heading, source) in enumerate(extra_figures, start=1):
-        source = Path(source)
+    for index, (heading, given) in enumerate(extra_figures, start=1):
+        source = Path(given)
         if not source.is_file():
             raise ReportError(f"extra figure {heading!r}: {source} not found; write it before building the report")
         target = figure(f"extra-{index}-{_slug(heading)}")
@@ -87,10 +100,18 @@ def build_report(
         pq.write_table(comparison.summary_table(results), temp)
 
     context = {
-        "title": title, "experiment": experiment, "date": date, "config_hash": config_hash,
-        "config_text": config_text, "alerts": list(alerts), "rows": rows, "runs": results,
+        "title": title,
+        "experiment": experiment,
+        "date": date,
+        "config_hash": config_hash,
+        "config_text": config_text,
+        "alerts": list(alerts),
+        "rows": rows,
+        "runs": results,
         "figures": {name: f"{FIGURES}/{path.name}" for name, path in written.items()},
-        "best": best_context, "extras": extras, "metadata": _metadata(results),
+        "best": best_context,
+        "extras": extras,
+        "metadata": _metadata(results),
         "sgd_present": any(row["overhead_vs_sgd"] is not None for row in rows),
         "class_names": CLASS_NAMES,
     }
@@ -99,8 +120,13 @@ def build_report(
         text = _environment().get_template(template).render(**context)
         with atomic_open(path, "w") as handle:
             handle.write(text)
-    return {"html": html_path, "markdown": markdown_path, "summary": summary_path,
-            "figures": list(written.values()), "table": rows}
+    return {
+        "html": html_path,
+        "markdown": markdown_path,
+        "summary": summary_path,
+        "figures": list(written.values()),
+        "table": rows,
+    }
 
 
 def _curve_series(point: comparison.GridPoint, row: dict[str, Any]) -> dict[str, Any]:
@@ -142,19 +168,30 @@ def _lr_line(name: str, points: list[comparison.GridPoint]) -> dict[str, Any]:
 def _best_run_context(best: comparison.RunResult, images: np.ndarray, figure) -> dict[str, Any]:
     test = best.evaluation["test"]
     caption = f"{best.name}, lr={best.learning_rate:g}, seed {best.seed}"
-    figures.confusion_matrix(figure("confusion_matrix"), test["confusion_matrix"], CLASS_NAMES,
-                             f"Confusion matrix – {caption}")
-    figures.per_class_accuracy(figure("per_class_accuracy"), test["per_class_accuracy"], CLASS_NAMES,
-                               f"Per-class test accuracy – {caption}")
+    figures.confusion_matrix(
+        figure("confusion_matrix"), test["confusion_matrix"], CLASS_NAMES, f"Confusion matrix – {caption}"
+    )
+    figures.per_class_accuracy(
+        figure("per_class_accuracy"), test["per_class_accuracy"], CLASS_NAMES, f"Per-class test accuracy – {caption}"
+    )
     shown = test["misclassified"][:MISCLASSIFIED_IMAGES]
     if any(item["index"] >= len(images) for item in shown):
-        raise ReportError(f"{best.run_dir / 'evaluation.json'}: misclassified row indices exceed the test set's "
-                          f"{len(images)} rows; it was scored on another test set: rerun EvaluateRun")
-    figures.image_grid(figure("misclassified"), images[[item["index"] for item in shown]],
-                       [f"{CLASS_NAMES[item['true']]} → {CLASS_NAMES[item['predicted']]}" for item in shown])
+        raise ReportError(
+            f"{best.run_dir / 'evaluation.json'}: misclassified row indices exceed the test set's "
+            f"{len(images)} rows; it was scored on another test set: rerun EvaluateRun"
+        )
+    figures.image_grid(
+        figure("misclassified"),
+        images[[item["index"] for item in shown]],
+        [f"{CLASS_NAMES[item['true']]} → {CLASS_NAMES[item['predicted']]}" for item in shown],
+    )
     per_class = [
-        {"name": CLASS_NAMES[index], "examples": test["class_counts"][index],
-         "correct": test["confusion_matrix"][index][index], "accuracy": test["per_class_accuracy"][index]}
+        {
+            "name": CLASS_NAMES[index],
+            "examples": test["class_counts"][index],
+            "correct": test["confusion_matrix"][index][index],
+            "accuracy": test["per_class_accuracy"][index],
+        }
         for index in range(len(CLASS_NAMES))
     ]
     return {"run": best, "caption": caption, "test": test, "per_class": per_class, "misclassified_shown": len(shown)}
@@ -213,7 +250,12 @@ def _environment() -> jinja2.Environment:
     environment = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(TEMPLATES)),
         autoescape=jinja2.select_autoescape(enabled_extensions=("html.j2",), default_for_string=False),
-        undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
     )
-    environment.filters.update(num=_number, pm=_plus_minus, duration=_duration, ratio=_ratio, md=_markdown_cell, fence=_fence)
+    environment.filters.update(
+        num=_number, pm=_plus_minus, duration=_duration, ratio=_ratio, md=_markdown_cell, fence=_fence
+    )
     return environment

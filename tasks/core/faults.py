@@ -18,13 +18,13 @@ ENV_VAR = "FMNIST_CRASH_AT"
 
 # The points placed in the code, for the harness and for anyone grepping; crash_point accepts any name.
 CRASH_POINTS = (
-    "fetch.part-written",      # a raw .gz fully copied/downloaded to <name>.part, not yet verified/promoted
-    "decode.arrays-written",   # train.arrow and test.arrow written, manifest.json not yet
-    "train.mid-epoch",         # a chunk of an epoch's steps ran; its metrics and checkpoint are not recorded
+    "fetch.part-written",  # a raw .gz fully copied/downloaded to <name>.part, not yet verified/promoted
+    "decode.arrays-written",  # train.arrow and test.arrow written, manifest.json not yet
+    "train.mid-epoch",  # a chunk of an epoch's steps ran; its metrics and checkpoint are not recorded
     "train.checkpoint-saved",  # TF's Saver wrote the epoch's files; latest.json does not point at them yet
-    "evaluate.scored",         # the test set was scored; evaluation.json not yet written
+    "evaluate.scored",  # the test set was scored; evaluation.json not yet written
     "report.figures-written",  # the report's PNGs are written; summary.parquet, report.html, report.json not yet
-    "storage.temp-written",    # an atomic write's temp file is complete; it has not replaced its target yet
+    "storage.temp-written",  # an atomic write's temp file is complete; it has not replaced its target yet
 )
 
 _hits: dict[str, int] = {}

@@ -20,14 +20,15 @@ import hashlib
 import json
 import re
 import shutil
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import numpy as np
 
-from tasks.errors import TrainingError
-from tasks.faults import crash_point
-from tasks.storage import TEMP_MARKER, fsync_files, write_json_atomic
+from tasks.core.errors import TrainingError
+from tasks.core.faults import crash_point
+from tasks.core.storage import TEMP_MARKER, fsync_files, write_json_atomic
 
 CHECKPOINT_DIR = "checkpoints"
 LATEST_JSON = "latest.json"
@@ -59,7 +60,7 @@ def weights_sha256(named_values: Mapping[str, np.ndarray]) -> str:
 
 def checkpoint_weights_sha256(prefix: str | Path, variable_names: Iterable[str]) -> str:
     """`weights_sha256` of the named variables as stored in a checkpoint (for harnesses and tests)."""
-    from tasks.tf1 import tf  # deferred: this module is imported without TF elsewhere
+    from tasks.training.tf1 import tf  # deferred: this module is imported without TF elsewhere
 
     reader = tf.train.load_checkpoint(str(prefix))
     return weights_sha256({name: reader.get_tensor(name) for name in variable_names})

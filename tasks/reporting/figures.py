@@ -7,8 +7,8 @@ object-oriented `Figure` API on the Agg backend: no pyplot global state, no disp
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import matplotlib
 
@@ -18,7 +18,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.transforms import blended_transform_factory
 
-from tasks.storage import atomic_path
+from tasks.core.storage import atomic_path
 
 DPI = 100
 CURVE_PANELS = (
@@ -60,20 +60,35 @@ def learning_curves(path: Path, series: Sequence[dict]) -> Path:
     return _save(figure, path)
 
 
-def accuracy_bars(path: Path, labels: Sequence[str], means: Sequence[float | None],
-                       stds: Sequence[float | None]) -> Path:
+def accuracy_bars(
+    path: Path, labels: Sequence[str], means: Sequence[float | None], stds: Sequence[float | None]
+) -> Path:
     """Test accuracy per entry with std-over-seeds error bars; a diverged entry gets a label, not a bar."""
     figure = Figure(figsize=(max(6.0, 1.3 * len(labels) + 2), 4.5))
     axis = figure.subplots()
     positions = np.arange(len(labels))
     for position, mean, std in zip(positions, means, stds):
         if mean is None:
-            axis.text(position, 0.02, "diverged", color=DIVERGED_COLOR, ha="center", rotation=90,
-                      transform=blended_transform_factory(axis.transData, axis.transAxes))
+            axis.text(
+                position,
+                0.02,
+                "diverged",
+                color=DIVERGED_COLOR,
+                ha="center",
+                rotation=90,
+                transform=blended_transform_factory(axis.transData, axis.transAxes),
+            )
             continue
         axis.bar(position, mean, color="C0", yerr=std if std is not None else None, capsize=6)
-        axis.annotate(f"{mean:.4f}", (position, mean + (std or 0.0)), xytext=(0, 4), textcoords="offset points",
-                      ha="center", va="bottom", fontsize="small")
+        axis.annotate(
+            f"{mean:.4f}",
+            (position, mean + (std or 0.0)),
+            xytext=(0, 4),
+            textcoords="offset points",
+            ha="center",
+            va="bottom",
+            fontsize="small",
+        )
     finite = [m for m in means if m is not None]
     low = min(finite) if finite else 0.0
     axis.set_ylim(max(0.0, low - 0.1), 1.0)
@@ -101,9 +116,18 @@ def lr_sensitivity(path: Path, lines: Sequence[dict]) -> Path:
             axis.plot(xs, ys, marker="o", color=f"C{index % 10}", label=line["label"])
         for rate in line["diverged_learning_rates"]:
             # Drawn in axes coordinates at the bottom edge: a divergence is not an accuracy of zero.
-            axis.plot([rate], [0.03], transform=bottom, marker="x", markersize=11, markeredgewidth=2.5,
-                      color=DIVERGED_COLOR, linestyle="none", clip_on=False,
-                      label=None if diverged_labelled else "diverged")
+            axis.plot(
+                [rate],
+                [0.03],
+                transform=bottom,
+                marker="x",
+                markersize=11,
+                markeredgewidth=2.5,
+                color=DIVERGED_COLOR,
+                linestyle="none",
+                clip_on=False,
+                label=None if diverged_labelled else "diverged",
+            )
             diverged_labelled = True
     axis.set_xscale("log")
     axis.set_xlabel("learning rate (log scale)")
@@ -124,8 +148,15 @@ def confusion_matrix(path: Path, matrix: Sequence[Sequence[int]], class_names: S
     threshold = counts.max() / 2 if counts.size else 0
     for row in range(counts.shape[0]):
         for column in range(counts.shape[1]):
-            axis.text(column, row, str(counts[row, column]), ha="center", va="center", fontsize="small",
-                      color="white" if counts[row, column] > threshold else "black")
+            axis.text(
+                column,
+                row,
+                str(counts[row, column]),
+                ha="center",
+                va="center",
+                fontsize="small",
+                color="white" if counts[row, column] > threshold else "black",
+            )
     ticks = np.arange(len(class_names))
     axis.set_xticks(ticks, class_names, rotation=45, ha="right")
     axis.set_yticks(ticks, class_names)
@@ -135,8 +166,7 @@ def confusion_matrix(path: Path, matrix: Sequence[Sequence[int]], class_names: S
     return _save(figure, path)
 
 
-def per_class_accuracy(path: Path, accuracies: Sequence[float | None], class_names: Sequence[str],
-                       title: str) -> Path:
+def per_class_accuracy(path: Path, accuracies: Sequence[float | None], class_names: Sequence[str], title: str) -> Path:
     """Horizontal bars of accuracy per true class; a class absent from the test set is labelled n/a."""
     figure = Figure(figsize=(8, 5))
     axis = figure.subplots()
@@ -144,8 +174,13 @@ def per_class_accuracy(path: Path, accuracies: Sequence[float | None], class_nam
     values = [value if value is not None else 0.0 for value in accuracies]
     axis.barh(positions, values, color="C2")
     for position, value in zip(positions, accuracies):
-        axis.text(min(value or 0.0, 1.0) + 0.01, position, "n/a" if value is None else f"{value:.3f}",
-                  va="center", fontsize="small")
+        axis.text(
+            min(value or 0.0, 1.0) + 0.01,
+            position,
+            "n/a" if value is None else f"{value:.3f}",
+            va="center",
+            fontsize="small",
+        )
     axis.set_yticks(positions, class_names)
     axis.invert_yaxis()
     axis.set_xlim(0, 1.12)
@@ -155,8 +190,9 @@ def per_class_accuracy(path: Path, accuracies: Sequence[float | None], class_nam
     return _save(figure, path)
 
 
-def image_grid(path: Path, images: np.ndarray, titles: Sequence[str], columns: int = 5,
-               heading: str | None = None) -> Path:
+def image_grid(
+    path: Path, images: np.ndarray, titles: Sequence[str], columns: int = 5, heading: str | None = None
+) -> Path:
     """28×28 grey images in a grid, each with its title; an empty list gives a labelled blank figure.
 
     The grid is one mosaic in one axes: 25 separate subplots cost seconds per figure in matplotlib.
@@ -170,7 +206,7 @@ def image_grid(path: Path, images: np.ndarray, titles: Sequence[str], columns: i
     axis = figure.subplots()
     for index in range(count):
         top, left = (index // columns) * cell_height + title_room, (index % columns) * cell_width
-        mosaic[top:top + side, left:left + side] = np.asarray(images[index], dtype=float).reshape(side, side)
+        mosaic[top : top + side, left : left + side] = np.asarray(images[index], dtype=float).reshape(side, side)
         axis.text(left + side / 2, top - 1.5, titles[index], ha="center", va="bottom", fontsize=9)
     axis.imshow(mosaic, cmap="gray_r", vmin=0, vmax=255, interpolation="nearest")
     axis.set_axis_off()

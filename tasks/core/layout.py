@@ -8,7 +8,7 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
-from tasks.config import RunSpec, check_safe_name
+from tasks.core.config import RunSpec, check_safe_name
 
 
 class Layout:

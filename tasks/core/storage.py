@@ -21,11 +21,12 @@ import socket
 import stat
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, BinaryIO, Iterator
+from typing import Any, BinaryIO
 
-from tasks.errors import StorageError
-from tasks.faults import crash_point
+from tasks.core.errors import StorageError
+from tasks.core.faults import crash_point
 
 log = logging.getLogger(__name__)
 
@@ -61,14 +62,16 @@ def storage_error(path: Path, exc: OSError) -> StorageError:
         text = str(exc).lower()
         code = next((code for code, words in _ERRNO_TEXTS.items() if words in text), None)
     if code in (errno.ENOSPC, errno.EDQUOT):
-        hint = (f"expected free space on the filesystem that holds it, found {_free_bytes(path)}; free space "
-                f"there and rerun, {_FIX_ROOT} on a bigger disk")
+        hint = (
+            f"expected free space on the filesystem that holds it, found {_free_bytes(path)}; free space "
+            f"there and rerun, {_FIX_ROOT} on a bigger disk"
+        )
     elif code == errno.EROFS:
-        hint = (f"the filesystem that holds it is mounted read-only; remount it read-write and rerun, "
-                f"{_FIX_ROOT} writable")
+        hint = (
+            f"the filesystem that holds it is mounted read-only; remount it read-write and rerun, {_FIX_ROOT} writable"
+        )
     elif code in (errno.EACCES, errno.EPERM):
-        hint = (f"user {_user()} may not write there; give it write access (chown/chmod) and rerun, "
-                f"{_FIX_ROOT} writable")
+        hint = f"user {_user()} may not write there; give it write access (chown/chmod) and rerun, {_FIX_ROOT} writable"
     else:
         hint = "check that the artifacts root is a healthy, writable local or network folder, and rerun"
     # The folder that refused may be a parent that did not exist yet (mkdir -p): name it too.
@@ -77,8 +80,12 @@ def storage_error(path: Path, exc: OSError) -> StorageError:
 
 
 # How libraries that raise no OSError (TensorFlow's C++ file system) still say why a write failed.
-_ERRNO_TEXTS = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded",
-                errno.EROFS: "read-only file system", errno.EACCES: "permission denied"}
+_ERRNO_TEXTS = {
+    errno.ENOSPC: "no space left on device",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EROFS: "read-only file system",
+    errno.EACCES: "permission denied",
+}
 
 
 @contextlib.contextmanager
@@ -128,8 +135,9 @@ def ensure_dir(path: str | os.PathLike) -> Path:
 
 def _make_temp(final: Path, suffix: str) -> Path:
     """Create an empty temp file beside `final`, named so that a sweep can tell whether its writer lives."""
-    fd, temp_name = tempfile.mkstemp(prefix=f".{final.name}{TEMP_MARKER}{WRITER_ID}-{os.getpid()}-",
-                                     suffix=suffix, dir=final.parent)
+    fd, temp_name = tempfile.mkstemp(
+        prefix=f".{final.name}{TEMP_MARKER}{WRITER_ID}-{os.getpid()}-", suffix=suffix, dir=final.parent
+    )
     try:
         # mkstemp makes the file private (0600) and os.replace keeps that mode; a finished artifact gets
         # the mode a plain open() would give it, so reports and data stay readable where the umask says.

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from tasks.dataset import CLASS_NAMES, NUM_CLASSES
-from tasks.errors import ConfigError, DataError
+from tasks.core.errors import ConfigError, DataError
+from tasks.data.dataset import CLASS_NAMES, NUM_CLASSES
 
 
 def stratified_split(labels: np.ndarray, per_class: int, seed: int) -> np.ndarray:
@@ -39,8 +39,7 @@ def stratified_split(labels: np.ndarray, per_class: int, seed: int) -> np.ndarra
     starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
     rng = np.random.default_rng(seed)
     chosen = [
-        rows_by_class[starts[c] + rng.choice(counts[c], size=per_class, replace=False)]
-        for c in range(NUM_CLASSES)
+        rows_by_class[starts[c] + rng.choice(counts[c], size=per_class, replace=False)] for c in range(NUM_CLASSES)
     ]
     return np.sort(np.concatenate(chosen)).astype(np.int64, copy=False)
 
@@ -50,7 +49,8 @@ def training_indices(num_rows: int, val_indices: np.ndarray) -> np.ndarray:
     val_indices = np.asarray(val_indices)
     if val_indices.size and (val_indices.min() < 0 or val_indices.max() >= num_rows):
         raise DataError(
-            f"validation indices: expected rows 0..{num_rows - 1}, found {int(val_indices.min())}..{int(val_indices.max())}; "
+            f"validation indices: expected rows 0..{num_rows - 1}, "
+            f"found {int(val_indices.min())}..{int(val_indices.max())}; "
             "the split does not belong to this training set: rerun PrepareData"
         )
     keep = np.ones(num_rows, dtype=bool)

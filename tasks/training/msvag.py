@@ -40,8 +40,8 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from tasks.errors import ConfigError
-from tasks.tf1 import tf
+from tasks.core.errors import ConfigError
+from tasks.training.tf1 import tf
 
 RHO_CAP = 1.0 - 1e-7
 
@@ -55,7 +55,7 @@ class StepScalars(NamedTuple):
     variance_weight: tf.Tensor  # w_t (0 at t = 1)
     direction_scale: tf.Tensor  # 1/c for M-SVAG (the direction is m̂ = m_t/c), 1 for SVAG (g)
 
-    def cast(self, dtype) -> "StepScalars":
+    def cast(self, dtype) -> StepScalars:
         return StepScalars(*(tf.cast(value, dtype) for value in self))
 
 
@@ -166,15 +166,17 @@ class _VarianceAdaptedOptimizer(tf.train.Optimizer):
     # θ -= step_size·delta in one kernel (the one plain SGD uses), for ref and for resource variables.
     def _apply_dense(self, grad, var):
         def apply_step(step_size, delta):
-            return tf.raw_ops.ApplyGradientDescent(var=var, alpha=step_size, delta=delta,
-                                                   use_locking=self._use_locking).op
+            return tf.raw_ops.ApplyGradientDescent(
+                var=var, alpha=step_size, delta=delta, use_locking=self._use_locking
+            ).op
 
         return self._apply_variance_adapted(grad, var, apply_step)
 
     def _resource_apply_dense(self, grad, handle):
         def apply_step(step_size, delta):
-            return tf.raw_ops.ResourceApplyGradientDescent(var=handle.handle, alpha=step_size, delta=delta,
-                                                           use_locking=self._use_locking)
+            return tf.raw_ops.ResourceApplyGradientDescent(
+                var=handle.handle, alpha=step_size, delta=delta, use_locking=self._use_locking
+            )
 
         return self._apply_variance_adapted(grad, handle, apply_step)
 
@@ -193,6 +195,7 @@ class _VarianceAdaptedOptimizer(tf.train.Optimizer):
             with tf.colocate_with(step):
                 advance = step.assign_add(1.0, use_locking=self._use_locking, read_value=False)
         return tf.group(*update_ops, advance, name=name_scope)
+
 
 def _densify(values, indices, var):
     """The dense gradient of `var` from de-duplicated sparse rows."""

@@ -12,16 +12,17 @@ import datetime as dt
 import difflib
 import hashlib
 import json
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from tasks.errors import ConfigError
-from tasks.registry import MODEL_PARAMS, OPTIMIZER_PARAMS, resolve_params
+from tasks.core.errors import ConfigError
+from tasks.core.registry import MODEL_PARAMS, OPTIMIZER_PARAMS, resolve_params
 
 # Bump when the training code changes what a given config produces, so that old runs are not reused.
 RUN_SCHEMA_VERSION = 2
@@ -49,7 +50,7 @@ class ModelConfig(_Strict):
     params: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="after")
-    def _known_model(self) -> "ModelConfig":
+    def _known_model(self) -> ModelConfig:
         if self.name not in MODEL_PARAMS:
             raise ValueError(_unknown_choice("model name", self.name, MODEL_PARAMS))
         object.__setattr__(self, "params", resolve_params(MODEL_PARAMS[self.name], self.params, "params"))
@@ -69,7 +70,7 @@ class SplitConfig(_Strict):
 class OptimizerEntry(_Strict):
     name: str
     optimizer: str | None = None  # registry name; defaults to `name`
-    learning_rate: Union[float, list[float]]
+    learning_rate: float | list[float]
     params: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("learning_rate", mode="before")
@@ -81,23 +82,21 @@ class OptimizerEntry(_Strict):
         for rate in rates:
             if isinstance(rate, bool) or not isinstance(rate, (int, float)):
                 raise ValueError(f"expected a number > 0, found {rate!r}")
-            if not rate > 0 or rate != rate or rate == float("inf"):
+            if not (rate > 0 and math.isfinite(rate)):
                 raise ValueError(f"expected a finite number > 0, found {rate!r}")
         if len(set(rates)) != len(rates):
             raise ValueError(f"the grid lists a learning rate twice: {rates}")
         return [float(r) for r in rates] if isinstance(value, list) else float(value)
 
     @model_validator(mode="after")
-    def _known_optimizer(self) -> "OptimizerEntry":
+    def _known_optimizer(self) -> OptimizerEntry:
         check_safe_name(self.name, "optimizer entry name")
         registry_name = self.optimizer or self.name
         if registry_name not in OPTIMIZER_PARAMS:
             field = "optimizer" if self.optimizer else "name"
             raise ValueError(f"{field}: " + _unknown_choice("optimizer", registry_name, OPTIMIZER_PARAMS))
         object.__setattr__(self, "optimizer", registry_name)
-        object.__setattr__(
-            self, "params", resolve_params(OPTIMIZER_PARAMS[registry_name], self.params, "params")
-        )
+        object.__setattr__(self, "params", resolve_params(OPTIMIZER_PARAMS[registry_name], self.params, "params"))
         return self
 
     @property
@@ -136,7 +135,7 @@ class ExperimentConfig(_Strict):
         return value
 
     @model_validator(mode="after")
-    def _unique_entries(self) -> "ExperimentConfig":
+    def _unique_entries(self) -> ExperimentConfig:
         names = [entry.name for entry in self.optimizers]
         duplicates = sorted({name for name in names if names.count(name) > 1})
         if duplicates:

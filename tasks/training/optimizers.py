@@ -1,4 +1,4 @@
-"""The optimizer registry: a name of `tasks.registry.OPTIMIZER_PARAMS` → a `tf.compat.v1.train.Optimizer`.
+"""The optimizer registry: a name of `tasks.core.registry.OPTIMIZER_PARAMS` → a `tf.compat.v1.train.Optimizer`.
 
 TensorFlow is imported inside the factories, so that the scheduler and the config code can import
 this module without loading TF.
@@ -6,14 +6,15 @@ this module without loading TF.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
-from tasks.errors import ConfigError
-from tasks.registry import OPTIMIZER_PARAMS, resolve_params
+from tasks.core.errors import ConfigError
+from tasks.core.registry import OPTIMIZER_PARAMS, resolve_params
 
 
 def _tf():
-    from tasks.tf1 import tf  # deferred: importing the registry must not load TF
+    from tasks.training.tf1 import tf  # deferred: importing the registry must not load TF
 
     return tf
 
@@ -43,19 +44,17 @@ def _rmsprop(learning_rate: float, params: dict[str, Any]):
 
 
 def _adagrad(learning_rate: float, params: dict[str, Any]):
-    return _tf().train.AdagradOptimizer(
-        learning_rate, initial_accumulator_value=params["initial_accumulator_value"]
-    )
+    return _tf().train.AdagradOptimizer(learning_rate, initial_accumulator_value=params["initial_accumulator_value"])
 
 
 def _msvag(learning_rate: float, params: dict[str, Any]):
-    from tasks.msvag import MSVAGOptimizer
+    from tasks.training.msvag import MSVAGOptimizer
 
     return MSVAGOptimizer(learning_rate, beta=params["beta"])
 
 
 def _svag(learning_rate: float, params: dict[str, Any]):
-    from tasks.msvag import SVAGOptimizer
+    from tasks.training.msvag import SVAGOptimizer
 
     return SVAGOptimizer(learning_rate, beta=params["beta"])
 
@@ -81,13 +80,9 @@ def make_optimizer(name: str, learning_rate: float, params: dict[str, Any]):
     here (a missing one takes its default) so that a caller bypassing the schema cannot slip a typo in.
     """
     if name not in _FACTORIES:
-        raise ConfigError(
-            f"optimizer '{name}': unknown optimizer; valid optimizers: {', '.join(OPTIMIZER_NAMES)}"
-        )
+        raise ConfigError(f"optimizer '{name}': unknown optimizer; valid optimizers: {', '.join(OPTIMIZER_NAMES)}")
     if isinstance(learning_rate, bool) or not isinstance(learning_rate, (int, float)) or not learning_rate > 0:
-        raise ConfigError(
-            f"optimizer '{name}' learning_rate: expected a number > 0, found {learning_rate!r}"
-        )
+        raise ConfigError(f"optimizer '{name}' learning_rate: expected a number > 0, found {learning_rate!r}")
     try:
         resolved = resolve_params(OPTIMIZER_PARAMS[name], dict(params), f"optimizer '{name}' params")
     except ValueError as exc:

@@ -18,15 +18,26 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from tasks.errors import ReportError
+from tasks.core.errors import ReportError
 
 SGD_ENTRY = "sgd"
-SUMMARY_SCHEMA = pa.schema([
-    ("name", pa.string()), ("optimizer", pa.string()), ("learning_rate", pa.float64()), ("seed", pa.int64()),
-    ("run_hash", pa.string()), ("status", pa.string()), ("test_accuracy", pa.float64()),
-    ("test_loss", pa.float64()), ("best_val_accuracy", pa.float64()), ("best_val_epoch", pa.int32()),
-    ("final_val_accuracy", pa.float64()), ("seconds_per_epoch", pa.float64()), ("wall_seconds", pa.float64()),
-])
+SUMMARY_SCHEMA = pa.schema(
+    [
+        ("name", pa.string()),
+        ("optimizer", pa.string()),
+        ("learning_rate", pa.float64()),
+        ("seed", pa.int64()),
+        ("run_hash", pa.string()),
+        ("status", pa.string()),
+        ("test_accuracy", pa.float64()),
+        ("test_loss", pa.float64()),
+        ("best_val_accuracy", pa.float64()),
+        ("best_val_epoch", pa.int32()),
+        ("final_val_accuracy", pa.float64()),
+        ("seconds_per_epoch", pa.float64()),
+        ("wall_seconds", pa.float64()),
+    ]
+)
 RUN_KEYS = ("name", "optimizer", "learning_rate", "params", "seed", "run_hash", "run_dir", "run", "evaluation")
 
 
@@ -65,20 +76,33 @@ def run_result(run: dict[str, Any]) -> RunResult:
     """Check one run dict of build_report and read its numbers; ReportError names what is wrong."""
     missing = [key for key in RUN_KEYS if key not in run]
     if missing:
-        raise ReportError(f"run {run.get('name', '?')}/seed {run.get('seed', '?')}: missing keys {missing}; "
-                          f"each run needs {list(RUN_KEYS)}")
+        raise ReportError(
+            f"run {run.get('name', '?')}/seed {run.get('seed', '?')}: missing keys {missing}; "
+            f"each run needs {list(RUN_KEYS)}"
+        )
     evaluation, where = run["evaluation"], Path(run["run_dir"]) / "evaluation.json"
     status = evaluation.get("status")
     if status != run["run"].get("status"):
-        raise ReportError(f"{where}: status {status!r} disagrees with run.json's {run['run'].get('status')!r}; "
-                          "delete evaluation.json and rerun EvaluateRun")
+        raise ReportError(
+            f"{where}: status {status!r} disagrees with run.json's {run['run'].get('status')!r}; "
+            "delete evaluation.json and rerun EvaluateRun"
+        )
     if evaluation.get("run_hash") != run["run_hash"]:
-        raise ReportError(f"{where}: run_hash {evaluation.get('run_hash')!r}, expected {run['run_hash']!r}; "
-                          "it belongs to another run: delete it and rerun EvaluateRun")
+        raise ReportError(
+            f"{where}: run_hash {evaluation.get('run_hash')!r}, expected {run['run_hash']!r}; "
+            "it belongs to another run: delete it and rerun EvaluateRun"
+        )
     result = RunResult(
-        name=run["name"], optimizer=run["optimizer"], learning_rate=float(run["learning_rate"]),
-        params=dict(run["params"]), seed=int(run["seed"]), run_hash=run["run_hash"], status=status,
-        run_dir=Path(run["run_dir"]), run=run["run"], evaluation=evaluation,
+        name=run["name"],
+        optimizer=run["optimizer"],
+        learning_rate=float(run["learning_rate"]),
+        params=dict(run["params"]),
+        seed=int(run["seed"]),
+        run_hash=run["run_hash"],
+        status=status,
+        run_dir=Path(run["run_dir"]),
+        run=run["run"],
+        evaluation=evaluation,
         wall_seconds=run["run"].get("wall_seconds"),
     )
     metrics = evaluation.get("metrics")
@@ -132,14 +156,16 @@ def group_grid(results: list[RunResult]) -> dict[str, list[GridPoint]]:
         points = grid.setdefault(result.name, {})
         point = points.setdefault(result.run_hash, GridPoint(result.name, result.run_hash, result.learning_rate))
         if any(run.seed == result.seed for run in point.runs):
-            raise ReportError(f"{result.name} (run {result.run_hash}) lists seed {result.seed} twice; "
-                              "pass each run once")
+            raise ReportError(
+                f"{result.name} (run {result.run_hash}) lists seed {result.seed} twice; pass each run once"
+            )
         point.runs.append(result)
     return {name: list(points.values()) for name, points in grid.items()}
 
 
 def select_best(points: list[GridPoint]) -> GridPoint:
     """The selection rule of this module's docstring; min() keeps the first of equal keys."""
+
     def key(point: GridPoint) -> tuple[int, float]:
         score = point.mean_final_val_accuracy
         return point.diverged, -(score if score is not None else -np.inf)
@@ -159,20 +185,28 @@ def table_rows(grid: dict[str, list[GridPoint]], best: dict[str, GridPoint]) -> 
         first = point.runs[0]
         completed = point.completed
         test_mean, test_std = mean_std([run.test_accuracy for run in completed])
-        rows.append({
-            "name": name, "optimizer": first.optimizer, "learning_rate": point.learning_rate,
-            "params": format_params(first.params), "run_hash": point.run_hash,
-            "status": "completed" if completed else "diverged",
-            "seeds": [run.seed for run in point.runs], "grid_points": len(points),
-            "test_accuracy_mean": test_mean, "test_accuracy_std": test_std,
-            "test_loss_mean": mean_std([run.test_loss for run in completed])[0],
-            "best_val_accuracy_mean": mean_std([run.best_val_accuracy for run in completed])[0],
-            "best_val_epochs": [run.best_val_epoch for run in completed],
-            "final_val_accuracy_mean": point.mean_final_val_accuracy,
-            "diverged_runs": sum(p.diverged for p in points), "total_runs": sum(len(p.runs) for p in points),
-            "seconds_per_epoch": mean_std([run.seconds_per_epoch for run in point.runs])[0],
-            "overhead_vs_sgd": None,
-        })
+        rows.append(
+            {
+                "name": name,
+                "optimizer": first.optimizer,
+                "learning_rate": point.learning_rate,
+                "params": format_params(first.params),
+                "run_hash": point.run_hash,
+                "status": "completed" if completed else "diverged",
+                "seeds": [run.seed for run in point.runs],
+                "grid_points": len(points),
+                "test_accuracy_mean": test_mean,
+                "test_accuracy_std": test_std,
+                "test_loss_mean": mean_std([run.test_loss for run in completed])[0],
+                "best_val_accuracy_mean": mean_std([run.best_val_accuracy for run in completed])[0],
+                "best_val_epochs": [run.best_val_epoch for run in completed],
+                "final_val_accuracy_mean": point.mean_final_val_accuracy,
+                "diverged_runs": sum(p.diverged for p in points),
+                "total_runs": sum(len(p.runs) for p in points),
+                "seconds_per_epoch": mean_std([run.seconds_per_epoch for run in point.runs])[0],
+                "overhead_vs_sgd": None,
+            }
+        )
     reference = next((row for row in rows if row["name"] == SGD_ENTRY), None)
     if reference is None:  # an entry may be renamed, e.g. "sgd-baseline"; the registry name still says sgd
         reference = next((row for row in rows if row["optimizer"] == SGD_ENTRY), None)

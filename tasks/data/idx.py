@@ -25,8 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from tasks.dataset import IMAGE_COLS, IMAGE_MAGIC, IMAGE_PIXELS, IMAGE_ROWS, LABEL_MAGIC, NUM_CLASSES
-from tasks.errors import DataError
+from tasks.core.errors import DataError
+from tasks.data.dataset import IMAGE_COLS, IMAGE_MAGIC, IMAGE_PIXELS, IMAGE_ROWS, LABEL_MAGIC, NUM_CLASSES
 
 # Far above Fashion-MNIST (60,000 rows) and small enough that no header can make us allocate absurdly.
 MAX_ROWS = 10_000_000
@@ -90,8 +90,11 @@ def _peek_header(buffer: bytes | memoryview, source: str, kind: str | None) -> I
             hint = f", which is a {_KIND_OF[magic]} file: are the images and labels files swapped?"
         elif bytes(buffer[:2]) == GZIP_MAGIC:
             hint = ", the gzip magic: the payload is still compressed (decompress it with read_gz)"
-        raise _fail(source, f"IDX magic {wanted} for a Fashion-MNIST {' or '.join(expected_kinds)} file",
-                    f"{_describe_magic(magic)}{hint}")
+        raise _fail(
+            source,
+            f"IDX magic {wanted} for a Fashion-MNIST {' or '.join(expected_kinds)} file",
+            f"{_describe_magic(magic)}{hint}",
+        )
     found_kind = _KIND_OF[magic]
     header_bytes = _HEADER_BYTES[found_kind]
     if len(buffer) < header_bytes:
@@ -101,8 +104,11 @@ def _peek_header(buffer: bytes | memoryview, source: str, kind: str | None) -> I
     if found_kind == IMAGES and dims[1:] != (IMAGE_ROWS, IMAGE_COLS):
         raise _fail(source, f"{IMAGE_ROWS}x{IMAGE_COLS} images", f"{dims[1]}x{dims[2]} images in the header")
     if count > MAX_ROWS:
-        raise _fail(source, f"at most {MAX_ROWS:,} {found_kind}",
-                    f"a header declaring {count:,} {found_kind}; refused before allocating it")
+        raise _fail(
+            source,
+            f"at most {MAX_ROWS:,} {found_kind}",
+            f"a header declaring {count:,} {found_kind}; refused before allocating it",
+        )
     return IdxHeader(found_kind, count)
 
 
@@ -114,15 +120,19 @@ def _length_error(source: str, header: IdxHeader, found: int, at_least: bool = F
         # Decompression stops at the first excess byte, so from read_gz the count is a lower bound.
         qualifier = "at least " if at_least else ""
         detail = f"{qualifier}{found:,} bytes ({qualifier}{found - expected:,} trailing bytes after the last row)"
-    return _fail(source, f"{expected:,} bytes ({header.header_bytes}-byte header + {header.count:,} {header.kind})",
-                 detail)
+    return _fail(
+        source, f"{expected:,} bytes ({header.header_bytes}-byte header + {header.count:,} {header.kind})", detail
+    )
 
 
 def _checked_header(payload: bytes, source: str, kind: str) -> IdxHeader:
     header = _peek_header(payload, source, kind)
     if header is None:
-        raise _fail(source, f"a {_HEADER_BYTES[kind]}-byte IDX {kind} header",
-                    f"only {len(payload)} bytes: the file is truncated")
+        raise _fail(
+            source,
+            f"a {_HEADER_BYTES[kind]}-byte IDX {kind} header",
+            f"only {len(payload)} bytes: the file is truncated",
+        )
     if len(payload) != header.payload_bytes:
         raise _length_error(source, header, len(payload))
     return header
@@ -131,8 +141,9 @@ def _checked_header(payload: bytes, source: str, kind: str) -> IdxHeader:
 def parse_images(payload: bytes, source: str) -> np.ndarray:
     """Decode an IDX images payload into an (N, 784) uint8 array, a read-only view of `payload`."""
     header = _checked_header(payload, source, IMAGES)
-    return np.frombuffer(payload, dtype=np.uint8, count=header.count * IMAGE_PIXELS,
-                         offset=header.header_bytes).reshape(header.count, IMAGE_PIXELS)
+    return np.frombuffer(
+        payload, dtype=np.uint8, count=header.count * IMAGE_PIXELS, offset=header.header_bytes
+    ).reshape(header.count, IMAGE_PIXELS)
 
 
 def parse_labels(payload: bytes, source: str) -> np.ndarray:
@@ -142,8 +153,11 @@ def parse_labels(payload: bytes, source: str) -> np.ndarray:
     out_of_range = labels >= NUM_CLASSES
     if out_of_range.any():
         first_row = int(np.argmax(out_of_range))
-        raise _fail(source, f"labels 0-{NUM_CLASSES - 1}",
-                    f"{int(labels[first_row])} at row {first_row} ({int(out_of_range.sum()):,} rows out of range)")
+        raise _fail(
+            source,
+            f"labels 0-{NUM_CLASSES - 1}",
+            f"{int(labels[first_row])} at row {first_row} ({int(out_of_range.sum()):,} rows out of range)",
+        )
     return labels
 
 
@@ -165,8 +179,12 @@ def read_gz(path: str | os.PathLike, max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
     try:
         handle = open(file_path, "rb")
     except OSError as exc:
-        raise _fail(source, "a readable gzip file", f"an error opening it ({exc.strerror or exc})",
-                    "check the raw data directory and re-fetch the file") from exc
+        raise _fail(
+            source,
+            "a readable gzip file",
+            f"an error opening it ({exc.strerror or exc})",
+            "check the raw data directory and re-fetch the file",
+        ) from exc
 
     def read_more() -> bytes:
         try:
@@ -212,9 +230,12 @@ def read_gz(path: str | os.PathLike, max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
             if header is None and produced >= 4:
                 header = _peek_header(b"".join(chunks)[:16], source, kind)
                 if header is not None and header.payload_bytes > max_bytes:
-                    raise _fail(source, f"an IDX payload of at most {max_bytes:,} bytes",
-                                f"a header declaring {header.count:,} {header.kind} "
-                                f"({header.payload_bytes:,} bytes); refused before decompressing it")
+                    raise _fail(
+                        source,
+                        f"an IDX payload of at most {max_bytes:,} bytes",
+                        f"a header declaring {header.count:,} {header.kind} "
+                        f"({header.payload_bytes:,} bytes); refused before decompressing it",
+                    )
             if header is not None and produced > header.payload_bytes:
                 raise _length_error(source, header, produced, at_least=True)
             if decompressor.eof:
@@ -228,13 +249,17 @@ def read_gz(path: str | os.PathLike, max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
                 if not data:
                     break  # end of file inside a member
     if decompressor is not None:
-        raise _fail(source, "a complete gzip stream",
-                    f"the stream ending inside gzip member {members} after {produced:,} bytes (truncated download?)")
+        raise _fail(
+            source,
+            "a complete gzip stream",
+            f"the stream ending inside gzip member {members} after {produced:,} bytes (truncated download?)",
+        )
     return b"".join(chunks)
 
 
-def decode_pair(images_gz: str | os.PathLike, labels_gz: str | os.PathLike,
-                max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) -> tuple[np.ndarray, np.ndarray, dict]:
+def decode_pair(
+    images_gz: str | os.PathLike, labels_gz: str | os.PathLike, max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
+) -> tuple[np.ndarray, np.ndarray, dict]:
     """Decode one images/labels pair of .gz files.
 
     Returns (images N×784 uint8, labels N uint8, info) where info is

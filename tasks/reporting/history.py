@@ -8,21 +8,30 @@ replaces its partition atomically, so rerunning a night never duplicates it.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from tasks.errors import DataError
-from tasks.storage import atomic_path
+from tasks.core.errors import DataError
+from tasks.core.storage import atomic_path
 
-HISTORY_SCHEMA = pa.schema([
-    ("name", pa.string()), ("optimizer", pa.string()), ("learning_rate", pa.float64()),
-    ("run_hash", pa.string()), ("test_accuracy_mean", pa.float64()), ("test_accuracy_std", pa.float64()),
-    ("diverged_runs", pa.int64()), ("total_runs", pa.int64()), ("seconds_per_epoch", pa.float64()),
-])
+HISTORY_SCHEMA = pa.schema(
+    [
+        ("name", pa.string()),
+        ("optimizer", pa.string()),
+        ("learning_rate", pa.float64()),
+        ("run_hash", pa.string()),
+        ("test_accuracy_mean", pa.float64()),
+        ("test_accuracy_std", pa.float64()),
+        ("diverged_runs", pa.int64()),
+        ("total_runs", pa.int64()),
+        ("seconds_per_epoch", pa.float64()),
+    ]
+)
 PARTITION = "date"
 
 
@@ -47,7 +56,9 @@ def read_history(history_dir: Path) -> list[dict[str, Any]]:
         return []
     try:
         dataset = ds.dataset(
-            str(root), format="parquet", schema=HISTORY_SCHEMA.append(pa.field(PARTITION, pa.string())),
+            str(root),
+            format="parquet",
+            schema=HISTORY_SCHEMA.append(pa.field(PARTITION, pa.string())),
             partitioning=ds.partitioning(pa.schema([(PARTITION, pa.string())]), flavor="hive"),
             exclude_invalid_files=False,
         )
@@ -59,27 +70,35 @@ def read_history(history_dir: Path) -> list[dict[str, Any]]:
     return sorted(rows, key=lambda row: (row[PARTITION], row["name"]))
 
 
-def regression_alerts(history: Sequence[dict[str, Any]], date: str, tonight: Sequence[dict[str, Any]],
-                      window: int, threshold: float) -> list[str]:
+def regression_alerts(
+    history: Sequence[dict[str, Any]], date: str, tonight: Sequence[dict[str, Any]], window: int, threshold: float
+) -> list[str]:
     """Alerts for entries whose test accuracy tonight fell more than `threshold` below the mean of the
     previous `window` nights that have a value for it. Nights on or after `date` are not compared."""
     alerts = []
     earlier_dates = sorted({row[PARTITION] for row in history if row[PARTITION] < date})
     for row in tonight:
         name = row["name"]
-        previous = [r["test_accuracy_mean"] for r in history
-                    if r["name"] == name and r[PARTITION] in earlier_dates and r["test_accuracy_mean"] is not None]
+        previous = [
+            r["test_accuracy_mean"]
+            for r in history
+            if r["name"] == name and r[PARTITION] in earlier_dates and r["test_accuracy_mean"] is not None
+        ]
         previous = previous[-window:]
         if not previous:
             continue
         baseline = sum(previous) / len(previous)
         current = row.get("test_accuracy_mean")
         if current is None:
-            alerts.append(f"{name}: every run diverged tonight; the previous {len(previous)} night(s) "
-                          f"averaged test accuracy {baseline:.4f}")
+            alerts.append(
+                f"{name}: every run diverged tonight; the previous {len(previous)} night(s) "
+                f"averaged test accuracy {baseline:.4f}"
+            )
         elif baseline - current > threshold:
-            alerts.append(f"{name}: test accuracy {current:.4f} is {baseline - current:.4f} below the mean "
-                          f"{baseline:.4f} of the previous {len(previous)} night(s) (threshold {threshold:.4f})")
+            alerts.append(
+                f"{name}: test accuracy {current:.4f} is {baseline - current:.4f} below the mean "
+                f"{baseline:.4f} of the previous {len(previous)} night(s) (threshold {threshold:.4f})"
+            )
     return alerts
 
 

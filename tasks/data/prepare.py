@@ -7,13 +7,13 @@ from pathlib import Path
 
 import numpy as np
 
-from tasks.arrays import load_arrays, write_arrays, write_indices
-from tasks.dataset import NUM_CLASSES, RAW_FILES
-from tasks.errors import DataError
-from tasks.faults import crash_point
-from tasks.idx import decode_pair
-from tasks.split import stratified_split
-from tasks.storage import quarantine, read_json, sha256_file
+from tasks.core.errors import DataError
+from tasks.core.faults import crash_point
+from tasks.core.storage import quarantine, read_json, sha256_file
+from tasks.data.arrays import load_arrays, write_arrays, write_indices
+from tasks.data.dataset import NUM_CLASSES, RAW_FILES
+from tasks.data.idx import decode_pair
+from tasks.data.split import stratified_split
 
 
 def _pairs() -> dict[str, tuple[str, str]]:
@@ -65,8 +65,11 @@ def decode_dataset(raw_dir: Path, arrays_dir: Path, fetch_records: dict[str, dic
                 }
             arrow_path = arrays_dir / f"{split}.arrow"
             write_arrays(arrow_path, images, labels)
-            manifest["arrays"][split] = {"path": str(arrow_path), "rows": info["rows"],
-                                         "sha256": sha256_file(arrow_path)}
+            manifest["arrays"][split] = {
+                "path": str(arrow_path),
+                "rows": info["rows"],
+                "sha256": sha256_file(arrow_path),
+            }
             progress.update(1)
     crash_point("decode.arrays-written")
     return manifest
@@ -78,8 +81,12 @@ def make_split(train_arrow: Path, out_path: Path, per_class: int, seed: int) -> 
     val_indices = stratified_split(labels, per_class, seed)
     write_indices(out_path, val_indices)
     class_counts = np.bincount(labels[val_indices], minlength=NUM_CLASSES)
-    return {"rows": int(val_indices.size), "per_class": per_class, "seed": seed,
-            "class_counts": [int(count) for count in class_counts]}
+    return {
+        "rows": int(val_indices.size),
+        "per_class": per_class,
+        "seed": seed,
+        "class_counts": [int(count) for count in class_counts],
+    }
 
 
 def verify_data(raw_dir: Path, manifest_path: Path, expected_payload_sha256: dict[str, str]) -> dict:
@@ -90,7 +97,7 @@ def verify_data(raw_dir: Path, manifest_path: Path, expected_payload_sha256: dic
     is quarantined, and so is the manifest, so that the next run fetches and decodes afresh; then a
     DataError lists every problem and where each file went.
     """
-    from tasks.fetch import verify_raw_file
+    from tasks.data.fetch import verify_raw_file
 
     raw_dir, manifest_path = Path(raw_dir), Path(manifest_path)
     manifest = read_json(manifest_path)
@@ -101,23 +108,28 @@ def verify_data(raw_dir: Path, manifest_path: Path, expected_payload_sha256: dic
         try:
             record = read_json(raw_dir / f"{name}.json")
             if record.get("payload_sha256") != expected_payload_sha256[name]:
-                raise DataError(f"{path}: its record says payload sha256 {record.get('payload_sha256')}, "
-                                f"expected {expected_payload_sha256[name]}")
+                raise DataError(
+                    f"{path}: its record says payload sha256 {record.get('payload_sha256')}, "
+                    f"expected {expected_payload_sha256[name]}"
+                )
             verify_raw_file(path, record)
             checked[name] = record["gz_sha256"]
         except (DataError, OSError, ValueError) as exc:
             problems.append(_set_aside(path, str(exc)))
-    for split, entry in manifest.get("arrays", {}).items():
+    for entry in manifest.get("arrays", {}).values():
         path = Path(entry["path"])
         found = sha256_file(path) if path.is_file() else "no file"
         if found != entry["sha256"]:
-            problems.append(_set_aside(path, f"{path}: expected sha256 {entry['sha256']} (from {manifest_path}), found {found}"))
+            problems.append(
+                _set_aside(path, f"{path}: expected sha256 {entry['sha256']} (from {manifest_path}), found {found}")
+            )
         else:
             checked[path.name] = found
     if problems:
         moved = quarantine(manifest_path, "set aside by the nightly verification: " + "; ".join(problems))
         raise DataError(
-            "the data changed since it was verified:\n  " + "\n  ".join(problems)
+            "the data changed since it was verified:\n  "
+            + "\n  ".join(problems)
             + f"\nthe manifest was moved to {moved}; rerun and the files will be fetched and decoded again"
         )
     return {"verified": checked}

@@ -1,0 +1,1 @@
+"""Reporting: statistics, comparison tables, figures, templates and nightly history. Never imports TensorFlow."""

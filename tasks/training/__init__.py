@@ -1,0 +1,1 @@
+"""Training: the one TensorFlow import, models, optimizers (M-SVAG, SVAG, sign descent), graph, loop, checkpoints."""
