@@ -129,7 +129,8 @@ def _keras_epoch(job: dict) -> float:
 
 def _project_epoch(job: dict) -> float:
     """(c): `examples_per_second` of one epoch of tasks.training.loop.train_run."""
-    from tasks.core.config import parse_config, run_settings
+    from tasks.core.config import parse_config
+    from tasks.core.runs import run_settings
     from tasks.training.loop import train_run
 
     config = parse_config(
@@ -141,7 +142,7 @@ def _project_epoch(job: dict) -> float:
             "optimizers": [{"name": job["optimizer"], "learning_rate": LEARNING_RATES[job["optimizer"]]}],
         }
     )
-    settings = run_settings(config, config.optimizers[0], LEARNING_RATES[job["optimizer"]])
+    settings = run_settings(config, config.optimizers[0], LEARNING_RATES[job["optimizer"]]).as_dict()
     with tempfile.TemporaryDirectory(prefix="train-bench-") as temp:
         record = train_run(
             settings,

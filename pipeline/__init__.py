@@ -8,11 +8,11 @@ from luigi.tools.range import RangeDaily  # so that `luigi --module pipeline Ran
 
 from pipeline import hygiene  # noqa: F401 - registers the temp-file sweep that runs before every task
 from pipeline.data import DecodeData, FetchFile, PrepareData, VerifyData
-from pipeline.experiment import TrainExperiment
-from pipeline.nightly import NightlyReport
+from pipeline.experiment import TrainExperiment, TuneLearningRate
+from pipeline.nightly import NightlyHistory, NightlyReport
 from pipeline.reporting import ExperimentReport, FullReport
 from pipeline.settings import pipeline as PipelineSettings  # noqa: N812 - luigi names the class by its section
-from pipeline.training import EvaluateRun, TrainRun
+from pipeline.training import EvaluateRun, NightlyEvaluateRun, NightlyTrainRun, TrainRun
 
 __all__ = [
     "DecodeData",
@@ -20,11 +20,15 @@ __all__ = [
     "ExperimentReport",
     "FetchFile",
     "FullReport",
+    "NightlyEvaluateRun",
+    "NightlyHistory",
     "NightlyReport",
+    "NightlyTrainRun",
     "PipelineSettings",
     "PrepareData",
     "RangeDaily",
     "TrainExperiment",
     "TrainRun",
+    "TuneLearningRate",
     "VerifyData",
 ]

@@ -1,7 +1,10 @@
-"""Nightly retraining: NightlyReport(date) retrains every run of a config into dated folders, compares
-the night with the previous ones, and fails loudly on a regression.
+"""Nightly retraining, per config: NightlyHistory(date) retrains and records a night; NightlyReport(date)
+reports it against the nights before it and fails loudly on a regression.
 
-Backfill: `luigi --module pipeline RangeDaily --of NightlyReport --start YYYY-MM-DD`.
+Outputs are per experiment: `reports/<experiment>/nightly/<date>/` and `history/<experiment>/`.
+A backfill must not depend on the order the nights happen to run in, so with `since` set (the first night
+of the backfill), each night's history waits for the previous night's. Backfill:
+`luigi --module pipeline RangeDaily --of NightlyReport --start D --of-params '{"config": C, "since": "D"}'`.
 """
 
 from __future__ import annotations
@@ -12,60 +15,109 @@ from pathlib import Path
 
 import luigi
 
-from pipeline.experiment import DEFAULT_CONFIG, config_hash, load_experiment
-from pipeline.reporting import collect_runs, evaluate_tasks
+from pipeline.experiment import DEFAULT_CONFIG, chosen_rates, config_hash, load_experiment, read_tuning, tuning_tasks
+from pipeline.reporting import collect_runs, write_report_json
 from pipeline.settings import layout
-from tasks.core.config import expand_runs
-from tasks.core.errors import PipelineError
-from tasks.core.storage import write_json_atomic
+from pipeline.training import evaluate_task
+from tasks.core.errors import ConfigError, PipelineError
+from tasks.core.runs import final_specs
 
 
 class RegressionAlert(PipelineError):
     """Tonight's test accuracy fell beyond the configured threshold."""
 
 
-class NightlyReport(luigi.Task):
-    """One night: retrain and evaluate every run of the config, report, record history, check regressions.
-
-    `date` comes first so that RangeDaily can fill it in. A night is done when its report.json exists;
-    a night with a regression alert writes its report (alert at the top) and history, then fails, so
-    cron or a monitor sees a non-zero exit, and a rerun reports and fails again until the cause is fixed.
-    """
+class NightTask(luigi.Task):
+    """`date` comes first so that RangeDaily can fill it in."""
 
     date = luigi.DateParameter(default=dt.date.today())
     config = luigi.Parameter(default=DEFAULT_CONFIG)
+    since = luigi.Parameter(
+        default="", significant=False, description="first night of a backfill (YYYY-MM-DD): nights run in order"
+    )
 
     @property
     def night(self) -> str:
         return self.date.isoformat()
 
+    @property
+    def experiment(self):
+        return load_experiment(self.config)[0]
+
+    def night_runs(self):
+        """The night's evaluation tasks (tuned entries at the rate their tuning chose)."""
+        tuning = read_tuning(tuning_tasks(self.config))
+        specs = final_specs(self.experiment, chosen_rates(tuning), self.date)
+        return [evaluate_task(spec, self.date) for spec in specs]
+
+    def previous_night(self) -> NightlyHistory | None:
+        if not self.since:
+            return None
+        try:
+            first = dt.date.fromisoformat(self.since)
+        except ValueError:
+            raise ConfigError(f"{self.task_family} --since: expected a date YYYY-MM-DD, found {self.since!r}") from None
+        previous = self.date - dt.timedelta(days=1)
+        if previous < first:
+            return None
+        return NightlyHistory(date=previous, config=self.config, since=self.since)
+
+
+class NightlyHistory(NightTask):
+    """Retrain and evaluate every final run of the config in the night's folders; record the night's table."""
+
     def requires(self):
-        config = load_experiment(self.config)[0]
-        return evaluate_tasks(expand_runs(config, self.date), night=self.night)
+        needs = {"tuning": tuning_tasks(self.config)}
+        previous = self.previous_night()
+        if previous is not None:
+            needs["previous"] = previous
+        return needs
 
     def output(self):
-        return luigi.LocalTarget(str(layout().nightly_report_dir(self.night) / "report.json"))
+        from tasks.reporting.history import partition_dir
+
+        path = partition_dir(layout().history_dir(self.experiment.experiment), self.night) / "summary.parquet"
+        return luigi.LocalTarget(str(path))
 
     def run(self):
-        from tasks.reporting import figures
-        from tasks.reporting import history as nightly
+        runs = self.night_runs()
+        yield runs
+        from tasks.reporting import history
         from tasks.reporting.comparison import compare
+
+        rows = compare(collect_runs(runs)).rows
+        history.write_night(layout().history_dir(self.experiment.experiment), self.night, rows)
+
+
+class NightlyReport(NightTask):
+    """One night's report against the nights before it. A regression writes the report (alert at the top),
+    then fails, so cron sees a non-zero exit; a rerun reports and fails again until the cause is fixed."""
+
+    def requires(self):
+        return NightlyHistory(date=self.date, config=self.config, since=self.since)
+
+    def output(self):
+        out_dir = layout().nightly_report_dir(self.experiment.experiment, self.night)
+        return luigi.LocalTarget(str(out_dir / "report.json"))
+
+    def run(self):
+        from tasks.reporting import figures, history
         from tasks.reporting.report import build_report
 
         config, text = load_experiment(self.config)
         paths = layout()
-        runs = collect_runs(self.requires())
-        rows = compare(runs).rows
-        history = [row for row in nightly.read_history(paths.history_dir) if row["date"] < self.night]
+        runs = collect_runs(self.night_runs())
+        stored = history.read_history(paths.history_dir(config.experiment))
+        nights = [row for row in stored if row["date"] <= self.night]
+        tonight = [row for row in nights if row["date"] == self.night]
+        before = [row for row in nights if row["date"] < self.night]
         policy = config.nightly
-        alerts = nightly.regression_alerts(
-            history, self.night, rows, policy.regression_window, policy.regression_threshold
+        alerts = history.regression_alerts(
+            before, self.night, tonight, policy.regression_window, policy.regression_threshold
         )
-        nightly.write_night(paths.history_dir, self.night, rows)
-        trend = [row for row in nightly.read_history(paths.history_dir) if row["date"] <= self.night]
         out_dir = Path(self.output().path).parent
         with tempfile.TemporaryDirectory() as scratch:
-            trend_png = figures.accuracy_trend(Path(scratch) / "trend.png", *nightly.trend_series(trend))
+            trend_png = figures.accuracy_trend(Path(scratch) / "trend.png", *history.trend_series(nights))
             result = build_report(
                 out_dir,
                 experiment=config.experiment,
@@ -84,12 +136,4 @@ class NightlyReport(luigi.Task):
                 + "; ".join(alerts)
                 + f". The report with the alert is at {result['html']}"
             )
-        write_json_atomic(
-            self.output().path,
-            {
-                "config": str(self.config),
-                "config_hash": config_hash(config),
-                "html": str(result["html"]),
-                "table": result["table"],
-            },
-        )
+        write_report_json(self.output().path, self.config, config, result)

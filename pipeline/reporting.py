@@ -7,16 +7,13 @@ from pathlib import Path
 
 import luigi
 
-from pipeline.experiment import DEFAULT_CONFIG, config_hash, load_experiment
+from pipeline.experiment import DEFAULT_CONFIG, chosen_rates, config_hash, load_experiment, read_tuning, tuning_tasks
 from pipeline.settings import layout
-from pipeline.training import EvaluateRun
-from tasks.core.config import ExperimentConfig, RunSpec, expand_runs
+from pipeline.training import EvaluateRun, evaluate_task
+from tasks.core.config import ExperimentConfig
 from tasks.core.runfiles import RUN_JSON
+from tasks.core.runs import final_specs
 from tasks.core.storage import read_json, write_json_atomic
-
-
-def evaluate_tasks(specs: list[RunSpec], night: str = "") -> list[EvaluateRun]:
-    return [EvaluateRun(name=spec.name, settings=spec.settings, seed=spec.seed, night=night) for spec in specs]
 
 
 def collect_runs(tasks: list[EvaluateRun]) -> list[dict]:
@@ -24,13 +21,13 @@ def collect_runs(tasks: list[EvaluateRun]) -> list[dict]:
     runs = []
     for task in tasks:
         spec = task.spec
-        optimizer = spec.settings["optimizer"]
+        optimizer = spec.settings.optimizer
         runs.append(
             {
                 "name": spec.name,
-                "optimizer": optimizer["name"],
-                "learning_rate": optimizer["learning_rate"],
-                "params": optimizer["params"],
+                "optimizer": optimizer.name,
+                "learning_rate": optimizer.learning_rate,
+                "params": dict(optimizer.params),
                 "seed": spec.seed,
                 "run_hash": spec.run_hash,
                 "run_dir": task.run_dir,
@@ -42,10 +39,11 @@ def collect_runs(tasks: list[EvaluateRun]) -> list[dict]:
 
 
 class ExperimentReport(luigi.Task):
-    """Every run of one experiment config, evaluated and compared in one dated report folder.
+    """Every final run of one experiment config, evaluated and compared in one dated report folder.
 
     The folder is `reports/<experiment>/<date>/`; `report.json`, written last, records the config hash,
-    so editing the config the same day makes the report (and only the affected runs) rerun.
+    so editing the config the same day makes the report (and only the affected runs) rerun. Tuned
+    entries are tuned first; their final runs are yielded once the chosen rates are known.
     """
 
     config = luigi.Parameter(default=DEFAULT_CONFIG)
@@ -56,7 +54,8 @@ class ExperimentReport(luigi.Task):
         return load_experiment(self.config)[0]
 
     def requires(self):
-        return evaluate_tasks(expand_runs(self.experiment))
+        untuned = [evaluate_task(spec) for spec in final_specs(self.experiment)]
+        return {"tuning": tuning_tasks(self.config), "runs": untuned}
 
     def output(self):
         out_dir = layout().report_dir(self.experiment.experiment, self.date.isoformat())
@@ -71,29 +70,34 @@ class ExperimentReport(luigi.Task):
             return False
 
     def run(self):
+        config, text = load_experiment(self.config)
+        tuning = read_tuning(self.requires()["tuning"])
+        finals = [evaluate_task(spec) for spec in final_specs(config, chosen_rates(tuning))]
+        yield finals
         from tasks.reporting.report import build_report
 
-        config, text = load_experiment(self.config)
-        out_dir = Path(self.output().path).parent
         result = build_report(
-            out_dir,
+            Path(self.output().path).parent,
             experiment=config.experiment,
             title=f"Optimizer comparison: {config.experiment}",
             date=self.date.isoformat(),
             config_hash=config_hash(config),
             config_text=text,
-            runs=collect_runs(self.requires()),
+            runs=collect_runs(finals),
             test_arrow=layout().test_arrow,
         )
-        write_json_atomic(
-            self.output().path,
-            {
-                "config": str(self.config),
-                "config_hash": config_hash(config),
-                "html": str(result["html"]),
-                "table": result["table"],
-            },
-        )
+        write_report_json(self.output().path, self.config, config, result)
+
+
+# What report.json carries from build_report's result, under stable keys.
+REPORT_JSON_KEYS = ("table", "statistics", "time_to_target", "tuning")
+
+
+def write_report_json(path: str, config_path: str, config: ExperimentConfig, result: dict) -> None:
+    """report.json, the task's completion marker: written last, after everything it points at."""
+    record = {"config": str(config_path), "config_hash": config_hash(config), "html": str(result["html"])}
+    record.update({key: result[key] for key in REPORT_JSON_KEYS if key in result})
+    write_json_atomic(path, record)
 
 
 class FullReport(luigi.WrapperTask):

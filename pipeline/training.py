@@ -1,50 +1,86 @@
-"""Training and evaluation of one run: TrainRun → EvaluateRun."""
+"""Training and evaluation of one run: TrainRun → EvaluateRun, and their nightly twins.
+
+A run reads like `TrainRun(learning_rate=0.001, name=adam, run_hash=351b8dc998, seed=1)` in luigid and on
+the console. The full settings travel as a hidden, insignificant parameter and are checked against
+`run_hash` before the task can schedule anything.
+"""
 
 from __future__ import annotations
 
-import datetime as dt
-
 import luigi
-from luigi.freezing import recursively_unfreeze
+from luigi.parameter import ParameterVisibility
 
 from pipeline.data import PrepareData, VerifyData
+from pipeline.params import RunSettingsParameter
 from pipeline.settings import layout, settings
-from tasks.core.config import RunSpec
+from tasks.core.config import check_safe_name
+from tasks.core.errors import ConfigError
 from tasks.core.faults import crash_point
 from tasks.core.runfiles import EVALUATION_JSON, RUN_JSON
+from tasks.core.runs import RunSpec
 from tasks.core.storage import write_json_atomic
 
 
-class RunTask(luigi.Task):
-    """Parameters that identify one run: the optimizer entry's name, its settings, and the seed.
+class RunIdentity(luigi.Task):
+    """The parameters that name one run; `spec` checks them against the settings."""
 
-    `settings` is the plain-JSON dict from `tasks.core.config.run_settings`; the run folder carries its hash.
-    `night` (an ISO date) makes it a nightly retraining run under `runs/nightly/<night>/`, which first
-    re-verifies the data files.
-    """
+    name = luigi.Parameter(description="the optimizer entry's name in the config")
+    run_hash = luigi.Parameter(description="hash of the run's settings: the run folder's name ends with it")
+    seed = luigi.IntParameter(description="the run's seed (initial weights and data order)")
+    learning_rate = luigi.FloatParameter(description="the optimizer's learning rate (part of run_hash)")
+    settings = RunSettingsParameter(
+        significant=False, visibility=ParameterVisibility.HIDDEN, description="the run's full settings (JSON)"
+    )
+    night = ""  # a nightly run's date, ISO; empty for a plain run
 
-    name = luigi.Parameter()
-    settings = luigi.DictParameter()
-    seed = luigi.IntParameter()
-    night = luigi.Parameter(default="")
+    @classmethod
+    def of(cls, spec: RunSpec, **extra):
+        return cls(
+            name=spec.name,
+            run_hash=spec.run_hash,
+            seed=spec.seed,
+            learning_rate=spec.learning_rate,
+            settings=spec.settings,
+            **extra,
+        )
 
     @property
     def spec(self) -> RunSpec:
-        return RunSpec(name=self.name, settings=recursively_unfreeze(self.settings), seed=self.seed)
+        """The run, once its parameters agree with each other; a ConfigError stops scheduling otherwise."""
+        try:
+            check_safe_name(self.name, f"{self.task_family} --name")
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        found = self.settings.run_hash
+        if found != self.run_hash:
+            raise ConfigError(
+                f"{self.task_family}: --run-hash {self.run_hash} does not match the settings' hash {found}"
+            )
+        if self.settings.optimizer.learning_rate != self.learning_rate:
+            raise ConfigError(
+                f"{self.task_family}: --learning-rate {self.learning_rate} differs from the settings' "
+                f"{self.settings.optimizer.learning_rate}"
+            )
+        if not 0 <= self.seed <= 2**31 - 1:
+            raise ConfigError(f"{self.task_family}: --seed expected in [0, 2^31-1], found {self.seed}")
+        return RunSpec(name=self.name, settings=self.settings, seed=self.seed)
 
     @property
     def run_dir(self):
         return layout().run_dir(self.spec, self.night)
 
-    def data_tasks(self) -> dict:
-        split = self.spec.settings["split"]
-        needs = {"split": PrepareData(validation_per_class=split["validation_per_class"], split_seed=split["seed"])}
-        if self.night:
-            needs["verified"] = VerifyData(date=dt.date.fromisoformat(self.night))
-        return needs
+
+class Nightly:
+    """Makes a run a nightly one: dated folders under runs/nightly/<date>/, and data re-verified first."""
+
+    date = luigi.DateParameter(description="the night")
+
+    @property
+    def night(self) -> str:
+        return self.date.isoformat()
 
 
-class TrainRun(RunTask):
+class TrainRun(RunIdentity):
     """Train one (model, optimizer, hyper-parameters, seed) run; run.json, written last, marks it done."""
 
     @property
@@ -52,7 +88,8 @@ class TrainRun(RunTask):
         return {settings().training_resource: 1}
 
     def requires(self):
-        return self.data_tasks()
+        split = self.spec.settings.split
+        return PrepareData(validation_per_class=split.validation_per_class, split_seed=split.seed)
 
     def output(self):
         return luigi.LocalTarget(str(self.run_dir / RUN_JSON))
@@ -63,10 +100,10 @@ class TrainRun(RunTask):
         site = settings()
         self.set_tracking_url(self.run_dir.resolve().as_uri())
         train_run(
-            self.spec.settings,
+            self.spec.settings.as_dict(),
             self.seed,
             layout().train_arrow,
-            self.input()["split"].path,
+            self.input().path,
             self.run_dir,
             intra_op_threads=site.intra_op_threads,
             inter_op_threads=site.inter_op_threads,
@@ -78,11 +115,23 @@ class TrainRun(RunTask):
         self.set_status_message(message)
 
 
-class EvaluateRun(RunTask):
-    """Score one trained run on the test set from its standalone checkpoint."""
+class NightlyTrainRun(Nightly, TrainRun):
+    """A nightly retraining run: its own dated folder, after the night's data verification."""
 
     def requires(self):
-        return TrainRun(name=self.name, settings=self.settings, seed=self.seed, night=self.night)
+        return {"split": super().requires(), "verified": VerifyData(date=self.date)}
+
+    def input(self):
+        return super().input()["split"]
+
+
+class EvaluateRun(RunIdentity):
+    """Score one trained run on the test set from its final checkpoint."""
+
+    train_task = TrainRun
+
+    def requires(self):
+        return self.clone(self.train_task)
 
     def output(self):
         return luigi.LocalTarget(str(self.run_dir / EVALUATION_JSON))
@@ -99,3 +148,15 @@ class EvaluateRun(RunTask):
         )
         crash_point("evaluate.scored")
         write_json_atomic(self.output().path, result)
+
+
+class NightlyEvaluateRun(Nightly, EvaluateRun):
+    train_task = NightlyTrainRun
+
+
+def train_task(spec: RunSpec, date=None) -> TrainRun:
+    return NightlyTrainRun.of(spec, date=date) if date else TrainRun.of(spec)
+
+
+def evaluate_task(spec: RunSpec, date=None) -> EvaluateRun:
+    return NightlyEvaluateRun.of(spec, date=date) if date else EvaluateRun.of(spec)

@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tasks.core.config import expand_runs, load_config, parse_config
+from tasks.core.config import load_config, parse_config
 from tasks.core.errors import ConfigError
 from tasks.core.registry import MODEL_PARAMS, OPTIMIZER_PARAMS
+from tasks.core.runs import expand_runs
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -52,7 +53,7 @@ def test_shipped_configs_load():
 
 def test_grid_and_seeds_expand_in_order():
     runs = expand_runs(parse_config(BASE))
-    assert [(r.name, r.settings["optimizer"]["learning_rate"], r.seed) for r in runs] == [
+    assert [(r.name, r.learning_rate, r.seed) for r in runs] == [
         ("sgd", 0.1, 0),
         ("sgd", 0.1, 1),
         ("adam", 0.001, 0),
@@ -61,7 +62,7 @@ def test_grid_and_seeds_expand_in_order():
         ("adam", 0.01, 1),
     ]
     # Defaults are resolved into the settings, so the hash covers them.
-    assert runs[2].settings["optimizer"]["params"] == {"beta1": 0.9, "beta2": 0.999, "epsilon": 1e-08}
+    assert runs[2].settings.optimizer.params == {"beta1": 0.9, "beta2": 0.999, "epsilon": 1e-08}
 
 
 def test_hash_is_stable_and_covers_exactly_the_run_settings():

@@ -14,8 +14,9 @@ import yaml
 from PIL import Image
 
 from pipeline import FullReport
-from tasks.core.config import expand_runs, load_config
+from tasks.core.config import load_config
 from tasks.core.layout import Layout
+from tasks.core.runs import expand_runs
 from tests.conftest import REAL_DATA_DIR, REPO_ROOT, build
 
 SMOKE = REPO_ROOT / "configs" / "smoke.yaml"

@@ -19,13 +19,14 @@ from tasks.reporting import history as nightly
 from tests.conftest import REPO_ROOT, build
 
 SMOKE = REPO_ROOT / "configs" / "smoke.yaml"
+EXPERIMENT = "nightly-test"
 
 
 @pytest.fixture
 def nightly_config(tmp_path: Path) -> Path:
     """smoke.yaml cut to two optimizers and one epoch, with seeds derived from the date."""
     raw = yaml.safe_load(SMOKE.read_text())
-    raw["experiment"] = "nightly-test"
+    raw["experiment"] = EXPERIMENT
     raw["training"]["epochs"] = 1
     raw["optimizers"] = [entry for entry in raw["optimizers"] if entry["name"] in ("sgd", "adam")]
     # A threshold that seed-to-seed noise never crosses; the regression test tightens it.
@@ -78,8 +79,12 @@ def test_history_round_trip_and_rewrite_is_idempotent(tmp_path):
         nightly.partition_dir(tmp_path, "../../etc")
 
 
-def _night_dir(root: Path, date: str) -> Path:
-    return root / "reports" / "nightly" / date
+def _night_dir(root: Path, date: str, experiment: str = EXPERIMENT) -> Path:
+    return root / "reports" / experiment / "nightly" / date
+
+
+def _history(root: Path, experiment: str = EXPERIMENT) -> Path:
+    return root / "history" / experiment
 
 
 def test_two_nights_then_a_regression(site, ran_tasks, nightly_config, tmp_path):
@@ -87,13 +92,13 @@ def test_two_nights_then_a_regression(site, ran_tasks, nightly_config, tmp_path)
     build(
         [NightlyReport(date=first, config=str(nightly_config)), NightlyReport(date=second, config=str(nightly_config))]
     )
-    assert ran_tasks.families().count("TrainRun") == 4  # 2 optimizers × 1 seed × 2 nights
+    assert ran_tasks.families().count("NightlyTrainRun") == 4  # 2 optimizers × 1 seed × 2 nights
     assert ran_tasks.families().count("VerifyData") == 2
     for night in (first, second):
         report = _night_dir(site, night.isoformat())
         assert (report / "report.json").is_file() and (report / "report.html").is_file()
         assert list((report / "figures").glob("extra-1-*.png")), "the trend plot is missing"
-        assert (site / "history" / f"date={night.isoformat()}" / "summary.parquet").is_file()
+        assert (_history(site) / f"date={night.isoformat()}" / "summary.parquet").is_file()
         assert (site / "data" / "verified" / f"{night.isoformat()}.json").is_file()
     # Dated runs, and the 'date' seed policy gives each night its own seeds.
     seeds = {
@@ -108,9 +113,9 @@ def test_two_nights_then_a_regression(site, ran_tasks, nightly_config, tmp_path)
 
     # Doctor the last night to a perfect score (one synthetic image in ten is mislabelled, so tonight
     # scores at most about 0.9) and tighten the threshold: tonight is a drop. Run it from the command line.
-    rows = nightly.read_history(site / "history")
+    rows = nightly.read_history(_history(site))
     doctored = [dict(row, test_accuracy_mean=1.0) for row in rows if row["date"] == "2026-03-02"]
-    nightly.write_night(site / "history", "2026-03-02", doctored)
+    nightly.write_night(_history(site), "2026-03-02", doctored)
     strict = yaml.safe_load(nightly_config.read_text())
     strict["nightly"].update(regression_window=1, regression_threshold=0.05)
     nightly_config.write_text(yaml.safe_dump(strict))
@@ -147,7 +152,7 @@ def test_two_nights_then_a_regression(site, ran_tasks, nightly_config, tmp_path)
     html = (report / "report.html").read_text()
     assert html.index("below the mean 1.0000") < html.index("<table"), "the alert must be at the top"
     assert not (report / "report.json").exists(), "a night with an alert is not marked done"
-    assert (site / "history" / "date=2026-03-03" / "summary.parquet").is_file()
+    assert (_history(site) / "date=2026-03-03" / "summary.parquet").is_file()
 
 
 def test_range_daily_backfills_two_nights(site, nightly_config):
@@ -164,3 +169,62 @@ def test_range_daily_backfills_two_nights(site, nightly_config):
         night = (today - dt.timedelta(days=offset)).isoformat()
         assert (_night_dir(site, night) / "report.json").is_file(), night
     assert not _night_dir(site, stop.isoformat()).exists()  # stop is exclusive
+
+
+def test_two_configs_on_one_night_are_independent(site, nightly_config, tmp_path):
+    other = tmp_path / "other.yaml"
+    raw = yaml.safe_load(nightly_config.read_text())
+    raw["experiment"] = "other-test"
+    other.write_text(yaml.safe_dump(raw))
+    night = dt.date(2026, 4, 1)
+    build([NightlyReport(date=night, config=str(nightly_config))])
+    # The first config's night being done must not make the other's look done.
+    assert not NightlyReport(date=night, config=str(other)).complete()
+    build([NightlyReport(date=night, config=str(other))])
+    for experiment in (EXPERIMENT, "other-test"):
+        assert (_night_dir(site, night.isoformat(), experiment) / "report.json").is_file()
+        assert [row["date"] for row in nightly.read_history(_history(site, experiment))] == ["2026-04-01"] * 2
+    assert not (site / "reports" / "nightly").exists() and not (site / "history" / "date=2026-04-01").exists()
+
+
+def _trend_png(root: Path, night: str) -> bytes:
+    (png,) = (_night_dir(root, night) / "figures").glob("extra-1-*.png")
+    return png.read_bytes()
+
+
+def test_a_backfill_gives_the_same_reports_as_nights_run_in_order(
+    site, tmp_path, synthetic_raw, nightly_config, ran_tasks
+):
+    """`site` restores the [pipeline] settings that this test points at two roots in turn."""
+    first, second = dt.date(2026, 5, 1), dt.date(2026, 5, 2)
+    config, since = str(nightly_config), first.isoformat()
+    raw, checksums = synthetic_raw
+    roots = {}
+    for label in ("in-order", "backfill"):
+        root = roots[label] = tmp_path / label
+        pipeline_config = luigi.configuration.get_config()
+        for key, value in (
+            ("artifacts_root", str(root)),
+            ("sources", f'["{raw}"]'),
+            ("checksums_file", str(checksums)),
+        ):
+            pipeline_config.set("pipeline", key, value)
+        if label == "in-order":
+            build([NightlyReport(date=first, config=config)])
+            build([NightlyReport(date=second, config=config)])
+        else:
+            ran_tasks.tasks.clear()
+            # The later night is asked for first: with `since`, it still waits for the earlier night's history.
+            build(
+                [
+                    NightlyReport(date=second, config=config, since=since),
+                    NightlyReport(date=first, config=config, since=since),
+                ]
+            )
+            # run() starts again after its dynamic dependencies: keep the first start of each night.
+            order = list(dict.fromkeys(task.date for task in ran_tasks.tasks if task.task_family == "NightlyHistory"))
+            assert order == [first, second]
+    for night in (first, second):
+        assert _trend_png(roots["in-order"], night.isoformat()) == _trend_png(roots["backfill"], night.isoformat())
+    history = nightly.read_history(_history(roots["backfill"]))
+    assert sorted({row["date"] for row in history}) == [first.isoformat(), second.isoformat()]

@@ -14,9 +14,10 @@ import pytest
 
 tf = pytest.importorskip("tensorflow.compat.v1")
 
-from tasks.core.config import parse_config, run_settings, settings_hash  # noqa: E402
+from tasks.core.config import parse_config  # noqa: E402
 from tasks.core.errors import ConfigError, DataError, TrainingError  # noqa: E402
 from tasks.core.registry import OPTIMIZER_PARAMS  # noqa: E402
+from tasks.core.runs import run_settings, settings_hash  # noqa: E402
 from tasks.data.arrays import write_arrays, write_indices  # noqa: E402
 from tasks.training import checkpoints  # noqa: E402
 from tasks.training import graph as train_graph  # noqa: E402
@@ -74,7 +75,7 @@ def make_settings(
             "optimizers": [{"name": optimizer, "learning_rate": learning_rate}],
         }
     )
-    return run_settings(config, config.optimizers[0], learning_rate)
+    return run_settings(config, config.optimizers[0], learning_rate).as_dict()
 
 
 def train(data, run_dir: Path, settings: dict | None = None, seed: int = 0, **kwargs) -> dict:

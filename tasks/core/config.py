@@ -8,13 +8,9 @@ the settings that define its result, so editing one optimizer reruns that optimi
 
 from __future__ import annotations
 
-import datetime as dt
 import difflib
-import hashlib
-import json
 import math
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,9 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from tasks.core.errors import ConfigError
 from tasks.core.registry import MODEL_PARAMS, OPTIMIZER_PARAMS, resolve_params
 
-# Bump when the training code changes what a given config produces, so that old runs are not reused.
-RUN_SCHEMA_VERSION = 2
-HASH_LENGTH = 10
+DEFAULT_TARGETS = (0.85, 0.88)
 
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -117,6 +111,10 @@ class ExperimentConfig(_Strict):
     split: SplitConfig = Field(default_factory=SplitConfig)
     seeds: list[int] = Field(min_length=1)
     optimizers: list[OptimizerEntry] = Field(min_length=1)
+    # Seeds on which a learning-rate grid is tuned (validation only) before its chosen point runs on `seeds`.
+    tuning_seeds: list[int] | None = None
+    # Validation-accuracy targets for time-to-target; a reporting setting, so no run's hash covers it.
+    targets: list[float] = Field(default_factory=lambda: list(DEFAULT_TARGETS), min_length=1, max_length=8)
     nightly: NightlyConfig = Field(default_factory=NightlyConfig)
 
     @field_validator("experiment")
@@ -124,15 +122,34 @@ class ExperimentConfig(_Strict):
     def _safe_experiment(cls, value: str) -> str:
         return check_safe_name(value, "experiment name")
 
-    @field_validator("seeds")
+    @field_validator("seeds", "tuning_seeds")
     @classmethod
-    def _seed_values(cls, value: list[int]) -> list[int]:
-        for seed in value:
+    def _seed_values(cls, value: list[int] | None) -> list[int] | None:
+        for seed in value or []:
             if not 0 <= seed <= 2**31 - 1:
                 raise ValueError(f"expected seeds in [0, 2^31-1], found {seed}")
         if len(set(value)) != len(value):
             raise ValueError(f"a seed is listed twice: {value}")
         return value
+
+    @field_validator("targets")
+    @classmethod
+    def _target_values(cls, value: list[float]) -> list[float]:
+        for target in value:
+            if not (0 < target <= 1 and math.isfinite(target)):
+                raise ValueError(f"expected validation accuracies in (0, 1], found {target!r}")
+        if sorted(set(value)) != value:
+            raise ValueError(f"expected distinct targets in increasing order, found {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _tuning_seed_count(self) -> ExperimentConfig:
+        if self.tuning_seeds is not None and not 2 <= len(self.tuning_seeds) < len(self.seeds):
+            raise ValueError(
+                f"tuning_seeds: expected at least 2 seeds and fewer than the {len(self.seeds)} of 'seeds', "
+                f"found {len(self.tuning_seeds)}; tuning picks a learning rate on a few seeds, then runs it on all"
+            )
+        return self
 
     @model_validator(mode="after")
     def _unique_entries(self) -> ExperimentConfig:
@@ -144,64 +161,6 @@ class ExperimentConfig(_Strict):
                 "and set 'optimizer' to the registry name"
             )
         return self
-
-
-@dataclass(frozen=True)
-class RunSpec:
-    """One training run: the settings that define its result, plus the seed.
-
-    `settings` is plain JSON data (what TrainRun receives as a parameter); `run_hash` hashes it.
-    """
-
-    name: str
-    settings: dict[str, Any]
-    seed: int
-
-    @property
-    def run_hash(self) -> str:
-        return settings_hash(self.settings)
-
-    @property
-    def dir_name(self) -> str:
-        return f"{self.settings['model']['name']}-{self.name}-{self.run_hash}"
-
-    @property
-    def relative_dir(self) -> str:
-        return f"{self.dir_name}/seed-{self.seed}"
-
-
-def settings_hash(settings: dict[str, Any]) -> str:
-    canonical = json.dumps(settings, sort_keys=True, separators=(",", ":"), allow_nan=False)
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:HASH_LENGTH]
-
-
-def run_settings(config: ExperimentConfig, entry: OptimizerEntry, learning_rate: float) -> dict[str, Any]:
-    """The settings of one grid point, every default resolved, as plain JSON data."""
-    return {
-        "schema_version": RUN_SCHEMA_VERSION,
-        "model": {"name": config.model.name, "params": dict(config.model.params)},
-        "training": config.training.model_dump(),
-        "split": config.split.model_dump(),
-        "optimizer": {"name": entry.optimizer, "learning_rate": learning_rate, "params": dict(entry.params)},
-    }
-
-
-def seeds_for(config: ExperimentConfig, date: dt.date | None = None) -> list[int]:
-    """The config's seeds, or, for nightly runs under the 'date' policy, seeds derived from the date."""
-    if date is None or config.nightly.seed_policy == "fixed":
-        return list(config.seeds)
-    base = int(hashlib.sha256(date.isoformat().encode()).hexdigest()[:7], 16)
-    return [(base + index) % (2**31 - 1) for index in range(len(config.seeds))]
-
-
-def expand_runs(config: ExperimentConfig, date: dt.date | None = None) -> list[RunSpec]:
-    """Every (optimizer entry × learning rate × seed) of the config, in config order."""
-    return [
-        RunSpec(name=entry.name, settings=run_settings(config, entry, rate), seed=seed)
-        for entry in config.optimizers
-        for rate in entry.learning_rates
-        for seed in seeds_for(config, date)
-    ]
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):

@@ -8,7 +8,8 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
-from tasks.core.config import RunSpec, check_safe_name
+from tasks.core.config import check_safe_name
+from tasks.core.runs import RunSpec
 
 
 class Layout:
@@ -50,24 +51,29 @@ class Layout:
 
     # training and evaluation
     def run_dir(self, spec: RunSpec, night: str = "") -> Path:
+        check_safe_name(spec.name, "run name")
         base = self.root / "runs"
         if night:
             base = base / "nightly" / _iso_date(night)
         return base / spec.relative_dir
+
+    def tuning_record(self, experiment: str, entry: str, grid_hash: str) -> Path:
+        """The learning rate chosen for one tuned entry; the grid's hash is in the name."""
+        experiment, entry = check_safe_name(experiment, "experiment name"), check_safe_name(entry, "entry name")
+        return self.root / "tuning" / experiment / f"{entry}-{check_safe_name(grid_hash, 'grid hash')}.json"
 
     def verified_record(self, date: str) -> Path:
         return self.root / "data" / "verified" / f"{_iso_date(date)}.json"
 
     # reports
     def report_dir(self, experiment: str, date: str) -> Path:
-        return self.root / "reports" / check_safe_name(experiment, "experiment name") / date
+        return self.root / "reports" / check_safe_name(experiment, "experiment name") / _iso_date(date)
 
-    def nightly_report_dir(self, date: str) -> Path:
-        return self.root / "reports" / "nightly" / _iso_date(date)
+    def nightly_report_dir(self, experiment: str, date: str) -> Path:
+        return self.root / "reports" / check_safe_name(experiment, "experiment name") / "nightly" / _iso_date(date)
 
-    @property
-    def history_dir(self) -> Path:
-        return self.root / "history"
+    def history_dir(self, experiment: str) -> Path:
+        return self.root / "history" / check_safe_name(experiment, "experiment name")
 
     @property
     def scheduler_dir(self) -> Path:

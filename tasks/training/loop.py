@@ -26,10 +26,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tasks.core.config import settings_hash
 from tasks.core.errors import ConfigError, DataError, TrainingError
 from tasks.core.faults import crash_point
 from tasks.core.runfiles import METRICS_PARQUET, METRICS_SCHEMA, RUN_JSON
+from tasks.core.runs import settings_hash
 from tasks.core.storage import (
     atomic_open,
     atomic_path,

@@ -1,0 +1,234 @@
+"""Run identity: the typed settings that define one run's result, their hash, and the runs a config asks for.
+
+A run is (optimizer entry name, settings, seed). `RunSettings` is validated once, when it is built from a
+config or parsed from a task parameter, and is frozen after that. Its 10-character `run_hash` names the
+run's folder, so editing one optimizer's learning rate reruns that optimizer alone.
+
+Learning-rate tuning: an entry whose `learning_rate` is a list is a grid. With `tuning_seeds` in the
+config, the grid runs on those seeds only, one point is chosen on validation accuracy, and only the chosen
+point runs on every seed (`final_specs`). Without `tuning_seeds`, every grid point runs on every seed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+
+from tasks.core.config import (
+    ExperimentConfig,
+    ModelConfig,
+    OptimizerEntry,
+    SplitConfig,
+    TrainingConfig,
+    _Strict,
+    _unknown_choice,
+)
+from tasks.core.errors import ConfigError
+from tasks.core.registry import OPTIMIZER_PARAMS, resolve_params
+
+# Bump when the training code changes what a given config produces, so that old runs are not reused.
+RUN_SCHEMA_VERSION = 2
+HASH_LENGTH = 10
+
+
+class OptimizerSettings(_Strict):
+    name: str
+    learning_rate: float = Field(gt=0)
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("learning_rate")
+    @classmethod
+    def _finite(cls, value: float) -> float:
+        if not math.isfinite(value):
+            raise ValueError(f"expected a finite number > 0, found {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _known(self) -> OptimizerSettings:
+        if self.name not in OPTIMIZER_PARAMS:
+            raise ValueError(_unknown_choice("optimizer", self.name, OPTIMIZER_PARAMS))
+        object.__setattr__(self, "params", resolve_params(OPTIMIZER_PARAMS[self.name], self.params, "params"))
+        return self
+
+
+class RunSettings(_Strict):
+    """Everything that defines one run's result except the seed: model, budget, split and optimizer."""
+
+    schema_version: int
+    model: ModelConfig
+    training: TrainingConfig
+    split: SplitConfig
+    optimizer: OptimizerSettings
+
+    @field_validator("schema_version")
+    @classmethod
+    def _current(cls, value: int) -> int:
+        if value != RUN_SCHEMA_VERSION:
+            raise ValueError(f"expected {RUN_SCHEMA_VERSION}, found {value}: settings of other training code")
+        return value
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain JSON data (what run.json records and the hash covers)."""
+        return self.model_dump(mode="json")
+
+    def canonical_json(self) -> str:
+        return json.dumps(self.as_dict(), sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+    @property
+    def run_hash(self) -> str:
+        return hashlib.sha256(self.canonical_json().encode("utf-8")).hexdigest()[:HASH_LENGTH]
+
+    def __hash__(self) -> int:  # frozen, but holds dicts: hash the canonical form
+        return hash(self.canonical_json())
+
+    @classmethod
+    def parse(cls, data: str | Mapping[str, Any], source: str = "run settings") -> RunSettings:
+        """Validate settings given as JSON text or a mapping; a ConfigError names what is wrong."""
+        try:
+            if isinstance(data, str):
+                return cls.model_validate(json.loads(data))
+            return cls.model_validate(_plain(data))
+        except (ValueError, TypeError, ValidationError) as exc:
+            problems = exc.errors() if isinstance(exc, ValidationError) else [{"loc": (), "msg": str(exc)}]
+            detail = "; ".join(
+                f"{'.'.join(str(part) for part in problem['loc']) or '(top level)'}: {problem['msg']}"
+                for problem in problems[:5]
+            )
+            raise ConfigError(
+                f"{source}: not valid run settings ({detail[:500]}); build them from an experiment config "
+                "(tasks.core.runs.run_settings) rather than by hand"
+            ) from None
+
+
+def _plain(data: Any) -> Any:
+    """Luigi's frozen mappings and tuples as plain dicts and lists."""
+    if isinstance(data, Mapping):
+        return {key: _plain(value) for key, value in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [_plain(value) for value in data]
+    return data
+
+
+def settings_hash(settings: Mapping[str, Any] | RunSettings) -> str:
+    """The run hash of settings given as a RunSettings or as its plain-JSON form."""
+    if isinstance(settings, RunSettings):
+        return settings.run_hash
+    canonical = json.dumps(_plain(settings), sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:HASH_LENGTH]
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One training run: the entry's name, the settings that define its result, and the seed."""
+
+    name: str
+    settings: RunSettings
+    seed: int
+
+    @property
+    def run_hash(self) -> str:
+        return self.settings.run_hash
+
+    @property
+    def learning_rate(self) -> float:
+        return self.settings.optimizer.learning_rate
+
+    @property
+    def dir_name(self) -> str:
+        return f"{self.settings.model.name}-{self.name}-{self.run_hash}"
+
+    @property
+    def relative_dir(self) -> str:
+        return f"{self.dir_name}/seed-{self.seed}"
+
+
+def run_settings(config: ExperimentConfig, entry: OptimizerEntry, learning_rate: float) -> RunSettings:
+    """The settings of one grid point, every default resolved."""
+    return RunSettings(
+        schema_version=RUN_SCHEMA_VERSION,
+        model=config.model,
+        training=config.training,
+        split=config.split,
+        optimizer=OptimizerSettings(name=entry.optimizer, learning_rate=learning_rate, params=dict(entry.params)),
+    )
+
+
+def seeds_for(config: ExperimentConfig, date: dt.date | None = None) -> list[int]:
+    """The config's seeds, or, for nightly runs under the 'date' policy, seeds derived from the date."""
+    if date is None or config.nightly.seed_policy == "fixed":
+        return list(config.seeds)
+    base = int(hashlib.sha256(date.isoformat().encode()).hexdigest()[:7], 16)
+    return [(base + index) % (2**31 - 1) for index in range(len(config.seeds))]
+
+
+def is_tuned(config: ExperimentConfig, entry: OptimizerEntry) -> bool:
+    """Whether the entry's grid is tuned on the tuning seeds first (else every point runs on every seed)."""
+    return config.tuning_seeds is not None and len(entry.learning_rates) > 1
+
+
+def tuned_entries(config: ExperimentConfig) -> list[OptimizerEntry]:
+    return [entry for entry in config.optimizers if is_tuned(config, entry)]
+
+
+def entry_named(config: ExperimentConfig, name: str) -> OptimizerEntry:
+    for entry in config.optimizers:
+        if entry.name == name:
+            return entry
+    raise ConfigError(
+        f"optimizer entry {name!r} is not in experiment {config.experiment!r}; "
+        f"its entries are: {', '.join(entry.name for entry in config.optimizers)}"
+    )
+
+
+def grid_specs(config: ExperimentConfig, entry: OptimizerEntry) -> list[RunSpec]:
+    """The tuning runs of a tuned entry: every grid point on every tuning seed."""
+    seeds = config.tuning_seeds or []
+    return [
+        RunSpec(entry.name, run_settings(config, entry, rate), seed) for rate in entry.learning_rates for seed in seeds
+    ]
+
+
+def final_specs(
+    config: ExperimentConfig, choices: Mapping[str, float] | None = None, date: dt.date | None = None
+) -> list[RunSpec]:
+    """The runs the report compares: tuned entries at their chosen rate, the others at every grid point.
+
+    `choices` maps each tuned entry's name to its chosen learning rate; without it, only untuned entries
+    are returned (what can be scheduled before tuning has finished).
+    """
+    specs = []
+    for entry in config.optimizers:
+        if is_tuned(config, entry):
+            if choices is None:
+                continue
+            if choices.get(entry.name) not in entry.learning_rates:
+                raise ConfigError(
+                    f"tuning of {entry.name!r} chose {choices.get(entry.name)!r}, which is not in its grid "
+                    f"{entry.learning_rates}; the tuning record is stale: rerun the command"
+                )
+            rates = [choices[entry.name]]
+        else:
+            rates = entry.learning_rates
+        specs += [
+            RunSpec(entry.name, run_settings(config, entry, rate), seed)
+            for rate in rates
+            for seed in seeds_for(config, date)
+        ]
+    return specs
+
+
+def expand_runs(config: ExperimentConfig, date: dt.date | None = None) -> list[RunSpec]:
+    """Every (entry × learning rate × seed) of a config without tuning, in config order."""
+    if tuned_entries(config):
+        raise ConfigError(
+            f"experiment {config.experiment!r} tunes {[e.name for e in tuned_entries(config)]} first; "
+            "its final runs depend on the tuning (use final_specs with the choices)"
+        )
+    return final_specs(config, None, date)
