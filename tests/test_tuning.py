@@ -1,0 +1,86 @@
+"""Learning-rate tuning inside the DAG: the grid on the tuning seeds, the choice on validation, then the
+chosen point on every seed, all in one FullReport; a rerun is a no-op."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from pipeline import FullReport, TuneLearningRate
+from tasks.core.config import parse_config
+from tasks.core.errors import ConfigError
+from tasks.core.layout import Layout
+from tasks.core.runfiles import read_metrics
+from tasks.core.runs import expand_runs, final_specs, grid_specs
+from tests.conftest import REPO_ROOT, build
+
+SMOKE = yaml.safe_load((REPO_ROOT / "configs" / "smoke.yaml").read_text())
+GRID = [0.003, 0.3]
+
+
+def _tuned_config(tmp_path: Path) -> Path:
+    raw = dict(SMOKE, experiment="tuned", seeds=[0, 1, 2], tuning_seeds=[0, 1])
+    raw["training"] = {"epochs": 1, "batch_size": 64}
+    raw["optimizers"] = [{"name": "sgd", "learning_rate": GRID}, {"name": "adam", "learning_rate": 0.001}]
+    path = tmp_path / "tuned.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def test_the_config_says_which_entries_are_tuned_and_on_which_seeds():
+    raw = dict(SMOKE, seeds=[0, 1, 2], tuning_seeds=[0, 1])
+    raw["optimizers"] = [{"name": "sgd", "learning_rate": GRID}, {"name": "adam", "learning_rate": 0.001}]
+    config = parse_config(raw)
+    grid = grid_specs(config, config.optimizers[0])
+    assert [(spec.learning_rate, spec.seed) for spec in grid] == [(0.003, 0), (0.003, 1), (0.3, 0), (0.3, 1)]
+    assert [spec.name for spec in final_specs(config)] == ["adam"] * 3  # before tuning: the untuned only
+    chosen = final_specs(config, {"sgd": 0.3})
+    assert [(spec.name, spec.learning_rate) for spec in chosen] == [("sgd", 0.3)] * 3 + [("adam", 0.001)] * 3
+    with pytest.raises(ConfigError, match="not in its grid"):
+        final_specs(config, {"sgd": 0.1})
+    with pytest.raises(ConfigError, match="tunes"):
+        expand_runs(config)
+    for bad, message in (([0], "at least 2"), ([0, 1, 2], "fewer than"), ([0, 0], "listed twice")):
+        with pytest.raises(ConfigError, match=message):
+            parse_config(dict(raw, tuning_seeds=bad))
+
+
+def test_full_report_tunes_then_runs_the_chosen_rate_on_every_seed(site, ran_tasks, tmp_path):
+    config_path = _tuned_config(tmp_path)
+    day = dt.date(2026, 2, 1)
+    build([FullReport(config=str(config_path), date=day)], workers=1)
+    trained = [(task.name, task.learning_rate, task.seed) for task in ran_tasks.tasks if task.task_family == "TrainRun"]
+    grid = {("sgd", rate, seed) for rate in GRID for seed in (0, 1)}
+    assert grid <= set(trained)
+
+    # The choice is the best mean final validation accuracy over the tuning seeds, recomputed here.
+    config = parse_config(yaml.safe_load(config_path.read_text()))
+    layout = Layout(site)
+    mean_val = {}
+    for rate in GRID:
+        specs = [s for s in grid_specs(config, config.optimizers[0]) if s.learning_rate == rate]
+        mean_val[rate] = sum(read_metrics(layout.run_dir(s) / "metrics.parquet")["val_accuracy"][-1] for s in specs) / 2
+    assert mean_val[GRID[0]] != mean_val[GRID[1]]
+    chosen = max(GRID, key=lambda rate: (mean_val[rate], -rate))
+    (tune,) = [task for task in ran_tasks.tasks if isinstance(task, TuneLearningRate)][:1]
+    record = json.loads(Path(tune.output().path).read_text())
+    assert record["chosen_learning_rate"] == chosen and record["tuning_seeds"] == [0, 1]
+
+    # Then only the chosen point runs on the third seed, and only final runs are evaluated: the test set
+    # is never read for the grid point that lost.
+    assert set(trained) == grid | {("sgd", chosen, 2), ("adam", 0.001, 0), ("adam", 0.001, 1), ("adam", 0.001, 2)}
+    loser = next(rate for rate in GRID if rate != chosen)
+    for spec in grid_specs(config, config.optimizers[0]):
+        assert (layout.run_dir(spec) / "evaluation.json").exists() == (spec.learning_rate == chosen)
+    summary = pq.read_table(site / "reports" / "tuned" / day.isoformat() / "summary.parquet").to_pylist()
+    assert sorted((row["name"], row["seed"]) for row in summary) == [(n, s) for n in ("adam", "sgd") for s in (0, 1, 2)]
+    assert loser not in {row["learning_rate"] for row in summary if row["name"] == "sgd"}
+
+    ran_tasks.tasks.clear()
+    build([FullReport(config=str(config_path), date=day)])
+    assert ran_tasks.tasks == [], "a finished tuned experiment reruns nothing"
