@@ -10,8 +10,9 @@ equations; every operation is elementwise, per coordinate i of the parameters θ
 
 α is the learning rate, β in (0, 1) the momentum. Decisions the equations leave open:
 
-- sign(0) = 0: a coordinate whose g_t (SSD) or m_t (M-SSD) is exactly zero does not move. (A NaN
-  gradient gives a NaN step, so the training loop sees the divergence instead of a silent no-step.)
+- sign(0) = 0: a coordinate whose g_t (SSD) or m_t (M-SSD) is exactly zero does not move. TF's CPU
+  kernels flush subnormal floats to zero, so a subnormal one (|x| < 1.2e-38 in float32) counts as 0 too.
+  A NaN gradient gives a NaN step, so the training loop sees the divergence instead of a silent no-step.
 - No bias correction: m̂_t = m_t / (1-β^t) has the sign of m_t, so M-SSD needs no step counter, and
   its first step equals SSD's (m_1 = (1-β) g_1).
 - Sparse gradients (IndexedSlices, e.g. from `tf.gather` on a variable) behave exactly like the dense
