@@ -167,7 +167,60 @@ def test_registry_names_are_known_without_tensorflow():
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "ok"
     assert {"sgd", "momentum", "nesterov", "adam", "rmsprop", "adagrad", "msvag", "svag"} <= set(OPTIMIZER_PARAMS)
-    assert set(MODEL_PARAMS) == {"logreg", "mlp", "cnn_2c2d"}
+    assert set(MODEL_PARAMS) == {"logreg", "mlp", "cnn_2c2d", "cnn_p1"}
+
+
+def test_sign_descent_optimizers_and_the_p1_network_are_accepted():
+    raw = with_change(
+        ("optimizers",), [{"name": "ssd", "learning_rate": 1e-4}, {"name": "mssd", "learning_rate": 1e-4}]
+    )
+    raw["model"] = {"name": "cnn_p1"}
+    runs = expand_runs(parse_config(raw))
+    assert [(r.settings["optimizer"]["name"], r.settings["optimizer"]["params"]) for r in runs[::2]] == [
+        ("ssd", {}),
+        ("mssd", {"beta": 0.9}),
+    ]
+    assert runs[0].dir_name.startswith("cnn_p1-ssd-") and runs[0].settings["model"] == {"name": "cnn_p1", "params": {}}
+    raw["optimizers"][1]["params"] = {"beta": 0.5}
+    assert expand_runs(parse_config(raw))[2].settings["optimizer"]["params"] == {"beta": 0.5}
+
+
+@pytest.mark.parametrize(
+    "entry, key, found",
+    [
+        ({"name": "mssd", "learning_rate": 0.1, "params": {"beta": 1.0}}, "optimizers.1.params.beta", "1.0"),
+        ({"name": "mssd", "learning_rate": 0.1, "params": {"beta": 0}}, "optimizers.1.params.beta", "found 0"),
+        ({"name": "ssd", "learning_rate": 0.1, "params": {"beta": 0.9}}, "optimizers.1.params.beta", "unknown"),
+    ],
+)
+def test_bad_sign_descent_params_name_the_key(entry, key, found):
+    with pytest.raises(ConfigError) as caught:
+        parse_config(with_change(("optimizers", 1), entry), source="exp.yaml")
+    assert key in str(caught.value) and found in str(caught.value)
+
+
+def test_an_infinite_epsilon_is_refused_naming_the_key(tmp_path):
+    """YAML `.inf` is a float that passed `> 0` and then crashed training with a traceback."""
+    raw = with_change(("optimizers", 1, "params"), {"epsilon": float("inf")})
+    with pytest.raises(ConfigError) as caught:
+        parse_config(raw, source="exp.yaml")
+    message = str(caught.value)
+    assert "optimizers.1.params.epsilon" in message and "finite" in message and "found inf" in message
+    # The same through a YAML file, and for NaN and other parameters.
+    text = yaml.safe_dump(with_change(("optimizers", 1), {"name": "adam", "learning_rate": 0.1}))
+    for params, key in (
+        ("{epsilon: .inf}", "epsilon"),
+        ("{epsilon: .nan}", "epsilon"),
+        ("{beta1: .nan}", "beta1"),
+    ):
+        path = tmp_path / "exp.yaml"
+        path.write_text(text.replace("name: adam", f"name: adam\n  params: {params}"))
+        with pytest.raises(ConfigError, match=rf"optimizers\.1\.params\.{key}: expected .+, found (nan|inf)"):
+            load_config(path)
+    for name, params in (("rmsprop", {"epsilon": float("inf")}), ("adagrad", {"initial_accumulator_value": 1e400})):
+        entry = {"name": name, "learning_rate": 0.1, "params": params}
+        with pytest.raises(ConfigError, match=rf"optimizers\.1\.params\.{next(iter(params))}: expected a finite"):
+            parse_config(with_change(("optimizers", 1), entry))
 
 
 def test_date_seed_policy_derives_seeds_from_the_date():

@@ -21,6 +21,9 @@ EXPECTED_PARAMETERS = {
     ("mlp", (("hidden", (64, 32, 16)),)): 784 * 64 + 64 + 64 * 32 + 32 + 32 * 16 + 16 + 16 * 10 + 10,
     # conv 5×5×1×32, conv 5×5×32×64, dense 7·7·64×1024, dense 1024×10: DeepOBS fmnist_2c2d
     ("cnn_2c2d", ()): (25 * 32 + 32) + (25 * 32 * 64 + 64) + (7 * 7 * 64 * 1024 + 1024) + (1024 * 10 + 10),
+    # P1 of Balles & Hennig: 3×3 'same' pools of stride 2 still take 28 → 14 → 7, so the same layers:
+    # 832 + 51,264 + 3,212,288 + 10,250 = 3,274,634 (the pools have no parameters).
+    ("cnn_p1", ()): (5 * 5 * 1 * 32 + 32) + (5 * 5 * 32 * 64 + 64) + (7 * 7 * 64 * 1024 + 1024) + (1024 * 10 + 10),
 }
 
 
@@ -51,6 +54,53 @@ def test_each_model_has_the_expected_output_shape_and_parameter_count(name, para
     assert np.all(np.isfinite(logits))
     assert sum(value.size for value in variables.values()) == EXPECTED_PARAMETERS[(name, params)]
     assert all(variable.startswith(f"{models.MODEL_SCOPE}/{name}/") for variable in variables)
+
+
+def test_cnn_p1_is_the_papers_network_layer_by_layer():
+    """conv 5×5×32 SAME + ReLU, max-pool 3×3/2 SAME, conv 5×5×64 SAME + ReLU, max-pool 3×3/2 SAME, dense 1024
+    + ReLU, dense 10: read back from the graph's ops, not only counted."""
+    graph = tf.Graph()
+    with graph.as_default():
+        images = tf.placeholder(tf.float32, [2, 784])
+        with tf.variable_scope(models.MODEL_SCOPE):
+            models.build_model("cnn_p1", images, {})
+    ops = [op for op in graph.get_operations() if op.name.startswith("model/cnn_p1/")]
+    convs = [op for op in ops if op.type == "Conv2D"]
+    pools = [op for op in ops if op.type == "MaxPool"]
+    relus = [op for op in ops if op.type == "Relu"]
+    assert [op.inputs[1].shape.as_list() for op in convs] == [[5, 5, 1, 32], [5, 5, 32, 64]]
+    assert all(op.get_attr("padding") == b"SAME" and op.get_attr("strides") == [1, 1, 1, 1] for op in convs)
+    assert [op.get_attr("ksize") for op in pools] == [[1, 3, 3, 1]] * 2
+    assert [op.get_attr("strides") for op in pools] == [[1, 2, 2, 1]] * 2
+    assert all(op.get_attr("padding") == b"SAME" for op in pools)
+    assert [op.outputs[0].shape.as_list() for op in pools] == [[2, 14, 14, 32], [2, 7, 7, 64]]
+    # ReLU after each conv and after the 1024 layer; the 10 logits stay linear.
+    assert [op.outputs[0].shape.as_list() for op in relus] == [[2, 28, 28, 32], [2, 14, 14, 64], [2, 1024]]
+    assert [pool.inputs[0].op for pool in pools] == relus[:2]
+
+
+def test_cnn_p1_and_cnn_2c2d_differ_only_in_the_pooling_window():
+    """The same weights in both networks give different logits: the 3×3 windows overlap, 2×2 do not."""
+    logits = {}
+    weights = None
+    for name in ("cnn_2c2d", "cnn_p1"):
+        graph = tf.Graph()
+        with graph.as_default():
+            tf.set_random_seed(0)
+            images = tf.placeholder(tf.float32, [None, 784])
+            with tf.variable_scope(models.MODEL_SCOPE):
+                output = models.build_model(name, images, {})
+            variables = sorted(tf.global_variables(), key=lambda v: v.op.name.split("/", 2)[2])
+            with tf.Session() as session:
+                session.run(tf.global_variables_initializer())
+                if weights is None:
+                    weights = session.run(variables)
+                else:
+                    for variable, value in zip(variables, weights):
+                        variable.load(value, session)
+                feed = np.random.default_rng(0).random((3, 784), dtype=np.float32)
+                logits[name] = session.run(output, {images: feed})
+    assert not np.allclose(logits["cnn_2c2d"], logits["cnn_p1"], atol=1e-3)
 
 
 def test_weights_are_glorot_uniform_and_biases_zero():

@@ -14,6 +14,7 @@ from tasks.core.errors import ConfigError
 from tasks.core.registry import OPTIMIZER_PARAMS, resolve_params
 from tasks.training.msvag import MSVAGOptimizer, SVAGOptimizer
 from tasks.training.optimizers import OPTIMIZER_NAMES, make_optimizer
+from tasks.training.sign import MSSDOptimizer, SSDOptimizer
 
 tf.disable_v2_behavior()
 
@@ -28,6 +29,8 @@ EXPECTED_CLASS = {
     "adagrad": tf.train.AdagradOptimizer,
     "msvag": MSVAGOptimizer,
     "svag": SVAGOptimizer,
+    "ssd": SSDOptimizer,
+    "mssd": MSSDOptimizer,
 }
 
 # Non-default hyper-parameters, and the private attribute of the TF object that should hold each.
@@ -40,6 +43,8 @@ CUSTOM_PARAMS = {
     "adagrad": {"initial_accumulator_value": ("_initial_accumulator_value", 0.5)},
     "msvag": {"beta": ("_beta", 0.8)},
     "svag": {"beta": ("_beta", 0.7)},
+    "ssd": {},
+    "mssd": {"beta": ("_beta", 0.6)},
 }
 
 
@@ -106,8 +111,29 @@ def test_unknown_parameter_is_a_config_error_naming_it():
         ("momentum", {"momentum": "0.9"}, 0.1, "momentum"),
         ("sgd", {}, 0.0, "learning_rate"),
         ("sgd", {}, True, "learning_rate"),
+        ("sgd", {}, float("inf"), "learning_rate"),
+        ("adam", {"epsilon": float("inf")}, 0.1, "epsilon"),
+        ("rmsprop", {"epsilon": float("nan")}, 0.1, "epsilon"),
+        ("adagrad", {"initial_accumulator_value": float("inf")}, 0.1, "initial_accumulator_value"),
+        ("mssd", {"beta": 1.0}, 0.1, "beta"),
+        ("mssd", {"beta": float("nan")}, 0.1, "beta"),
+        ("ssd", {"beta": 0.9}, 0.1, "beta"),  # SSD has no momentum to set
     ],
 )
 def test_bad_value_is_a_config_error_naming_the_key(name, params, learning_rate, named):
     with pytest.raises(ConfigError, match=named):
         make_optimizer(name, learning_rate, params)
+
+
+def test_sign_descent_steps_are_alpha_times_the_sign_whatever_the_gradient_scale():
+    """Through the registry: ssd and mssd (default β = 0.9) move every coordinate by exactly α."""
+    start = np.array([3.0, -2.0, 0.5], np.float32)
+    for name in ("ssd", "mssd"):
+        params = resolve_params(OPTIMIZER_PARAMS[name], {}, "params")
+        assert params == ({"beta": 0.9} if name == "mssd" else {})
+        with tf.Graph().as_default(), tf.Session() as session:
+            x = tf.get_variable("x", initializer=start)
+            train_op = make_optimizer(name, 0.25, params).minimize(tf.reduce_sum(tf.square(x) * [1e3, 1.0, 1e-3]))
+            session.run(tf.global_variables_initializer())
+            session.run(train_op)
+            np.testing.assert_array_equal(session.run(x), [2.75, -1.75, 0.25])

@@ -35,6 +35,8 @@ LEARNING_RATES = {
     "adagrad": 0.01,
     "msvag": 0.1,
     "svag": 0.1,
+    "ssd": 0.001,
+    "mssd": 0.001,
 }
 
 

@@ -6,6 +6,7 @@ The config schema validates against these tables before any work starts; `tasks.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -21,7 +22,8 @@ class Param:
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    """A finite int or float: YAML's `.inf` and `.nan` are floats too, and would crash training later."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _positive(value: Any) -> bool:
@@ -36,6 +38,10 @@ def _unit_interval(value: Any) -> bool:
     return _is_number(value) and 0 <= value < 1
 
 
+def _open_unit_interval(value: Any) -> bool:
+    return _is_number(value) and 0 < value < 1
+
+
 def _layer_sizes(value: Any) -> bool:
     return (
         isinstance(value, (list, tuple))
@@ -45,12 +51,14 @@ def _layer_sizes(value: Any) -> bool:
 
 
 _MOMENTUM = Param(0.9, _unit_interval, "a number in [0, 1)")
-_EPSILON = Param(1e-8, _positive, "a number > 0")
+_EPSILON = Param(1e-8, _positive, "a finite number > 0")
+_BETA = Param(0.9, _open_unit_interval, "a number in (0, 1)")
 
 MODEL_PARAMS: dict[str, dict[str, Param]] = {
     "logreg": {},
     "mlp": {"hidden": Param([128, 128], _layer_sizes, "a non-empty list of layer sizes in [1, 65536]")},
     "cnn_2c2d": {},
+    "cnn_p1": {},
 }
 
 OPTIMIZER_PARAMS: dict[str, dict[str, Param]] = {
@@ -65,11 +73,13 @@ OPTIMIZER_PARAMS: dict[str, dict[str, Param]] = {
     "rmsprop": {
         "decay": Param(0.9, _unit_interval, "a number in [0, 1)"),
         "momentum": Param(0.0, _unit_interval, "a number in [0, 1)"),
-        "epsilon": Param(1e-10, _positive, "a number > 0"),
+        "epsilon": Param(1e-10, _positive, "a finite number > 0"),
     },
-    "adagrad": {"initial_accumulator_value": Param(0.1, _positive, "a number > 0")},
-    "msvag": {"beta": Param(0.9, lambda v: _is_number(v) and 0 < v < 1, "a number in (0, 1)")},
-    "svag": {"beta": Param(0.9, lambda v: _is_number(v) and 0 < v < 1, "a number in (0, 1)")},
+    "adagrad": {"initial_accumulator_value": Param(0.1, _positive, "a finite number > 0")},
+    "msvag": {"beta": _BETA},
+    "svag": {"beta": _BETA},
+    "ssd": {},
+    "mssd": {"beta": _BETA},
 }
 
 

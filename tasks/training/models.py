@@ -1,10 +1,10 @@
-"""Graph builders for the three test problems, TF1 style (compat.v1, no Keras, no tf.layers).
+"""Graph builders for the test problems, TF1 style (compat.v1, no Keras, no tf.layers).
 
 Each builder takes a float32 [batch, 784] tensor scaled to [0, 1], creates its own variables with
 `tf.get_variable` inside its own variable scope, and returns logits [batch, 10]. Training and
 evaluation call the same builder; the caller decides on variable reuse through the enclosing scope.
 
-All weights are Glorot-uniform and all biases zero, for every model, so that the three problems differ
+All weights are Glorot-uniform and all biases zero, for every model, so that the problems differ
 only in their architecture.
 """
 
@@ -28,14 +28,28 @@ def _dense(inputs: tf.Tensor, units: int, scope: str) -> tf.Tensor:
         return tf.nn.bias_add(tf.matmul(inputs, weights), biases)
 
 
-def _conv_relu_pool(inputs: tf.Tensor, filters: int, scope: str) -> tf.Tensor:
-    """5×5 'same' convolution, ReLU, then 2×2 max-pool with stride 2 (NHWC)."""
+def _conv_relu_pool(inputs: tf.Tensor, filters: int, pool_size: int, scope: str) -> tf.Tensor:
+    """5×5 'same' convolution, ReLU, then pool_size×pool_size 'same' max-pool with stride 2 (NHWC)."""
     with tf.variable_scope(scope):
         channels = int(inputs.shape[-1])
         kernel = tf.get_variable("weights", [5, 5, channels, filters], tf.float32, tf.glorot_uniform_initializer())
         biases = tf.get_variable("biases", [filters], tf.float32, tf.zeros_initializer())
         conv = tf.nn.bias_add(tf.nn.conv2d(inputs, kernel, strides=[1, 1, 1, 1], padding="SAME"), biases)
-        return tf.nn.max_pool2d(tf.nn.relu(conv), ksize=2, strides=2, padding="SAME")
+        return tf.nn.max_pool2d(tf.nn.relu(conv), ksize=pool_size, strides=2, padding="SAME")
+
+
+def _two_conv_two_dense(images: tf.Tensor, pool_size: int) -> tf.Tensor:
+    """conv 32@5×5 → pool → conv 64@5×5 → pool → dense 1024 (ReLU) → dense 10, pools of stride 2.
+
+    'Same' pooling with stride 2 halves 28 → 14 → 7 whatever the window, so the parameter count,
+    3,274,634, does not depend on `pool_size`.
+    """
+    pixels = tf.reshape(images, [-1, IMAGE_ROWS, IMAGE_COLS, 1])
+    features = _conv_relu_pool(pixels, 32, pool_size, "conv_0")
+    features = _conv_relu_pool(features, 64, pool_size, "conv_1")
+    flat = tf.reshape(features, [-1, int(features.shape[1]) * int(features.shape[2]) * int(features.shape[3])])
+    hidden = tf.nn.relu(_dense(flat, 1024, "dense_0"))
+    return _dense(hidden, NUM_CLASSES, "output")
 
 
 def logreg(images: tf.Tensor) -> tf.Tensor:
@@ -54,23 +68,22 @@ def mlp(images: tf.Tensor, hidden: Sequence[int] = (128, 128)) -> tf.Tensor:
 
 
 def cnn_2c2d(images: tf.Tensor) -> tf.Tensor:
-    """Two conv layers and two dense layers: problem P1 of Balles & Hennig (2018), DeepOBS fmnist_2c2d.
-
-    conv 32@5×5 → pool → conv 64@5×5 → pool → dense 1024 → dense 10 (3,274,634 parameters).
-    """
+    """DeepOBS fmnist_2c2d: two conv layers (2×2 max-pools) and two dense layers, 3,274,634 parameters."""
     with tf.variable_scope("cnn_2c2d"):
-        pixels = tf.reshape(images, [-1, IMAGE_ROWS, IMAGE_COLS, 1])
-        features = _conv_relu_pool(pixels, 32, "conv_0")
-        features = _conv_relu_pool(features, 64, "conv_1")
-        flat = tf.reshape(features, [-1, int(features.shape[1]) * int(features.shape[2]) * int(features.shape[3])])
-        hidden = tf.nn.relu(_dense(flat, 1024, "dense_0"))
-        return _dense(hidden, NUM_CLASSES, "output")
+        return _two_conv_two_dense(images, pool_size=2)
+
+
+def cnn_p1(images: tf.Tensor) -> tf.Tensor:
+    """Problem P1 of Balles & Hennig (2018, arXiv:1705.07774): cnn_2c2d with 3×3 max-pools of stride 2."""
+    with tf.variable_scope("cnn_p1"):
+        return _two_conv_two_dense(images, pool_size=3)
 
 
 MODEL_BUILDERS: dict[str, Callable[..., tf.Tensor]] = {
     "logreg": logreg,
     "mlp": mlp,
     "cnn_2c2d": cnn_2c2d,
+    "cnn_p1": cnn_p1,
 }
 
 

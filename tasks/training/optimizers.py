@@ -6,6 +6,7 @@ this module without loading TF.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -59,6 +60,18 @@ def _svag(learning_rate: float, params: dict[str, Any]):
     return SVAGOptimizer(learning_rate, beta=params["beta"])
 
 
+def _ssd(learning_rate: float, params: dict[str, Any]):
+    from tasks.training.sign import SSDOptimizer
+
+    return SSDOptimizer(learning_rate)
+
+
+def _mssd(learning_rate: float, params: dict[str, Any]):
+    from tasks.training.sign import MSSDOptimizer
+
+    return MSSDOptimizer(learning_rate, beta=params["beta"])
+
+
 _FACTORIES: dict[str, Callable[[float, dict[str, Any]], Any]] = {
     "sgd": _sgd,
     "momentum": _momentum,
@@ -68,6 +81,8 @@ _FACTORIES: dict[str, Callable[[float, dict[str, Any]], Any]] = {
     "adagrad": _adagrad,
     "msvag": _msvag,
     "svag": _svag,
+    "ssd": _ssd,
+    "mssd": _mssd,
 }
 
 OPTIMIZER_NAMES: tuple[str, ...] = tuple(_FACTORIES)
@@ -81,8 +96,12 @@ def make_optimizer(name: str, learning_rate: float, params: dict[str, Any]):
     """
     if name not in _FACTORIES:
         raise ConfigError(f"optimizer '{name}': unknown optimizer; valid optimizers: {', '.join(OPTIMIZER_NAMES)}")
-    if isinstance(learning_rate, bool) or not isinstance(learning_rate, (int, float)) or not learning_rate > 0:
-        raise ConfigError(f"optimizer '{name}' learning_rate: expected a number > 0, found {learning_rate!r}")
+    if (
+        isinstance(learning_rate, bool)
+        or not isinstance(learning_rate, (int, float))
+        or not (learning_rate > 0 and math.isfinite(learning_rate))
+    ):
+        raise ConfigError(f"optimizer '{name}' learning_rate: expected a finite number > 0, found {learning_rate!r}")
     try:
         resolved = resolve_params(OPTIMIZER_PARAMS[name], dict(params), f"optimizer '{name}' params")
     except ValueError as exc:
