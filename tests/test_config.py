@@ -176,13 +176,16 @@ def test_sign_descent_optimizers_and_the_p1_network_are_accepted():
     )
     raw["model"] = {"name": "cnn_p1"}
     runs = expand_runs(parse_config(raw))
-    assert [(r.settings["optimizer"]["name"], r.settings["optimizer"]["params"]) for r in runs[::2]] == [
+    assert [(r.settings.optimizer.name, r.settings.optimizer.params) for r in runs[::2]] == [
         ("ssd", {}),
         ("mssd", {"beta": 0.9}),
     ]
-    assert runs[0].dir_name.startswith("cnn_p1-ssd-") and runs[0].settings["model"] == {"name": "cnn_p1", "params": {}}
+    assert runs[0].dir_name.startswith("cnn_p1-ssd-") and runs[0].settings.as_dict()["model"] == {
+        "name": "cnn_p1",
+        "params": {},
+    }
     raw["optimizers"][1]["params"] = {"beta": 0.5}
-    assert expand_runs(parse_config(raw))[2].settings["optimizer"]["params"] == {"beta": 0.5}
+    assert expand_runs(parse_config(raw))[2].settings.optimizer.params == {"beta": 0.5}
 
 
 @pytest.mark.parametrize(

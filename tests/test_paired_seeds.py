@@ -16,8 +16,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tasks.core.config import parse_config, run_settings
+from tasks.core.config import parse_config
 from tasks.core.registry import MODEL_PARAMS, OPTIMIZER_PARAMS, resolve_params
+from tasks.core.runs import run_settings
 from tasks.data.arrays import write_arrays, write_indices
 from tasks.training import loop
 from tasks.training.graph import build_training_graph
@@ -91,7 +92,7 @@ def settings_for(optimizer: str) -> dict:
             "optimizers": [{"name": optimizer, "learning_rate": 0.01}],
         }
     )
-    return run_settings(config, config.optimizers[0], 0.01)
+    return run_settings(config, config.optimizers[0], 0.01).as_dict()
 
 
 def recording_session(base: type, fed: list) -> type:
