@@ -14,7 +14,7 @@ import yaml
 from tasks.core.config import load_config, parse_config
 from tasks.core.errors import ConfigError
 from tasks.core.registry import MODEL_PARAMS, OPTIMIZER_PARAMS
-from tasks.core.runs import expand_runs
+from tasks.core.runs import expand_runs, final_specs, tuned_entries
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -46,9 +46,22 @@ _DELETE = object()
 
 
 def test_shipped_configs_load():
-    for path in sorted((REPO / "configs").glob("*.yaml")):
+    paths = sorted((REPO / "configs").glob("*.yaml"))
+    assert [p.name for p in paths] == ["default.yaml", "dissecting-adam.yaml", "paper-p1.yaml", "smoke.yaml"]
+    for path in paths:
         config = load_config(path)
-        assert expand_runs(config), path
+        choices = {entry.name: entry.learning_rates[0] for entry in tuned_entries(config)}
+        assert final_specs(config, choices), path
+    dissecting = load_config(REPO / "configs" / "dissecting-adam.yaml")
+    assert len(dissecting.seeds) == 10 and {e.name for e in tuned_entries(dissecting)} == {
+        "momentum",
+        "mssd",
+        "msvag",
+        "adam",
+        "sgd",
+        "ssd",
+        "svag",
+    }
 
 
 def test_grid_and_seeds_expand_in_order():
