@@ -22,6 +22,24 @@ SYNTHETIC_TEST_ROWS = 500
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
+def pytest_addoption(parser):
+    parser.addoption(
+        "--no-skips",
+        action="store_true",
+        help="count a skipped test as failed (make test and CI: a skip there hides a missing install step)",
+    )
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if report.skipped and item.config.getoption("--no-skips") and not hasattr(report, "wasxfail"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        report.outcome = "failed"
+        report.longrepr = f"skipped under --no-skips (make test runs every test): {reason}"
+
+
 @pytest.fixture
 def synthetic_raw(tmp_path: Path) -> tuple[Path, Path]:
     """(a folder holding the four synthetic .gz files, the checksums file that trusts them)."""

@@ -82,13 +82,24 @@ def test_full_report_on_smoke_then_rerun_then_edit_one_learning_rate(site, ran_t
     _assert_report_is_complete(_report_dir(site), edited, site)
 
 
+# What TensorFlow's native start-up prints on a CPU-only machine unless tasks.training.tf1 filters it.
+START_UP_NOISE = ("absl::InitializeLog", "cuda drivers", "cuInit", "oneDNN custom operations", "cudart_stub")
+
+
 @pytest.mark.realdata
 @pytest.mark.skipif(not REAL_DATA_DIR.is_dir(), reason="the Debian package dataset-fashion-mnist is not installed")
 def test_full_report_cli_on_the_real_data(tmp_path):
+    """The real files, the real command line, a quiet console: smoke.yaml cut to one optimizer and epoch."""
     root = tmp_path / "artifacts"
     cfg = tmp_path / "site.cfg"
     cfg.write_text(f"[pipeline]\nartifacts_root = {root}\nsources = {json.dumps([str(REAL_DATA_DIR)])}\n")
-    env = dict(os.environ, LUIGI_CONFIG_PATH=str(cfg), TF_CPP_MIN_LOG_LEVEL="2")
+    raw = yaml.safe_load(SMOKE.read_text())
+    raw["training"]["epochs"] = 1
+    raw["optimizers"] = [entry for entry in raw["optimizers"] if entry["name"] == "adam"]
+    config = tmp_path / "smoke.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    env = {key: value for key, value in os.environ.items() if not key.startswith("TF_CPP")}
+    env["LUIGI_CONFIG_PATH"] = str(cfg)
     command = [
         sys.executable,
         "-m",
@@ -97,20 +108,23 @@ def test_full_report_cli_on_the_real_data(tmp_path):
         "pipeline",
         "FullReport",
         "--config",
-        str(SMOKE),
+        str(config),
         "--date",
         "2026-01-02",
     ]
     done = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-4000:]
-    _assert_report_is_complete(_report_dir(root), SMOKE, root)
+    noise = [line for line in (done.stdout + done.stderr).splitlines() if any(n in line for n in START_UP_NOISE)]
+    assert noise == []
+    assert "TrainRun(name=adam, run_hash=" in done.stderr  # the execution summary names what ran, briefly
+    _assert_report_is_complete(_report_dir(root), config, root)
     summary = pq.read_table(_report_dir(root) / "summary.parquet").to_pylist()
     accuracies = {row["name"]: row["test_accuracy"] for row in summary}
-    # Two epochs of a 32-unit MLP on the real data: every optimizer is far above chance (0.1).
-    assert all(accuracy > 0.7 for accuracy in accuracies.values()), accuracies
+    # One epoch of a 32-unit MLP on the real data: far above chance (0.1).
+    assert accuracies["adam"] > 0.7, accuracies
 
     where = subprocess.run(
-        [sys.executable, "-m", "pipeline.where", "report", "--config", str(SMOKE), "--date", "2026-01-02"],
+        [sys.executable, "-m", "pipeline.where", "report", "--config", str(config), "--date", "2026-01-02"],
         cwd=REPO_ROOT,
         env=env,
         capture_output=True,

@@ -78,3 +78,17 @@ def test_no_module_but_tf1_imports_tensorflow():
     graph_modules = ["models.py", "msvag.py", "graph.py"]
     for name in graph_modules:
         assert "from tasks.training.tf1 import tf" in (REPO_ROOT / "tasks" / "training" / name).read_text()
+
+
+def test_native_start_up_notices_are_dropped_and_other_lines_kept():
+    _, stderr = _probe({})
+    for notice in ("absl::InitializeLog", "Could not find cuda drivers", "cuInit", "oneDNN custom operations"):
+        assert notice not in stderr
+    code = (
+        "import os\n"
+        "from tasks.training.tf1 import without_start_up_noise\n"
+        "with without_start_up_noise():\n"
+        "    os.write(2, b'W0000 a warning that matters\\nE0000 failed call to cuInit: x\\n')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stderr == "W0000 a warning that matters\n"

@@ -10,18 +10,51 @@ the 2-core machine, in every TrainRun and EvaluateRun. The product uses no Keras
 `tf_keras` are made unimportable for the duration of the TF import only; TF catches that ImportError,
 and `tf.keras` still loads lazily if anything asks for it later.
 
+Silent on a CPU-only machine: TF's native libraries print their start-up notices ("Could not find cuda
+drivers", "failed call to cuInit", the oneDNN notice) through absl before its log level applies, so
+TF_CPP_MIN_LOG_LEVEL cannot hide them. The import and the first device query (which calls cuInit) run
+with file descriptor 2 captured; afterwards every captured line is written back to stderr except those
+known notices, so a warning that matters still shows.
+
 Import this module lazily (inside functions, or from modules that only `run()` methods import):
 scheduling a finished DAG must not load TensorFlow.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import sys
+import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 KERAS_PACKAGES = ("keras", "tf_keras")
+START_UP_NOISE = re.compile(
+    r"All log messages before absl::InitializeLog|Could not find cuda drivers|failed call to cuInit"
+    r"|oneDNN custom operations are on|Unable to register cu(DNN|FFT|BLAS) factory|TF-TRT Warning"
+    r"|This TensorFlow binary is optimized to use available CPU instructions|rebuild TensorFlow with"
+)
+
+
+@contextlib.contextmanager
+def without_start_up_noise():
+    """Capture fd 2 (native code writes there directly), then pass on every line but the known notices."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            for line in captured.read().decode("utf-8", "replace").splitlines():
+                if line.strip() and not START_UP_NOISE.search(line):
+                    print(line, file=sys.stderr)
 
 
 def _import_compat_v1():
@@ -40,8 +73,10 @@ def _import_compat_v1():
     return tf_v1
 
 
-tf = _import_compat_v1()
-tf.get_logger().setLevel("ERROR")  # first: disable_v2_behavior itself logs a deprecation warning
-tf.disable_v2_behavior()
+with without_start_up_noise():
+    tf = _import_compat_v1()
+    tf.get_logger().setLevel("ERROR")  # first: disable_v2_behavior itself logs a deprecation warning
+    tf.disable_v2_behavior()
+    GPUS = tuple(device.name for device in tf.config.list_physical_devices("GPU"))  # calls cuInit once
 
 __all__ = ["tf"]
