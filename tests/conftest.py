@@ -14,6 +14,13 @@ from tests import synthetic
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 REAL_DATA_DIR = Path("/usr/share/datasets/fashion-mnist")
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+NEEDS_CHROMIUM = pytest.mark.skipif(
+    not (CHROMIUM.is_file() and CHROMEDRIVER.is_file()),
+    reason="headless Chromium needs /usr/bin/chromium and /usr/bin/chromedriver: "
+    "apt-get install chromium chromium-driver (CI installs them)",
+)
 
 # Enough rows for smoke.yaml's split (100 validation rows per class) and still tiny.
 SYNTHETIC_TRAIN_ROWS = 2000
@@ -99,3 +106,30 @@ def build(tasks, workers: int = 1) -> luigi.execution_summary.LuigiRunResult:
     assert result.scheduling_succeeded, result.summary_text
     assert result.status.name in ("SUCCESS", "SUCCESS_WITH_RETRY"), result.summary_text
     return result
+
+
+@pytest.fixture
+def chromium(tmp_path):
+    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed: pip install -e .[test]")
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-quic",
+        "--window-size=1280,1600",
+        f"--user-data-dir={tmp_path / 'chromium-profile'}",
+    ):
+        options.add_argument(flag)
+    # An explicit driver path keeps Selenium Manager from trying to download one.
+    driver = webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=options)
+    driver.set_page_load_timeout(60)
+    yield driver
+    driver.quit()

@@ -13,46 +13,10 @@ import pytest
 from PIL import Image
 
 from tasks.reporting.report import build_report
+from tests.conftest import NEEDS_CHROMIUM
 from tests.report_fixtures import build_kwargs, write_scenario, write_test_arrow
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
-
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(
-        not (CHROMIUM.is_file() and CHROMEDRIVER.is_file()),
-        reason="headless Chromium needs /usr/bin/chromium and /usr/bin/chromedriver: "
-        "apt-get install chromium chromium-driver (CI installs them)",
-    ),
-]
-
-
-@pytest.fixture
-def chromium(tmp_path):
-    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed: pip install -e .[test]")
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for flag in (
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--disable-quic",
-        "--window-size=1280,1600",
-        f"--user-data-dir={tmp_path / 'chromium-profile'}",
-    ):
-        options.add_argument(flag)
-    # An explicit driver path keeps Selenium Manager from trying to download one.
-    driver = webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=options)
-    driver.set_page_load_timeout(60)
-    yield driver
-    driver.quit()
+pytestmark = [pytest.mark.browser, NEEDS_CHROMIUM]
 
 
 def test_report_renders_with_every_image_loaded(tmp_path, chromium):
