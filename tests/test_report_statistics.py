@@ -7,6 +7,7 @@ and 1, beats momentum and sgd on every seed; momentum and sgd cannot be told apa
 from __future__ import annotations
 
 import pytest
+from markupsafe import escape
 from PIL import Image
 
 from tasks.core.errors import ReportError
@@ -48,9 +49,9 @@ def test_which_optimizer_is_better_comes_first_and_answers_with_the_data(stats_r
     assert pairs["momentum", "sgd"]["sentence"].startswith(
         "no detectable difference between momentum and sgd at 4 seeds"
     )
-    assert "sgd has no test accuracy on 1 run(s)" in pairs["adam", "sgd"]["sentence"]
+    assert "; sgd's 1 run(s) without a test accuracy left out)." in pairs["adam", "sgd"]["sentence"]
     for pair in pairs.values():
-        assert f'<li data-a="{pair["a"]}" data-b="{pair["b"]}">{pair["sentence"]}</li>' in html
+        assert f'<li data-a="{pair["a"]}" data-b="{pair["b"]}">{escape(pair["sentence"])}</li>' in html
     optimizer_rows = {row[0][1]: [text for _, text in row] for row in tables["optimizer-statistics"][1:]}
     adam = out["statistics"]["optimizers"]["adam"]
     assert optimizer_rows["adam"] == [

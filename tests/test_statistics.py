@@ -133,10 +133,13 @@ def test_diverged_and_missing_accuracies_are_left_out_never_zero():
     pairs = {(pair["a"], pair["b"]): pair for pair in result["pairs"]}
     assert pairs["adam", "sgd"]["n_seeds"] == 2  # seeds 0 and 3 only
     assert (
-        "adam has no test accuracy on 2 run(s); sgd has no test accuracy on 1 run(s)"
+        "; adam's 2 run(s) without a test accuracy left out; sgd's 1 run(s) without a test accuracy left out)."
         in pairs["adam", "sgd"]["sentence"]
     )
-    assert pairs["adam", "wild"]["sentence"].startswith("adam and wild share no seed")
+    assert pairs["adam", "wild"]["sentence"] == (
+        "adam and wild share no seed on which both have a test accuracy: nothing to compare (adam's 2 run(s) "
+        "without a test accuracy left out; wild's 2 run(s) without a test accuracy left out)."
+    )
     json.dumps(result, allow_nan=False)
 
 

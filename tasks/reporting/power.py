@@ -89,10 +89,13 @@ def sentence(pair: Mapping[str, Any], found: Estimate | None, tested: int, lost:
     """What the data supports about one pair, in one sentence (see tasks.reporting.statistics)."""
     a, b, n = pair["a"], pair["b"], pair["n_seeds"]
     seeds = f"{n} seed{'s' if n != 1 else ''}"
-    left_out = [f"{name} has no test accuracy on {lost[name]} run(s)" for name in (a, b) if lost.get(name)]
-    note = f" ({'; '.join(left_out)}: left out)" if left_out else ""
+    # Runs without a test accuracy (diverged) are named inside the closing parenthesis, never hidden.
+    note = "".join(
+        f"; {name}'s {lost[name]} run(s) without a test accuracy left out" for name in (a, b) if lost.get(name)
+    )
     if n == 0:
-        return f"{a} and {b} share no seed on which both have a test accuracy: nothing to compare{note}."
+        left_out = f" ({note[2:]})" if note else ""
+        return f"{a} and {b} share no seed on which both have a test accuracy: nothing to compare{left_out}."
     difference = pair["mean_difference"]
     if n < MIN_SEEDS:
         text = f"too few seeds to compare {a} and {b}: {seeds} ({MIN_SEEDS} needed for an interval)"
@@ -107,7 +110,7 @@ def sentence(pair: Mapping[str, Any], found: Estimate | None, tested: int, lost:
         need = f"about {found.seeds} seeds" if found.seeds else f"{found.reason} seeds"
         return (
             f"{text}; {size} would need {need} to be detected "
-            f"(paired t-test, α = {ALPHA}, power {POWER}, {sd_text}){note}."
+            f"(paired t-test, α = {ALPHA}, power {POWER}, {sd_text}{note})."
         )
     interval = f"[{points(pair['ci_low'])}, {points(pair['ci_high'])}]"
     adjusted = f"Holm-adjusted p = {pair['p_value_holm']:.2g} over {tested} pair{'s' if tested != 1 else ''}"
@@ -116,11 +119,11 @@ def sentence(pair: Mapping[str, Any], found: Estimate | None, tested: int, lost:
         low, high = (pair["ci_low"], pair["ci_high"]) if difference > 0 else (-pair["ci_high"], -pair["ci_low"])
         return (
             f"{winner} beats {loser} by {points(abs(difference))} points [{points(low)}, {points(high)}] "
-            f"at {seeds} ({adjusted}){note}."
+            f"at {seeds} ({adjusted}{note})."
         )
     excludes_zero = pair["ci_low"] > 0 or pair["ci_high"] < 0
     caveat = "; the interval excludes 0 but the corrected test does not reject" if excludes_zero else ""
     return (
         f"no detectable difference between {a} and {b} at {seeds}: {a} − {b} = {points(difference)} points "
-        f"{interval} ({adjusted}{caveat}){note}."
+        f"{interval} ({adjusted}{caveat}{note})."
     )

@@ -43,7 +43,8 @@ def pairwise_matrix(path: Path, names: Sequence[str], pairs: Sequence[Mapping[st
     for r in range(size):
         for c in range(size):
             text = "—" if r == c else labels[r][c] or "n/a"
-            axis.text(c, r, text, ha="center", va="center", fontsize="small")
+            dark = np.isfinite(values[r, c]) and abs(values[r, c]) > 0.6 * limit
+            axis.text(c, r, text, ha="center", va="center", fontsize="small", color="white" if dark else "black")
     ticks = np.arange(size)
     axis.set_xticks(ticks, names, rotation=30, ha="right")
     axis.set_yticks(ticks, names)
