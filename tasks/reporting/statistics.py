@@ -12,7 +12,9 @@ Choices, and why:
   on which other optimizers are in the report. Not BCa: its bias correction counts the resamples whose
   statistic lies strictly below the estimate, and accuracies sit on a 1/10,000 grid, so many resample
   means tie the estimate exactly and floating-point rounding would decide the interval. A constant
-  vector gets the interval [c, c]: every resample has that mean.
+  vector gets the interval [c, c]: every resample has that mean. With 3-5 seeds a percentile interval
+  is too narrow (about the normal's width, not Student's t); the t-test's p-value has no such bias, and
+  significance is decided by it alone.
 - p-values come from the paired t-test (scipy.stats.ttest_rel, two-sided). Wilcoxon's signed-rank test
   assumes less, but its exact p-value cannot go below 2 / 2^n (0.0625 at 5 seeds, 0.002 at 10), so after
   Holm's correction over many pairs it could almost never reject at the seed counts this project runs.
