@@ -106,6 +106,7 @@ class NightlyReport(NightTask):
 
         config, text = load_experiment(self.config)
         paths = layout()
+        tuning = read_tuning(tuning_tasks(self.config))
         runs = collect_runs(self.night_runs())
         stored = history.read_history(paths.history_dir(config.experiment))
         nights = [row for row in stored if row["date"] <= self.night]
@@ -129,6 +130,8 @@ class NightlyReport(NightTask):
                 test_arrow=paths.test_arrow,
                 alerts=alerts,
                 extra_figures=[("Test accuracy over the nights", trend_png)],
+                targets=config.targets,
+                tuning=tuning,
             )
         if alerts:
             raise RegressionAlert(
@@ -136,4 +139,4 @@ class NightlyReport(NightTask):
                 + "; ".join(alerts)
                 + f". The report with the alert is at {result['html']}"
             )
-        write_report_json(self.output().path, self.config, config, result)
+        write_report_json(self.output().path, self.config, config, result, tuning)

@@ -85,17 +85,20 @@ class ExperimentReport(luigi.Task):
             config_text=text,
             runs=collect_runs(finals),
             test_arrow=layout().test_arrow,
+            targets=config.targets,
+            tuning=tuning,
         )
-        write_report_json(self.output().path, self.config, config, result)
+        write_report_json(self.output().path, self.config, config, result, tuning)
 
 
 # What report.json carries from build_report's result, under stable keys.
-REPORT_JSON_KEYS = ("table", "statistics", "time_to_target", "tuning")
+REPORT_JSON_KEYS = ("table", "statistics", "time_to_target", "anchors")
 
 
-def write_report_json(path: str, config_path: str, config: ExperimentConfig, result: dict) -> None:
+def write_report_json(path: str, config_path: str, config: ExperimentConfig, result: dict, tuning: dict) -> None:
     """report.json, the task's completion marker: written last, after everything it points at."""
     record = {"config": str(config_path), "config_hash": config_hash(config), "html": str(result["html"])}
+    record["tuning"] = tuning
     record.update({key: result[key] for key in REPORT_JSON_KEYS if key in result})
     write_json_atomic(path, record)
 

@@ -7,14 +7,20 @@ predictions on a tiny synthetic test set, passed through the same scoring code e
 from __future__ import annotations
 
 import json
+from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
+import scipy.stats
 
 from tasks.data.arrays import load_arrays, write_arrays
 from tasks.evaluation.evaluate import read_metrics, score_predictions, summarize_metrics
+from tasks.reporting import statistics
+from tasks.reporting.comparison import summary_targets
+from tasks.reporting.targets import summarize
 from tests.synthetic import make_images_labels
 
 TEST_ROWS = 200  # accuracies below are multiples of 1/200
@@ -46,6 +52,35 @@ SCENARIO = [
         },
     ),
 ]
+
+
+# Five seeds, for the statistics: adam (tuned, see STATS_TUNING) beats momentum and sgd on every seed; sgd
+# and momentum are indistinguishable; sgd diverged on seed 4. Final validation accuracies put adam past
+# 0.88 at epoch 2 (the fixture's curve peaks there at final + 0.01), the others past 0.85 only.
+STATS_OUTCOMES = {  # entry: (seconds per epoch, learning rate, [(final val, test) or "diverged"] for seeds 0-4)
+    "adam": (3.0, 0.001, [(0.88, 0.88), (0.875, 0.885), (0.88, 0.875), (0.885, 0.89), (0.88, 0.88)]),
+    "momentum": (2.5, 0.01, [(0.85, 0.86), (0.85, 0.86), (0.845, 0.855), (0.85, 0.875), (0.84, 0.86)]),
+    "sgd": (2.0, 0.1, [(0.845, 0.86), (0.85, 0.865), (0.84, 0.85), (0.85, 0.87), "diverged"]),
+}
+STATS_SCENARIO = [
+    (name, name, {}, seconds, {rate: [(seed, *o) if o != "diverged" else (seed, o) for seed, o in enumerate(runs)]})
+    for name, (seconds, rate, runs) in STATS_OUTCOMES.items()
+]
+STATS_TUNING = {
+    "adam": {
+        "tuning_seeds": [0, 1],
+        "grid": [
+            dict(zip(("learning_rate", "run_hash", "val_accuracies", "mean_val_accuracy", "std_val_accuracy"), point))
+            for point in (
+                (0.0003, "t1", [0.86, 0.87], 0.865, 0.00707),
+                (0.001, "t2", [0.88, 0.885], 0.8825, 0.00354),
+                (0.01, "t3", [0.85, None], 0.85, None),  # one tuning seed diverged
+            )
+        ],
+        "chosen_learning_rate": 0.001,
+        "rule": "the highest mean final validation accuracy over tuning seeds 0 and 1",
+    }
+}
 
 
 def write_test_arrow(path: Path) -> Path:
@@ -90,7 +125,11 @@ def write_run(
     epochs = 1 if diverged else EPOCHS
     pq.write_table(_metrics(0.5 if diverged else outcome[1], epochs, seconds), run_dir / "metrics.parquet")
     run = {
-        "settings": {"optimizer": {"name": optimizer, "learning_rate": learning_rate, "params": params}},
+        "settings": {
+            "model": {"name": "mlp", "params": {"hidden": [128, 128]}},
+            "training": {"epochs": EPOCHS, "batch_size": 64},
+            "optimizer": {"name": optimizer, "learning_rate": learning_rate, "params": params},
+        },
         "run_hash": run_hash,
         "seed": seed,
         "status": "diverged" if diverged else "completed",
@@ -168,3 +207,75 @@ def build_kwargs(tmp_path: Path, runs: list[dict], test_arrow: Path, **overrides
     }
     kwargs.update(overrides)
     return kwargs
+
+
+class TableParser(HTMLParser):
+    """Collects every <table id=...> as rows of (attributes, text) cells, and the order of tags seen."""
+
+    def __init__(self):
+        super().__init__()
+        self.tables: dict[str, list[list[tuple[dict, str]]]] = {}
+        self.images: list[str] = []
+        self._table = None
+        self._cell = None
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "table":
+            self._table = self.tables.setdefault(attrs.get("id", f"table-{len(self.tables)}"), [])
+        elif tag == "tr" and self._table is not None:
+            self._table.append([])
+        elif tag in ("td", "th") and self._table is not None:
+            self._cell = (attrs, [])
+        elif tag == "img":
+            self.images.append(attrs["src"])
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th") and self._cell is not None:
+            self._table[-1].append((self._cell[0], " ".join("".join(self._cell[1]).split())))
+            self._cell = None
+        elif tag == "table":
+            self._table = None
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell[1].append(data)
+
+
+def assert_recomputable_from_summary(out: dict, runs: list[dict]) -> None:
+    """build_report's statistics and times to target equal a recomputation from summary.parquet alone.
+
+    Then, independently of the report's code: the means, the paired t-tests, Holm's step-down, and
+    every run's time to target read straight from its metrics.parquet.
+    """
+    reported = json.loads(json.dumps({key: out[key] for key in ("statistics", "time_to_target")}, allow_nan=False))
+    table = pq.read_table(out["summary"])
+    rows = table.to_pylist()
+    assert statistics.compute(rows) == reported["statistics"]
+    assert summarize(rows, summary_targets(table.schema)) == reported["time_to_target"]
+    chosen = [row for row in rows if row["chosen"] and row["status"] == "completed"]
+    scores = {
+        name: {r["seed"]: r["test_accuracy"] for r in chosen if r["name"] == name} for name in {r["name"] for r in rows}
+    }
+    for name, result in reported["statistics"]["optimizers"].items():
+        assert result["mean"] == pytest.approx(np.mean(list(scores[name].values())), abs=1e-15)
+    tested = sorted(
+        (p for p in reported["statistics"]["pairs"] if p["p_value"] is not None), key=lambda p: p["p_value"]
+    )
+    running = 0.0
+    for rank, pair in enumerate(tested):
+        seeds = sorted(set(scores[pair["a"]]) & set(scores[pair["b"]]))
+        a, b = ([scores[name][seed] for seed in seeds] for name in (pair["a"], pair["b"]))
+        assert pair["p_value"] == pytest.approx(scipy.stats.ttest_rel(a, b).pvalue, rel=1e-9)
+        running = max(running, min(1.0, (len(tested) - rank) * pair["p_value"]))
+        assert pair["p_value_holm"] == pytest.approx(running, rel=1e-12)
+    for row, run in zip(rows, runs):
+        metrics = pq.read_table(run["run_dir"] / "metrics.parquet").to_pydict()
+        for target in summary_targets(table.schema):
+            reached = [i for i, value in enumerate(metrics["val_accuracy"]) if value >= target]
+            first = reached[0] if reached else None
+            expected = (
+                (None, None) if first is None else (metrics["epoch"][first], sum(metrics["wall_seconds"][: first + 1]))
+            )
+            tag = f"{100 * target:g}"
+            assert (row[f"epochs_to_val_{tag}"], row[f"seconds_to_val_{tag}"]) == expected

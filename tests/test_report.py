@@ -6,8 +6,6 @@ momentum has a 2-point grid with one diverged run (see tests/report_fixtures.py)
 
 from __future__ import annotations
 
-from html.parser import HTMLParser
-
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
@@ -15,42 +13,16 @@ from PIL import Image
 
 from tasks.core.errors import ReportError
 from tasks.reporting.report import build_report
-from tests.report_fixtures import SCENARIO, build_kwargs, write_scenario, write_test_arrow
+from tests.report_fixtures import (
+    SCENARIO,
+    TableParser,
+    assert_recomputable_from_summary,
+    build_kwargs,
+    write_scenario,
+    write_test_arrow,
+)
 
 ALERT = "val accuracy of adam fell by 0.05 <b>below</b> the 5-day mean"
-
-
-class TableParser(HTMLParser):
-    """Collects every <table id=...> as rows of (attributes, text) cells, and the order of tags seen."""
-
-    def __init__(self):
-        super().__init__()
-        self.tables: dict[str, list[list[tuple[dict, str]]]] = {}
-        self.images: list[str] = []
-        self._table = None
-        self._cell = None
-
-    def handle_starttag(self, tag, attrs):
-        attrs = dict(attrs)
-        if tag == "table":
-            self._table = self.tables.setdefault(attrs.get("id", f"table-{len(self.tables)}"), [])
-        elif tag == "tr" and self._table is not None:
-            self._table.append([])
-        elif tag in ("td", "th") and self._table is not None:
-            self._cell = (attrs, [])
-        elif tag == "img":
-            self.images.append(attrs["src"])
-
-    def handle_endtag(self, tag):
-        if tag in ("td", "th") and self._cell is not None:
-            self._table[-1].append((self._cell[0], " ".join("".join(self._cell[1]).split())))
-            self._cell = None
-        elif tag == "table":
-            self._table = None
-
-    def handle_data(self, data):
-        if self._cell is not None:
-            self._cell[1].append(data)
 
 
 @pytest.fixture(scope="module")
@@ -96,6 +68,9 @@ def test_every_file_exists_and_every_png_is_a_real_image(report):
             "per_class_accuracy.png",
             "misclassified.png",
             "extra-1-nightly-trend.png",
+            "forest_plot.png",
+            "pairwise_matrix.png",
+            "performance_profile.png",
         ]
     )
     for path in out["figures"]:
@@ -235,3 +210,7 @@ def test_no_sgd_single_rate_and_all_diverged_entry(tmp_path):
 
     with pytest.raises(ReportError, match="no runs"):
         build_report(tmp_path / "empty", **build_kwargs(tmp_path, [], test_arrow))
+
+
+def test_report_json_numbers_are_recomputed_exactly_from_summary_parquet_alone(report):
+    assert_recomputable_from_summary(report["out"], report["runs"])

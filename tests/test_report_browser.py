@@ -32,7 +32,7 @@ def test_report_renders_with_every_image_loaded(tmp_path, chromium):
     images = chromium.execute_script(
         "return [...document.images].map(img => [img.getAttribute('src'), img.complete, img.naturalWidth]);"
     )
-    assert len(images) == len(out["figures"]) == 7
+    assert len(images) == len(out["figures"]) == 10
     broken = [src for src, complete, width in images if not (complete and width > 0)]
     assert broken == [], f"images that did not load: {broken}"
 

@@ -2,7 +2,9 @@
 
 Everything here is read from each run's evaluation.json (and run.json for wall time), once. The
 report's HTML and Markdown tables, its figures and summary.parquet all render these same objects, so
-no number is computed twice in two different ways.
+no number is computed twice in two different ways. summary.parquet has one row per run; `chosen` marks
+the runs of each entry's chosen grid point, the ones tasks.reporting.statistics compares, and the
+time-to-target columns (tasks.reporting.targets) follow, their targets in the schema metadata.
 
 Selection rule: an entry's best grid point has the fewest diverged seeds, then the highest mean final
 validation accuracy over its completed seeds, then comes first in config order. Test accuracy is never
@@ -11,6 +13,8 @@ used to choose: it would leak the test set into model selection.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +23,8 @@ import numpy as np
 import pyarrow as pa
 
 from tasks.core.errors import ReportError
+from tasks.reporting.targets import TARGETS_METADATA_KEY
+from tasks.reporting.targets import columns as target_columns
 
 SGD_ENTRY = "sgd"
 SUMMARY_SCHEMA = pa.schema(
@@ -36,6 +42,7 @@ SUMMARY_SCHEMA = pa.schema(
         ("final_val_accuracy", pa.float64()),
         ("seconds_per_epoch", pa.float64()),
         ("wall_seconds", pa.float64()),
+        ("chosen", pa.bool_()),
     ]
 )
 RUN_KEYS = ("name", "optimizer", "learning_rate", "params", "seed", "run_hash", "run_dir", "run", "evaluation")
@@ -62,9 +69,15 @@ class RunResult:
     final_val_accuracy: float | None = None
     seconds_per_epoch: float | None = None
     wall_seconds: float | None = None
+    chosen: bool = False
+    time_to_target: list[tuple[int | None, float | None]] = field(default_factory=list)
 
-    def summary_row(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in SUMMARY_SCHEMA.names}
+    def summary_row(self, targets: Sequence[float] = ()) -> dict[str, Any]:
+        row = {name: getattr(self, name) for name in SUMMARY_SCHEMA.names}
+        for target, (epochs, seconds) in zip(targets, self.time_to_target or [(None, None)] * len(targets)):
+            epochs_column, seconds_column = target_columns(target)
+            row[epochs_column], row[seconds_column] = epochs, seconds
+        return row
 
     @property
     def diverged_text(self) -> str:
@@ -223,8 +236,22 @@ def best_run(results: list[RunResult]) -> RunResult | None:
     return max(completed, key=lambda run: run.test_accuracy) if completed else None
 
 
-def summary_table(results: list[RunResult]) -> pa.Table:
-    return pa.Table.from_pylist([result.summary_row() for result in results], schema=SUMMARY_SCHEMA)
+def summary_schema(targets: Sequence[float] = ()) -> pa.Schema:
+    fields = list(SUMMARY_SCHEMA)
+    for target in targets:
+        epochs_column, seconds_column = target_columns(target)
+        fields += [pa.field(epochs_column, pa.int32()), pa.field(seconds_column, pa.float64())]
+    return pa.schema(fields, metadata={TARGETS_METADATA_KEY: json.dumps(list(targets)).encode()})
+
+
+def summary_table(results: list[RunResult], targets: Sequence[float] = ()) -> pa.Table:
+    rows = [result.summary_row(targets) for result in results]
+    return pa.Table.from_pylist(rows, schema=summary_schema(targets))
+
+
+def summary_targets(schema: pa.Schema) -> list[float]:
+    """The validation-accuracy targets a summary.parquet was written with (its schema metadata)."""
+    return json.loads((schema.metadata or {}).get(TARGETS_METADATA_KEY, b"[]"))
 
 
 @dataclass
@@ -242,4 +269,7 @@ def compare(runs: list[dict[str, Any]]) -> Comparison:
     results = [run_result(run) for run in runs]
     grid = group_grid(results)
     best_points = {name: select_best(points) for name, points in grid.items()}
+    for point in best_points.values():
+        for run in point.runs:
+            run.chosen = True
     return Comparison(results, grid, best_points, table_rows(grid, best_points))

@@ -30,7 +30,7 @@ CURVE_PANELS = (
 DIVERGED_COLOR = "#d62728"
 
 
-def _save(figure: Figure, path: Path) -> Path:
+def save(figure: Figure, path: Path) -> Path:
     figure.tight_layout()
     with atomic_path(path, suffix=".png") as temp:
         figure.savefig(temp, format="png", dpi=DPI)
@@ -57,7 +57,7 @@ def learning_curves(path: Path, series: Sequence[dict]) -> Path:
         axis.set_xlabel("epoch")
     if series:  # an experiment whose every run diverged at once has no curve to label
         axes[0, 0].legend(fontsize="small")
-    return _save(figure, path)
+    return save(figure, path)
 
 
 def accuracy_bars(
@@ -96,26 +96,42 @@ def accuracy_bars(
     axis.set_ylabel("test accuracy")
     axis.set_title("Test accuracy at the best grid point (mean ± std over seeds)")
     axis.grid(axis="y", alpha=0.3)
-    return _save(figure, path)
+    return save(figure, path)
 
 
 def lr_sensitivity(path: Path, lines: Sequence[dict]) -> Path:
-    """Final validation accuracy against learning rate (log x); diverged runs as red × on the bottom axis.
+    """Validation accuracy against learning rate (log x), ±std band over seeds, the chosen rate starred.
 
-    Each line is {"label", "learning_rates", "val_accuracy" (None where no seed completed),
-    "diverged_learning_rates" (one per diverged run)}.
+    Each line (tasks.reporting.tuning.sensitivity_lines) is {"label", "learning_rates", "mean", "std" (None
+    where unknown), "diverged_learning_rates" (one per diverged run), "chosen_learning_rate"}. Diverged
+    runs are red × on the bottom axis: a divergence is not an accuracy of zero.
     """
     figure = Figure(figsize=(8, 5))
     axis = figure.subplots()
     bottom = blended_transform_factory(axis.transData, axis.transAxes)
-    diverged_labelled = False
+    diverged_labelled = chosen_labelled = False
     for index, line in enumerate(lines):
-        points = [(lr, acc) for lr, acc in zip(line["learning_rates"], line["val_accuracy"]) if acc is not None]
-        if points:
-            xs, ys = zip(*points)
-            axis.plot(xs, ys, marker="o", color=f"C{index % 10}", label=line["label"])
+        color = f"C{index % 10}"
+        rates = np.asarray(line["learning_rates"], dtype=float)
+        mean = np.array([np.nan if value is None else value for value in line["mean"]], dtype=float)
+        std = np.array([np.nan if value is None else value for value in line["std"]], dtype=float)
+        present = np.isfinite(mean)
+        axis.plot(rates[present], mean[present], marker="o", color=color, label=line["label"])
+        axis.fill_between(rates, mean - std, mean + std, color=color, alpha=0.18, linewidth=0)
+        chosen = np.flatnonzero(np.isclose(rates, line["chosen_learning_rate"], rtol=1e-9))
+        if chosen.size and present[chosen[0]]:
+            axis.plot(
+                rates[chosen[0]],
+                mean[chosen[0]],
+                marker="*",
+                markersize=17,
+                color=color,
+                markeredgecolor="black",
+                linestyle="none",
+                label=None if chosen_labelled else "chosen",
+            )
+            chosen_labelled = True
         for rate in line["diverged_learning_rates"]:
-            # Drawn in axes coordinates at the bottom edge: a divergence is not an accuracy of zero.
             axis.plot(
                 [rate],
                 [0.03],
@@ -131,11 +147,11 @@ def lr_sensitivity(path: Path, lines: Sequence[dict]) -> Path:
             diverged_labelled = True
     axis.set_xscale("log")
     axis.set_xlabel("learning rate (log scale)")
-    axis.set_ylabel("final validation accuracy (mean over seeds)")
-    axis.set_title("Learning-rate sensitivity")
+    axis.set_ylabel("validation accuracy (mean ± std over seeds)")
+    axis.set_title("Learning-rate sensitivity (validation only)")
     axis.grid(alpha=0.3, which="both")
     axis.legend(fontsize="small")
-    return _save(figure, path)
+    return save(figure, path)
 
 
 def confusion_matrix(path: Path, matrix: Sequence[Sequence[int]], class_names: Sequence[str], title: str) -> Path:
@@ -163,7 +179,7 @@ def confusion_matrix(path: Path, matrix: Sequence[Sequence[int]], class_names: S
     axis.set_xlabel("predicted class")
     axis.set_ylabel("true class")
     axis.set_title(title)
-    return _save(figure, path)
+    return save(figure, path)
 
 
 def per_class_accuracy(path: Path, accuracies: Sequence[float | None], class_names: Sequence[str], title: str) -> Path:
@@ -187,7 +203,7 @@ def per_class_accuracy(path: Path, accuracies: Sequence[float | None], class_nam
     axis.set_xlabel("test accuracy")
     axis.set_title(title)
     axis.grid(axis="x", alpha=0.3)
-    return _save(figure, path)
+    return save(figure, path)
 
 
 def image_grid(
@@ -214,7 +230,7 @@ def image_grid(
         axis.text(0.5, 0.5, "none", ha="center", va="center", transform=axis.transAxes)
     if heading:
         figure.suptitle(heading)
-    return _save(figure, path)
+    return save(figure, path)
 
 
 def accuracy_trend(path: Path, dates: Sequence[str], series: dict[str, Sequence[float | None]]) -> Path:
@@ -231,4 +247,4 @@ def accuracy_trend(path: Path, dates: Sequence[str], series: dict[str, Sequence[
     axes.set_title("Nightly test accuracy")
     axes.grid(alpha=0.3)
     axes.legend(fontsize=8)
-    return _save(figure, path)
+    return save(figure, path)

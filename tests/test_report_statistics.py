@@ -1,0 +1,94 @@
+"""The report answers "which optimizer is better?" with numbers anyone can recompute from summary.parquet.
+
+Three optimizers × five paired seeds (tests/report_fixtures.py STATS_SCENARIO): adam, tuned on seeds 0
+and 1, beats momentum and sgd on every seed; momentum and sgd cannot be told apart; sgd diverged once.
+"""
+
+from __future__ import annotations
+
+import pytest
+from markupsafe import escape
+from PIL import Image
+
+from tasks.core.errors import ReportError
+from tasks.reporting.report import build_report
+from tests.report_fixtures import (
+    STATS_SCENARIO,
+    STATS_TUNING,
+    TableParser,
+    assert_recomputable_from_summary,
+    build_kwargs,
+    write_scenario,
+    write_test_arrow,
+)
+
+
+@pytest.fixture(scope="module")
+def stats_report(tmp_path_factory):
+    """Five paired seeds (tests/report_fixtures.py STATS_SCENARIO): enough for intervals and tests."""
+    root = tmp_path_factory.mktemp("stats")
+    test_arrow = write_test_arrow(root / "test.arrow")
+    runs = write_scenario(root / "runs", test_arrow, STATS_SCENARIO)
+    out = build_report(root / "out", **build_kwargs(root, runs, test_arrow, tuning=STATS_TUNING, targets=(0.85, 0.88)))
+    parser = TableParser()
+    parser.feed(out["html"].read_text())
+    return {"out": out, "runs": runs, "html": out["html"].read_text(), "parser": parser}
+
+
+def test_report_json_numbers_are_recomputed_exactly_from_summary_parquet_alone(stats_report):
+    assert_recomputable_from_summary(stats_report["out"], stats_report["runs"])
+
+
+def test_which_optimizer_is_better_comes_first_and_answers_with_the_data(stats_report):
+    html, out, tables = stats_report["html"], stats_report["out"], stats_report["parser"].tables
+    order = ["which-is-better", "time-to-target", "anchors-heading", "measured", "results-heading"]
+    assert [html.index(f'id="{heading}"') for heading in order] == sorted(html.index(f'id="{h}"') for h in order)
+    pairs = {(pair["a"], pair["b"]): pair for pair in out["statistics"]["pairs"]}
+    assert pairs["adam", "momentum"]["significant"] and pairs["adam", "sgd"]["significant"]
+    assert pairs["adam", "momentum"]["sentence"].startswith("adam beats momentum by 2.00 points [")
+    assert pairs["momentum", "sgd"]["sentence"].startswith(
+        "no detectable difference between momentum and sgd at 4 seeds"
+    )
+    assert "; sgd's 1 run(s) without a test accuracy left out)." in pairs["adam", "sgd"]["sentence"]
+    for pair in pairs.values():
+        assert f'<li data-a="{pair["a"]}" data-b="{pair["b"]}">{escape(pair["sentence"])}</li>' in html
+    optimizer_rows = {row[0][1]: [text for _, text in row] for row in tables["optimizer-statistics"][1:]}
+    adam = out["statistics"]["optimizers"]["adam"]
+    assert optimizer_rows["adam"] == [
+        "adam",
+        "5",
+        "0",
+        f"{adam['mean']:.4f}",
+        f"[{adam['ci_low']:.4f}, {adam['ci_high']:.4f}]",
+    ]
+    assert optimizer_rows["sgd"][1:3] == ["4", "1"]
+    assert len(tables["pairs"]) == 4 and len(tables["anchors"]) == 8
+    anchors = {row[2][1]: row[4][1] for row in tables["anchors"][1:]}
+    assert anchors["0.8592"] == "not comparable: 4 epochs, not 20"
+    times = {row[0][1]: [text for _, text in row[1:]] for row in tables["time-to-target-table"][1:]}
+    assert times["adam"] == ["5 / 5", "2", "6.0 s", "5 / 5", "2", "6.0 s"]
+    assert times["sgd"][3] == "0 / 5" and times["sgd"][4:] == ["not reached", "not reached"]
+    for text in ("final checkpoint", "running averages", "wall time of training <em>and</em> validation"):
+        assert text in html
+    for name in ("forest_plot", "pairwise_matrix", "performance_profile", "lr_sensitivity"):
+        path = out["html"].parent / "figures" / f"{name}.png"
+        with Image.open(path) as image:
+            assert image.format == "PNG" and image.width >= 400, path
+        assert f'src="figures/{name}.png"' in html
+
+
+def test_a_tuned_entry_shows_its_grid_the_chosen_rate_and_the_rule(stats_report, tmp_path):
+    html = stats_report["html"]
+    assert (
+        "<strong>adam</strong>: learning rate 0.001 chosen (tuned on seeds 0, 1): " + STATS_TUNING["adam"]["rule"]
+        in html
+    )
+    runs = stats_report["runs"]
+    test_arrow = write_test_arrow(tmp_path / "test.arrow")
+    wrong = {"adam": {**STATS_TUNING["adam"], "chosen_learning_rate": 0.01}}
+    with pytest.raises(
+        ReportError, match=r"tuning\['adam'\]: chosen_learning_rate 0.01, but the runs of 'adam' use 0.001"
+    ):
+        build_report(tmp_path / "out", **build_kwargs(tmp_path, runs, test_arrow, tuning=wrong))
+    with pytest.raises(ReportError, match="targets: expected one or more distinct"):
+        build_report(tmp_path / "out", **build_kwargs(tmp_path, runs, test_arrow, targets=(0.85, 1.5)))
