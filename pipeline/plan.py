@@ -1,0 +1,117 @@
+"""What a config will cost before it runs: `python -m pipeline.plan --config configs/x.yaml`.
+
+Prints the runs in total, done and to do, and the estimated CPU time of those to do. The training rate
+of a run (examples/s) and its fixed cost (TF import, data load, graph build, evaluation) come from the
+`run.json` files of earlier runs of the same model and batch size under the artifacts root; without
+any, from the rates `benchmarks/train_throughput.py` measured on the 2-core reference machine. Never
+imports TensorFlow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+import luigi.configuration
+
+from pipeline.experiment import DEFAULT_CONFIG, load_experiment, read_tuning, tuning_tasks
+from pipeline.settings import layout, settings
+from tasks.core.config import ExperimentConfig
+from tasks.core.errors import PipelineError
+from tasks.core.runs import RunSpec, final_specs, grid_specs, tuned_entries
+
+TRAIN_ROWS = 60_000  # the Fashion-MNIST training file, before the validation rows are taken out
+# examples/s on one core of the reference machine (README, Performance); per-run fixed cost in seconds.
+REFERENCE_RATES = {"logreg": 60_000.0, "mlp": 40_000.0, "cnn_2c2d": 300.0, "cnn_p1": 300.0}
+REFERENCE_OVERHEAD_SECONDS = 12.0
+# M-SVAG and SVAG do more work per step than the rest (README, Performance).
+SLOWER = {"msvag": 1.6, "svag": 1.6}
+
+
+def planned_runs(config: ExperimentConfig, config_path: str) -> list[RunSpec]:
+    """Every run the config will train: tuning grids, then the final runs (chosen rates where known)."""
+    specs: dict[tuple[str, int], RunSpec] = {}
+    for entry in tuned_entries(config):
+        for spec in grid_specs(config, entry):
+            specs[(spec.run_hash, spec.seed)] = spec
+    tasks = [task for task in tuning_tasks(config_path) if task.complete()]
+    choices = {name: float(record["chosen_learning_rate"]) for name, record in read_tuning(tasks).items()}
+    # A tuned entry not yet tuned: count its first grid point on the remaining seeds (same cost).
+    choices.update({e.name: e.learning_rates[0] for e in tuned_entries(config) if e.name not in choices})
+    for spec in final_specs(config, choices):
+        specs.setdefault((spec.run_hash, spec.seed), spec)
+    return list(specs.values())
+
+
+def recorded_rates(runs_root: Path) -> dict[tuple[str, int, str], tuple[float, float]]:
+    """(model json, batch, optimizer) → (median examples/s, median fixed seconds) from finished runs."""
+    found: dict[tuple[str, int, str], list[tuple[float, float]]] = {}
+    for path in runs_root.glob("**/seed-*/run.json"):
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+            settings_ = record["settings"]
+            key = (
+                json.dumps(settings_["model"], sort_keys=True),
+                int(settings_["training"]["batch_size"]),
+                str(settings_["optimizer"]["name"]),
+            )
+            rate = float(record["examples_per_second"])
+            fixed = float(record["attempt_wall_seconds"]) - float(record["wall_seconds"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # an unreadable or foreign record says nothing about speed
+        if rate > 0 and record.get("attempts") == 1:
+            found.setdefault(key, []).append((rate, max(fixed, 0.0)))
+    return {
+        key: (statistics.median(r for r, _ in values), statistics.median(f for _, f in values))
+        for key, values in found.items()
+    }
+
+
+def estimate_seconds(spec: RunSpec, rates: dict) -> tuple[float, str]:
+    settings_ = spec.settings
+    model = json.dumps(settings_.model.model_dump(mode="json"), sort_keys=True)
+    key = (model, settings_.training.batch_size, settings_.optimizer.name)
+    same_model = [value for k, value in rates.items() if k[0] == model and k[1] == settings_.training.batch_size]
+    if key in rates:
+        rate, fixed = rates[key]
+        source = "recorded"
+    elif same_model:
+        rate = statistics.median(r for r, _ in same_model) / SLOWER.get(settings_.optimizer.name, 1.0)
+        fixed, source = statistics.median(f for _, f in same_model), "recorded (other optimizers)"
+    else:
+        rate = REFERENCE_RATES[settings_.model.name] / SLOWER.get(settings_.optimizer.name, 1.0)
+        fixed, source = REFERENCE_OVERHEAD_SECONDS, "reference machine"
+    train_rows = TRAIN_ROWS - 10 * settings_.split.validation_per_class
+    return fixed + settings_.training.epochs * train_rows / rate, source
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pipeline.plan", description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default=DEFAULT_CONFIG)
+    args = parser.parse_args(argv)
+    try:
+        config = load_experiment(args.config)[0]
+        specs = planned_runs(config, args.config)
+    except (PipelineError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    paths = layout()
+    done = [spec for spec in specs if (paths.run_dir(spec) / "run.json").is_file()]
+    to_do = [spec for spec in specs if spec not in done]
+    rates = recorded_rates(paths.root / "runs")
+    estimates = [estimate_seconds(spec, rates) for spec in to_do]
+    cpu = sum(seconds for seconds, _ in estimates)
+    slots = max(1, luigi.configuration.get_config().getint("resources", settings().training_resource, 1))
+    sources = sorted({source for _, source in estimates}) or ["nothing to do"]
+    print(f"config: {args.config} (experiment {config.experiment})")
+    print(f"runs: {len(specs)} total, {len(done)} done, {len(to_do)} to do")
+    print(f"estimated CPU time: {cpu / 60:.1f} min ({', '.join(sources)})")
+    print(f"estimated wall time: {cpu / slots / 60:.1f} min on {slots} training slot(s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
