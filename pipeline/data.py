@@ -30,6 +30,7 @@ class FetchFile(luigi.Task):
             expected_gz_md5=gz_md5,
             timeout=site.fetch_timeout,
             retries=site.fetch_retries,
+            deadline=site.fetch_deadline,
         )
 
 

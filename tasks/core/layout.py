@@ -11,6 +11,11 @@ from pathlib import Path
 from tasks.core.config import RunSpec, check_safe_name
 
 
+def raw_record_path(raw_dir: str | Path, name: str) -> Path:
+    """The fetch record beside a raw file: the one definition, for callers that hold only the raw folder."""
+    return Path(raw_dir) / f"{name}.json"
+
+
 class Layout:
     """Paths under one artifacts root (see artifacts/README.md for the picture)."""
 
@@ -26,7 +31,7 @@ class Layout:
         return self.raw_dir / name
 
     def raw_record(self, name: str) -> Path:
-        return self.raw_dir / f"{name}.json"
+        return raw_record_path(self.raw_dir, name)
 
     @property
     def arrays_dir(self) -> Path:
