@@ -1,15 +1,33 @@
-"""The data stage: FetchFile ×4 → DecodeData → PrepareData."""
+"""The data stage: FetchFile ×4 → DecodeData → PrepareData.
+
+Each run() holds its target's lock (tasks.core.locks) and returns at once when, once the lock is held,
+the target turns out complete: another command (a differently spelled one, or another host's) built it
+while this one waited.
+"""
 
 from __future__ import annotations
 
 import luigi
 
 from pipeline.settings import expected_checksums, layout, settings
+from tasks.core.locks import target_lock
 from tasks.core.storage import read_json, write_json_atomic
 from tasks.data.dataset import RAW_FILE_NAMES
 
 
-class FetchFile(luigi.Task):
+class LockedTargetTask(luigi.Task):
+    """A task whose run() builds its one file target under that target's lock, unless it is complete by then."""
+
+    def run(self):
+        with target_lock(self.output().path):
+            if not self.complete():  # another process may have built it while we waited for the lock
+                self.build()
+
+    def build(self):
+        raise NotImplementedError
+
+
+class FetchFile(LockedTargetTask):
     """Get one published .gz file from the first source that has a verified copy."""
 
     name = luigi.ChoiceParameter(choices=RAW_FILE_NAMES, var_type=str)
@@ -17,7 +35,7 @@ class FetchFile(luigi.Task):
     def output(self):
         return luigi.LocalTarget(str(layout().raw_file(self.name)))
 
-    def run(self):
+    def build(self):
         from tasks.data.fetch import fetch_raw_file
 
         payload_sha256, gz_md5 = expected_checksums(self.name)
@@ -34,7 +52,7 @@ class FetchFile(luigi.Task):
         )
 
 
-class DecodeData(luigi.Task):
+class DecodeData(LockedTargetTask):
     """Decode and validate the four IDX files into the Arrow cache; write the data manifest last."""
 
     def requires(self):
@@ -43,7 +61,7 @@ class DecodeData(luigi.Task):
     def output(self):
         return luigi.LocalTarget(str(layout().manifest))
 
-    def run(self):
+    def build(self):
         from tasks.data.prepare import decode_dataset
 
         paths = layout()
@@ -52,7 +70,7 @@ class DecodeData(luigi.Task):
         write_json_atomic(self.output().path, manifest)
 
 
-class PrepareData(luigi.Task):
+class PrepareData(LockedTargetTask):
     """The decoded arrays plus a seeded, stratified validation split of the training rows."""
 
     validation_per_class = luigi.IntParameter(default=600)
@@ -64,7 +82,7 @@ class PrepareData(luigi.Task):
     def output(self):
         return luigi.LocalTarget(str(layout().split_arrow(self.validation_per_class, self.split_seed)))
 
-    def run(self):
+    def build(self):
         from tasks.data.prepare import make_split
 
         make_split(layout().train_arrow, self.output().path, self.validation_per_class, self.split_seed)
