@@ -66,7 +66,7 @@ class DecodeData(LockedTargetTask):
 
         paths = layout()
         records = {name: read_json(paths.raw_record(name)) for name in RAW_FILE_NAMES}
-        manifest = decode_dataset(paths.raw_dir, paths.arrays_dir, records)
+        manifest = decode_dataset(paths, records)
         write_json_atomic(self.output().path, manifest)
 
 
@@ -85,11 +85,11 @@ class PrepareData(LockedTargetTask):
     def build(self):
         from tasks.data.prepare import make_split
 
-        make_split(layout().train_arrow, self.output().path, self.validation_per_class, self.split_seed)
+        make_split(layout(), self.validation_per_class, self.split_seed)
 
 
 class VerifyData(luigi.Task):
-    """Before a night's training: re-verify the raw files and the Arrow cache (sha256 of files, no decode)."""
+    """Before a night's training: re-verify the raw files, the Arrow cache and the splits (sha256 of files)."""
 
     date = luigi.DateParameter()
 
@@ -100,9 +100,10 @@ class VerifyData(luigi.Task):
         return luigi.LocalTarget(str(layout().verified_record(self.date.isoformat())))
 
     def run(self):
-        from tasks.data.prepare import verify_data
+        from tasks.data.verify import verify_data
 
         paths = layout()
         expected = {name: expected_checksums(name)[0] for name in RAW_FILE_NAMES}
-        result = verify_data(paths.raw_dir, paths.manifest, expected)
+        with target_lock(paths.manifest):  # DecodeData writes the arrays and the manifest under this lock
+            result = verify_data(paths, expected)
         write_json_atomic(self.output().path, {"date": self.date.isoformat(), **result})

@@ -37,17 +37,30 @@ class Layout:
     def arrays_dir(self) -> Path:
         return self.root / "data" / "arrays"
 
+    def arrays_file(self, split: str) -> Path:
+        """The decoded images and labels of one published split ("train" or "test")."""
+        return self.arrays_dir / f"{split}.arrow"
+
     @property
     def train_arrow(self) -> Path:
-        return self.arrays_dir / "train.arrow"
+        return self.arrays_file("train")
 
     @property
     def test_arrow(self) -> Path:
-        return self.arrays_dir / "test.arrow"
+        return self.arrays_file("test")
 
     def split_arrow(self, validation_per_class: int, seed: int) -> Path:
         # The split's parameters are in its name, so two experiments with different splits never share one.
         return self.arrays_dir / f"split-v{validation_per_class}-s{seed}.arrow"
+
+    def split_record(self, validation_per_class: int, seed: int) -> Path:
+        """What PrepareData wrote into the split (its sha256 and class counts), written before the split."""
+        split = self.split_arrow(validation_per_class, seed)
+        return split.with_name(split.name + ".json")
+
+    def relative(self, path: Path) -> str:
+        """`path` as the manifest stores it: relative to the root, so that a copied root stays valid."""
+        return Path(path).relative_to(self.root).as_posix()
 
     @property
     def manifest(self) -> Path:
