@@ -20,6 +20,7 @@ from tasks.data.dataset import RAW_FILE_NAMES
 from tasks.data.fetch import verify_raw_file
 from tests.conftest import REPO_ROOT
 from tests.httpserver import serve
+from tests.test_scheduler import _luigi as luigi_command
 
 server = pytest.fixture(serve)
 
@@ -115,17 +116,7 @@ def test_two_differently_spelled_commands_build_the_data_stage_together(tmp_path
         ["PrepareData", "--validation-per-class", "5"],
         ["PrepareData", "--validation-per-class", "5", "--split-seed", "0"],
     ]
-    processes = [
-        subprocess.Popen(
-            [sys.executable, "-m", "luigi", "--module", "pipeline", *args],
-            cwd=REPO_ROOT,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        for args in commands
-    ]
+    processes = [luigi_command(args, env) for args in commands]
     outputs = [process.communicate(timeout=120)[0] for process in processes]
     assert [process.returncode for process in processes] == [0, 0], [out[-3000:] for out in outputs]
 

@@ -11,9 +11,15 @@ from pathlib import Path
 from tasks.core.config import RunSpec, check_safe_name
 
 
+def record_beside(path: str | Path) -> Path:
+    """The JSON record that describes a data file, written beside it before it lands: `<name>.json`."""
+    path = Path(path)
+    return path.with_name(path.name + ".json")
+
+
 def raw_record_path(raw_dir: str | Path, name: str) -> Path:
-    """The fetch record beside a raw file: the one definition, for callers that hold only the raw folder."""
-    return Path(raw_dir) / f"{name}.json"
+    """The fetch record of a raw file, for callers that hold only the raw folder (as Layout.raw_record)."""
+    return record_beside(Path(raw_dir) / name)
 
 
 class Layout:
@@ -55,8 +61,7 @@ class Layout:
 
     def split_record(self, validation_per_class: int, seed: int) -> Path:
         """What PrepareData wrote into the split (its sha256 and class counts), written before the split."""
-        split = self.split_arrow(validation_per_class, seed)
-        return split.with_name(split.name + ".json")
+        return record_beside(self.split_arrow(validation_per_class, seed))
 
     def relative(self, path: Path) -> str:
         """`path` as the manifest stores it: relative to the root, so that a copied root stays valid."""

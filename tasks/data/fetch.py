@@ -2,12 +2,14 @@
 
 A source is a local directory, a `file://` URL of a directory or an `http(s)://` URL of a directory;
 the file name is appended to it. HTTP requests time out, are retried with exponential backoff, and a
-cut download resumes with a `Range` request (RFC 9110 §14.2). The partial download lives in
-`<raw_dir>/<name>.part`, which is never a finished target (the transfer itself is `tasks.data.transfer`).
+cut download resumes with a `Range` request (RFC 9110 §14.2); each source has an overall deadline. The
+partial download lives in `<raw_dir>/<name>.part`, which is never a finished target and never written
+through a link (`tasks.data.transfer`, `tasks.data.download`, `tasks.data.partfile`).
 
 A file is accepted when its `.gz` md5 is the upstream one (fast path) or when the sha256 of its
 decompressed IDX payload matches: the Debian package recompressed the files, so only the payload is
-the same everywhere. A file that fails is quarantined (never deleted) and the next source is tried. The
+the same everywhere. A file that fails is quarantined (never deleted; kept private and cut to its first
+MiB, with its size and sha256 in the reason file) and the next source is tried. The
 record `<name>.json` is written before the `.gz` lands, so the `.gz` marks completion.
 """
 
@@ -22,7 +24,7 @@ from pathlib import Path
 
 from tasks.core.errors import DataError, FetchError
 from tasks.core.faults import crash_point
-from tasks.core.layout import raw_record_path
+from tasks.core.layout import raw_record_path, record_beside
 from tasks.core.storage import ensure_dir, sha256_file, storage_error, write_json_atomic
 from tasks.data.dataset import DEBIAN_DIR, RAW_FILE_NAMES, RAW_FILES
 from tasks.data.download import download_http
@@ -135,8 +137,10 @@ def verify_raw_file(path: str | os.PathLike, record: dict) -> None:
     path = Path(path)
     missing = [key for key in ("gz_sha256", "gz_bytes") if key not in record]
     if missing:
-        raise DataError(f"{path}: its fetch record lacks {', '.join(missing)}; delete {path} and its .json and rerun")
-    redo = f"move {path} and {path.name}.json aside and rerun FetchFile({path.name}) to fetch and verify it again"
+        raise DataError(
+            f"{path}: its fetch record lacks {', '.join(missing)}; delete {path} and {record_beside(path)} and rerun"
+        )
+    redo = f"move {path} and {record_beside(path)} aside and rerun FetchFile({path.name}) to fetch and verify it again"
     if record.get("name", path.name) != path.name:
         raise DataError(f"{path}: the record describes {record['name']!r}, not this file; {redo}")
     try:
