@@ -219,7 +219,10 @@ def _seal_quarantined(target: Path, keep_bytes: int | None) -> str:
     if not stat.S_ISREG(info.st_mode):
         return "it was not a regular file (moved as it was, never opened)"
     cut = keep_bytes is not None and info.st_size > keep_bytes
-    fd = os.open(target, (os.O_RDWR if cut else os.O_RDONLY) | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        fd = os.open(target, (os.O_RDWR if cut else os.O_RDONLY) | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:  # moved, but not ours to read: the move itself is what matters
+        return f"its contents could not be read ({exc.strerror or exc}), so it is kept whole"
     with open(fd, "rb" if not cut else "rb+", buffering=0) as handle:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
