@@ -1,15 +1,36 @@
-"""The data stage: FetchFile ×4 → DecodeData → PrepareData."""
+"""The data stage: FetchFile ×4 → DecodeData → PrepareData.
+
+Each run() holds its target's lock (tasks.core.locks) and returns at once when, once the lock is held,
+the target turns out complete: another command (a differently spelled one, or another host's) built it
+while this one waited.
+"""
 
 from __future__ import annotations
 
 import luigi
 
 from pipeline.settings import expected_checksums, layout, settings
+from tasks.core.locks import DEFAULT_LOCK_TIMEOUT, target_lock
 from tasks.core.storage import read_json, write_json_atomic
 from tasks.data.dataset import RAW_FILE_NAMES
 
 
-class FetchFile(luigi.Task):
+class LockedTarget:
+    """Mixin for a task whose run() builds its one file target under that target's lock, unless it is
+    complete by then. A mixin, not a Task, so that luigi lists no task family for it."""
+
+    lock_timeout = DEFAULT_LOCK_TIMEOUT
+
+    def run(self):
+        with target_lock(self.output().path, timeout=self.lock_timeout):
+            if not self.complete():  # another process may have built it while we waited for the lock
+                self.build()
+
+    def build(self):
+        raise NotImplementedError
+
+
+class FetchFile(LockedTarget, luigi.Task):
     """Get one published .gz file from the first source that has a verified copy."""
 
     name = luigi.ChoiceParameter(choices=RAW_FILE_NAMES, var_type=str)
@@ -17,7 +38,7 @@ class FetchFile(luigi.Task):
     def output(self):
         return luigi.LocalTarget(str(layout().raw_file(self.name)))
 
-    def run(self):
+    def build(self):
         from tasks.data.fetch import fetch_raw_file
 
         payload_sha256, gz_md5 = expected_checksums(self.name)
@@ -30,10 +51,11 @@ class FetchFile(luigi.Task):
             expected_gz_md5=gz_md5,
             timeout=site.fetch_timeout,
             retries=site.fetch_retries,
+            deadline=site.fetch_deadline,
         )
 
 
-class DecodeData(luigi.Task):
+class DecodeData(LockedTarget, luigi.Task):
     """Decode and validate the four IDX files into the Arrow cache; write the data manifest last."""
 
     def requires(self):
@@ -42,16 +64,16 @@ class DecodeData(luigi.Task):
     def output(self):
         return luigi.LocalTarget(str(layout().manifest))
 
-    def run(self):
+    def build(self):
         from tasks.data.prepare import decode_dataset
 
         paths = layout()
         records = {name: read_json(paths.raw_record(name)) for name in RAW_FILE_NAMES}
-        manifest = decode_dataset(paths.raw_dir, paths.arrays_dir, records)
+        manifest = decode_dataset(paths, records)
         write_json_atomic(self.output().path, manifest)
 
 
-class PrepareData(luigi.Task):
+class PrepareData(LockedTarget, luigi.Task):
     """The decoded arrays plus a seeded, stratified validation split of the training rows."""
 
     validation_per_class = luigi.IntParameter(default=600)
@@ -63,14 +85,14 @@ class PrepareData(luigi.Task):
     def output(self):
         return luigi.LocalTarget(str(layout().split_arrow(self.validation_per_class, self.split_seed)))
 
-    def run(self):
+    def build(self):
         from tasks.data.prepare import make_split
 
-        make_split(layout().train_arrow, self.output().path, self.validation_per_class, self.split_seed)
+        make_split(layout(), self.validation_per_class, self.split_seed)
 
 
 class VerifyData(luigi.Task):
-    """Before a night's training: re-verify the raw files and the Arrow cache (sha256 of files, no decode)."""
+    """Before a night's training: re-verify the raw files, the Arrow cache and the splits (sha256 of files)."""
 
     date = luigi.DateParameter()
 
@@ -81,9 +103,10 @@ class VerifyData(luigi.Task):
         return luigi.LocalTarget(str(layout().verified_record(self.date.isoformat())))
 
     def run(self):
-        from tasks.data.prepare import verify_data
+        from tasks.data.verify import verify_data
 
         paths = layout()
         expected = {name: expected_checksums(name)[0] for name in RAW_FILE_NAMES}
-        result = verify_data(paths.raw_dir, paths.manifest, expected)
+        with target_lock(paths.manifest):  # DecodeData writes the arrays and the manifest under this lock
+            result = verify_data(paths, expected)
         write_json_atomic(self.output().path, {"date": self.date.isoformat(), **result})

@@ -27,6 +27,11 @@ class pipeline(luigi.Config):  # noqa: N801 - the class name is the luigi.cfg se
     )
     fetch_timeout = luigi.FloatParameter(default=30.0, description="seconds per HTTP request")
     fetch_retries = luigi.IntParameter(default=3, description="retries per HTTP source")
+    fetch_deadline = luigi.FloatParameter(
+        default=600.0,
+        description="seconds one source may take in all, retries included, before the next source is tried "
+        "(a server that trickles a byte at a time never trips fetch_timeout)",
+    )
     training_resource = luigi.Parameter(
         default="training",
         description="the [resources] name each TrainRun holds one unit of; give each host its own name "

@@ -10,7 +10,7 @@ from __future__ import annotations
 import luigi
 from luigi.parameter import ParameterVisibility
 
-from pipeline.data import PrepareData, VerifyData
+from pipeline.data import LockedTarget, PrepareData, VerifyData
 from pipeline.params import RunSettingsParameter
 from pipeline.settings import layout, settings
 from tasks.core.config import check_safe_name
@@ -80,8 +80,14 @@ class Nightly:
         return self.date.isoformat()
 
 
-class TrainRun(RunIdentity):
-    """Train one (model, optimizer, hyper-parameters, seed) run; run.json, written last, marks it done."""
+class TrainRun(LockedTarget, RunIdentity):
+    """Train one (model, optimizer, hyper-parameters, seed) run; run.json, written last, marks it done.
+
+    It trains under its run folder's lock, so two commands (or hosts) that both want this run never
+    both train it: the second waits, finds it complete, and returns.
+    """
+
+    lock_timeout = 7 * 24 * 3600.0  # another process may be training this very run for a long time
 
     @property
     def resources(self):
@@ -94,7 +100,7 @@ class TrainRun(RunIdentity):
     def output(self):
         return luigi.LocalTarget(str(self.run_dir / RUN_JSON))
 
-    def run(self):
+    def build(self):
         from tasks.training.loop import train_run  # TensorFlow loads here, never at scheduling time
 
         site = settings()
@@ -125,7 +131,7 @@ class NightlyTrainRun(Nightly, TrainRun):
         return super().input()["split"]
 
 
-class EvaluateRun(RunIdentity):
+class EvaluateRun(LockedTarget, RunIdentity):
     """Score one trained run on the test set from its final checkpoint."""
 
     train_task = TrainRun
@@ -136,7 +142,7 @@ class EvaluateRun(RunIdentity):
     def output(self):
         return luigi.LocalTarget(str(self.run_dir / EVALUATION_JSON))
 
-    def run(self):
+    def build(self):
         from tasks.evaluation.evaluate import evaluate_run
 
         site = settings()

@@ -1,7 +1,8 @@
 """A real HTTP server on 127.0.0.1 for tests, with misbehaviours on demand.
 
 Each served path is a `Route`: its body plus how to misbehave (cut the connection mid-file, ignore
-`Range`, corrupt bytes, send more than `Content-Length` announces, answer late, fail with 5xx). Range
+`Range`, corrupt bytes, send more than `Content-Length` announces, answer late, trickle a byte at a
+time, send a chunked body with no length, fail with 5xx). Range
 requests are answered by hand (206 + `Content-Range`, RFC 9110 §14) so that a test controls exactly
 what the client sees. Every request is logged for assertions.
 
@@ -36,6 +37,9 @@ class Route:
     extra: bytes = b""  # sent after the body, beyond the announced Content-Length
     delay: float = 0.0  # seconds to wait before answering (for client timeouts)
     linger: float = 0.0  # seconds to hold the connection open after the body, despite `Connection: close`
+    trickle: float = 0.0  # send the body one byte every this many seconds (no socket timeout ever fires)
+    trickle_head: bool = False  # with `trickle`: the status line and headers too, byte by byte
+    chunked: bool = False  # `Transfer-Encoding: chunked`, no Content-Length (the size is unknown up front)
     served: int = 0  # requests seen so far (updated by the server)
 
 
@@ -168,15 +172,28 @@ def _make_handler(owner: HttpTestServer) -> type[BaseHTTPRequestHandler]:
                 status = 206
 
             owner._log(path, range_header, status)
+            if route.trickle_head:
+                return self._trickle(route, self._raw_head(status, len(body)) + bytes(body))
             self.send_response(status)
             self.send_header("Content-Type", "application/gzip")
-            self.send_header("Content-Length", str(len(body)))
+            if route.chunked:
+                self.send_header("Transfer-Encoding", "chunked")
+            else:
+                self.send_header("Content-Length", str(len(body)))
             if status == 206:
                 self.send_header("Content-Range", f"bytes {start}-{start + len(body) - 1}/{len(route.body)}")
             else:
                 self.send_header("Accept-Ranges", "bytes" if route.honor_range else "none")
             self.send_header("Connection", "close")
             self.end_headers()
+            if route.trickle:
+                return self._trickle(route, bytes(body))
+            if route.chunked:
+                for start in range(0, len(body), 1 << 16):
+                    piece = bytes(body[start : start + (1 << 16)])
+                    self.wfile.write(f"{len(piece):x}\r\n".encode() + piece + b"\r\n")
+                self.wfile.write(b"0\r\n\r\n")
+                return
             if route.cut_after is not None and count <= route.cut_times:
                 self.wfile.write(bytes(body[: route.cut_after]))
                 self.wfile.flush()
@@ -185,6 +202,22 @@ def _make_handler(owner: HttpTestServer) -> type[BaseHTTPRequestHandler]:
             if route.linger:
                 self.wfile.flush()
                 owner._stopping.wait(route.linger)
+
+        def _raw_head(self, status: int, length: int) -> bytes:
+            reason = self.responses.get(status, ("",))[0]
+            return (
+                f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/gzip\r\n"
+                f"Content-Length: {length}\r\nConnection: close\r\n\r\n"
+            ).encode()
+
+        def _trickle(self, route: Route, data: bytes) -> None:
+            for index in range(len(data)):
+                if owner._stopping.wait(route.trickle):
+                    return  # the server is stopping
+                try:
+                    self.wfile.write(data[index : index + 1])
+                except OSError:
+                    return  # the client gave up: that is what a deadline is for
 
         def _error(self, path: str, range_header: str | None, status: int, reason: str) -> None:
             owner._log(path, range_header, status)

@@ -16,8 +16,9 @@ from pathlib import Path
 import pytest
 
 from tasks.core.errors import DataError, FetchError
+from tasks.core.layout import raw_record_path
 from tasks.core.storage import QUARANTINE_DIR
-from tasks.data.fetch import fetch_raw_file, record_path, verify_raw_file
+from tasks.data.fetch import fetch_raw_file, verify_raw_file
 from tests import synthetic
 from tests.httpserver import serve
 
@@ -72,7 +73,7 @@ def closed_port_url() -> str:
 def assert_landed(raw_dir: Path, gz: bytes, payload: bytes, record: dict) -> None:
     """The good file is in place, byte for byte, with a record on disk and no partial left."""
     assert (raw_dir / NAME).read_bytes() == gz
-    assert json.loads(record_path(raw_dir, NAME).read_text()) == record
+    assert json.loads(raw_record_path(raw_dir, NAME).read_text()) == record
     assert record["name"] == NAME
     assert record["gz_sha256"] == hashlib.sha256(gz).hexdigest()
     assert record["gz_bytes"] == len(gz)
@@ -359,7 +360,7 @@ def test_all_sources_failing_lists_each_one_and_the_fix(server, tmp_path, raw_di
     assert f"{server.url('bad/' + NAME)}: corrupt gzip stream" in message
     assert "dataset-fashion-mnist" in message and "/usr/share/datasets/fashion-mnist" in message
     assert "[pipeline] sources" in message
-    assert not (raw_dir / NAME).exists() and not record_path(raw_dir, NAME).exists()
+    assert not (raw_dir / NAME).exists() and not raw_record_path(raw_dir, NAME).exists()
 
 
 def test_unknown_scheme_alone_is_refused(raw_dir, expected):

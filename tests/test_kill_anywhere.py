@@ -165,7 +165,7 @@ def assert_targets_are_whole(root: Path) -> None:
     manifest = json_files.get(root / "data" / "manifest.json")
     if manifest is not None:
         for entry in manifest["arrays"].values():
-            assert sha256_file(entry["path"]) == entry["sha256"], entry
+            assert sha256_file(root / entry["path"]) == entry["sha256"], entry
     for arrow in _finished(root, "*.arrow"):
         if arrow.name.startswith("split-"):
             assert len(load_indices(arrow)) > 0, arrow

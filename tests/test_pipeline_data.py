@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import os
+import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from pipeline import DecodeData, PrepareData
+from pipeline import DecodeData, FetchFile, PrepareData
 from tasks.data.arrays import load_arrays, load_indices
 from tasks.data.dataset import RAW_FILE_NAMES
+from tasks.data.partfile import QUARANTINE_KEEP_BYTES
 from tests.conftest import REAL_DATA_DIR, REPO_ROOT, SYNTHETIC_TRAIN_ROWS, build
-from tests.synthetic import TRAIN_IMAGES, make_images_labels
+from tests.httpserver import HttpTestServer
+from tests.synthetic import TRAIN_IMAGES, TRAIN_LABELS, make_images_labels
 
 
 def test_prepare_data_builds_everything_then_a_rerun_runs_nothing(site, ran_tasks):
@@ -64,12 +69,34 @@ def test_a_corrupt_source_is_quarantined_and_the_next_source_used(site, syntheti
     record = json.loads((site / "data" / "raw" / f"{TRAIN_IMAGES}.json").read_text())
     assert record["source"].startswith(str(good))
     quarantined = list((site / "data" / "raw" / "quarantine").glob(f"{TRAIN_IMAGES}.*"))
-    assert any(path.name.endswith(".reason.txt") for path in quarantined)
-    kept = [path for path in quarantined if not path.name.endswith(".reason.txt")]
-    assert (
-        kept
-        and gzip.decompress(kept[0].read_bytes())[5000] != gzip.decompress((good / TRAIN_IMAGES).read_bytes())[5000]
-    )
+    [kept] = [path for path in quarantined if not path.name.endswith(".reason.txt")]
+    bad_bytes = (bad / TRAIN_IMAGES).read_bytes()
+    assert len(bad_bytes) > QUARANTINE_KEEP_BYTES  # so the cap applies: only the head is kept as evidence
+    assert kept.read_bytes() == bad_bytes[:QUARANTINE_KEEP_BYTES]
+    reason = kept.with_name(kept.name + ".reason.txt").read_text()
+    assert f"size {len(bad_bytes)} bytes, sha256 {hashlib.sha256(bad_bytes).hexdigest()}" in reason
+    assert f"only its first {QUARANTINE_KEEP_BYTES} bytes are kept" in reason
+    assert stat.S_IMODE(kept.stat().st_mode) == 0o600
+
+
+def test_fetch_deadline_setting_reaches_the_fetch(site, synthetic_raw):
+    import luigi.configuration
+
+    good, _ = synthetic_raw
+    with HttpTestServer() as server:
+        server.add(f"slow/{TRAIN_LABELS}", (good / TRAIN_LABELS).read_bytes(), trickle=0.05)
+        config = luigi.configuration.get_config()
+        config.set("pipeline", "sources", json.dumps([server.url("slow"), str(good)]))
+        config.set("pipeline", "fetch_deadline", "0.5")
+        try:
+            started = time.monotonic()
+            build([FetchFile(name=TRAIN_LABELS)])
+            elapsed = time.monotonic() - started
+        finally:
+            config.remove_option("pipeline", "fetch_deadline")
+    assert elapsed < 3, f"the trickling source held FetchFile for {elapsed:.1f} s"
+    record = json.loads((site / "data" / "raw" / f"{TRAIN_LABELS}.json").read_text())
+    assert record["source"] == str(good / TRAIN_LABELS)
 
 
 def _cli(args: list[str], cfg: Path) -> subprocess.CompletedProcess:

@@ -8,6 +8,7 @@ import os
 import shutil
 import socket
 import sqlite3
+import stat
 import subprocess
 import sys
 import urllib.parse
@@ -35,16 +36,17 @@ def luigid(tmp_path: Path):
     assert LUIGID, "luigid is not installed beside this Python"
     port = _free_port()
     root = tmp_path / "artifacts"
-    env = dict(os.environ, ARTIFACTS_ROOT=str(root), LUIGID=LUIGID, TRAINING_SLOTS="2")
+    state = tmp_path / "luigid-state"
+    env = dict(os.environ, ARTIFACTS_ROOT=str(root), LUIGID=LUIGID, TRAINING_SLOTS="2", LUIGID_STATE_DIR=str(state))
     script = REPO_ROOT / "scripts" / "luigid.sh"
     started = subprocess.run([str(script), "start", str(port)], env=env, capture_output=True, text=True, timeout=60)
     assert started.returncode == 0, started.stdout + started.stderr
     try:
-        yield {"port": port, "root": root, "scheduler": root / "scheduler"}
+        yield {"port": port, "root": root, "scheduler": root / "scheduler", "state": state, "env": env}
     finally:
         stopped = subprocess.run([str(script), "stop"], env=env, capture_output=True, text=True, timeout=60)
         assert stopped.returncode == 0, stopped.stdout + stopped.stderr
-    assert not (root / "scheduler" / "luigid.pid").exists()
+    assert not (state / "luigid.pid").exists()
 
 
 def _worker_env(tmp_path: Path, luigid: dict, synthetic_raw) -> dict:
@@ -126,3 +128,52 @@ def test_two_worker_processes_share_the_runs_without_running_any_twice(tmp_path,
     assert len(started) == 10 and all(count == 1 for _, count in started), started
     # Each worker either ran tasks or found them done by the other; neither failed or waited forever.
     assert all("Luigi Execution Summary" in out for out in outputs)
+
+
+SCRIPT = REPO_ROOT / "scripts" / "luigid.sh"
+
+
+def _script(command: str, env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run([str(SCRIPT), command], env=env, capture_output=True, text=True, timeout=60)
+
+
+def test_luigid_keeps_its_pickled_state_private_and_out_of_the_artifacts_root(tmp_path):
+    assert LUIGID, "luigid is not installed beside this Python"
+    root, state = tmp_path / "artifacts", tmp_path / "private" / "luigid"
+    env = dict(os.environ, ARTIFACTS_ROOT=str(root), LUIGID=LUIGID, LUIGID_STATE_DIR=str(state))
+    started = subprocess.run(
+        [str(SCRIPT), "start", str(_free_port())], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert started.returncode == 0, started.stdout + started.stderr
+    stopped = _script("stop", env)  # luigid pickles its state when it stops
+    assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+
+    assert stat.S_IMODE(state.stat().st_mode) == 0o700
+    assert stat.S_IMODE((state / "state.pickle").stat().st_mode) == 0o600
+    assert not list(root.rglob("*.pickle")), "a pickle in the (possibly shared) artifacts root"
+    assert (root / "scheduler" / "task-history.sqlite").exists()  # the history stays with the artifacts
+
+
+def test_stop_never_signals_a_process_that_merely_reuses_a_stale_pid(tmp_path):
+    state = tmp_path / "state"
+    state.mkdir()
+    env = dict(os.environ, ARTIFACTS_ROOT=str(tmp_path / "artifacts"), LUIGID_STATE_DIR=str(state))
+    bystander = subprocess.Popen(["sleep", "30"])  # an unrelated process that got luigid's old pid
+    try:
+        (state / "luigid.pid").write_text(f"{bystander.pid}\n")
+
+        stopped = _script("stop", env)
+
+        assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+        assert bystander.poll() is None, "stop killed an unrelated process"
+        assert (
+            f"removing stale pidfile {state / 'luigid.pid'}: pid {bystander.pid} is now another process"
+            in stopped.stdout
+        )
+        assert not (state / "luigid.pid").exists()
+        (state / "luigid.pid").write_text(f"{bystander.pid}\n")
+        status = _script("status", env)
+        assert status.returncode == 3 and "luigid not running" in status.stdout
+    finally:
+        bystander.kill()
+        bystander.wait()

@@ -14,22 +14,23 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from tasks.core.configfile import quote_value, read_config_yaml
 from tasks.core.errors import ConfigError
 from tasks.core.registry import MODEL_PARAMS, OPTIMIZER_PARAMS, resolve_params
 
 DEFAULT_TARGETS = (0.85, 0.88)
 
-SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+# Matched whole (fullmatch): with `$`, a name ending in a newline would pass.
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 
 def check_safe_name(value: str, what: str) -> str:
     """A name used as a path component: letters, digits, '_', '.', '-'; no '..', no separators."""
-    if not isinstance(value, str) or not SAFE_NAME.match(value) or ".." in value:
+    if not isinstance(value, str) or not SAFE_NAME.fullmatch(value) or ".." in value:
         raise ValueError(
-            f"{what} {value!r} is not safe as a folder name: use 1-64 letters, digits, '_', '.' or '-', "
+            f"{what} {quote_value(value)} is not safe as a folder name: use 1-64 letters, digits, '_', '.' or '-', "
             "starting with a letter or digit, and no '..'"
         )
     return value
@@ -163,42 +164,12 @@ class ExperimentConfig(_Strict):
         return self
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """SafeLoader that refuses a mapping with the same key twice (PyYAML silently keeps the last)."""
-
-
-def _construct_unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
-    seen: dict[Any, int] = {}
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=deep)
-        if key in seen:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r} (first on line {seen[key]})", key_node.start_mark
-            )
-        seen[key] = key_node.start_mark.line + 1
-    return loader.construct_mapping(node, deep=deep)
-
-
-_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_unique_mapping)
-
-
 def load_config(path: str | Path) -> ExperimentConfig:
     """Read and validate an experiment YAML; every problem is a ConfigError naming the file and key."""
-    config_path = Path(path)
-    if not config_path.is_file():
-        raise ConfigError(
-            f"config file {config_path} not found; pass --config with the path of an experiment YAML "
-            "such as configs/default.yaml"
-        )
-    text = config_path.read_text(encoding="utf-8")
-    try:
-        raw = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(f"{config_path}:{where}: YAML syntax error: {problem}") from exc
-    return parse_config(raw, source=str(config_path))
+    return parse_config(read_config_yaml(path), source=str(Path(path)))
+
+
+MAX_PROBLEMS_SHOWN = 10
 
 
 def parse_config(raw: Any, source: str = "<config>") -> ExperimentConfig:
@@ -207,10 +178,13 @@ def parse_config(raw: Any, source: str = "<config>") -> ExperimentConfig:
     try:
         return ExperimentConfig.model_validate(raw)
     except ValidationError as exc:
-        problems = [_describe(error, raw) for error in exc.errors()]
-        if len(problems) == 1:
+        errors = exc.errors()
+        problems = [_clip(_describe(error, raw)) for error in errors[:MAX_PROBLEMS_SHOWN]]
+        if len(errors) > MAX_PROBLEMS_SHOWN:
+            problems.append(f"... and {len(errors) - MAX_PROBLEMS_SHOWN} more")
+        if len(errors) == 1:
             raise ConfigError(f"{source}: {problems[0]}") from None
-        raise ConfigError(f"{source}: {len(problems)} problems:\n  - " + "\n  - ".join(problems)) from None
+        raise ConfigError(f"{source}: {len(errors)} problems:\n  - " + "\n  - ".join(problems)) from None
 
 
 _SECTION_FIELDS = {
@@ -240,8 +214,13 @@ def _describe(error: dict[str, Any], raw: Any) -> str:
         # A validator that knows the sub-key says so first: join it onto the location.
         return f"{key}.{message}"
     if error["type"].endswith("_type") or error["type"].startswith(("greater", "less")):
-        return f"{key}: {message}, found {found!r}"
+        return f"{key}: {message}, found {quote_value(found)}"
     return f"{key}: {message}"
+
+
+def _clip(message: str, limit: int = 400) -> str:
+    """A validator's message or a key may quote a value in full: keep one problem to a few lines."""
+    return message if len(message) <= limit else message[: limit - 3] + "..."
 
 
 def _unknown_choice(what: str, value: Any, table: dict[str, Any]) -> str:

@@ -12,6 +12,17 @@ from tasks.core.config import check_safe_name
 from tasks.core.runs import RunSpec
 
 
+def record_beside(path: str | Path) -> Path:
+    """The JSON record that describes a data file, written beside it before it lands: `<name>.json`."""
+    path = Path(path)
+    return path.with_name(path.name + ".json")
+
+
+def raw_record_path(raw_dir: str | Path, name: str) -> Path:
+    """The fetch record of a raw file, for callers that hold only the raw folder (as Layout.raw_record)."""
+    return record_beside(Path(raw_dir) / name)
+
+
 class Layout:
     """Paths under one artifacts root (see artifacts/README.md for the picture)."""
 
@@ -27,23 +38,35 @@ class Layout:
         return self.raw_dir / name
 
     def raw_record(self, name: str) -> Path:
-        return self.raw_dir / f"{name}.json"
+        return raw_record_path(self.raw_dir, name)
 
     @property
     def arrays_dir(self) -> Path:
         return self.root / "data" / "arrays"
 
+    def arrays_file(self, split: str) -> Path:
+        """The decoded images and labels of one published split ("train" or "test")."""
+        return self.arrays_dir / f"{split}.arrow"
+
     @property
     def train_arrow(self) -> Path:
-        return self.arrays_dir / "train.arrow"
+        return self.arrays_file("train")
 
     @property
     def test_arrow(self) -> Path:
-        return self.arrays_dir / "test.arrow"
+        return self.arrays_file("test")
 
     def split_arrow(self, validation_per_class: int, seed: int) -> Path:
         # The split's parameters are in its name, so two experiments with different splits never share one.
         return self.arrays_dir / f"split-v{validation_per_class}-s{seed}.arrow"
+
+    def split_record(self, validation_per_class: int, seed: int) -> Path:
+        """What PrepareData wrote into the split (its sha256 and class counts), written before the split."""
+        return record_beside(self.split_arrow(validation_per_class, seed))
+
+    def relative(self, path: Path) -> str:
+        """`path` as the manifest stores it: relative to the root, so that a copied root stays valid."""
+        return Path(path).relative_to(self.root).as_posix()
 
     @property
     def manifest(self) -> Path:

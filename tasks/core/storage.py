@@ -9,8 +9,6 @@ pid namespace): a later run recognises the leftovers of a killed writer by that 
 from __future__ import annotations
 
 import contextlib
-import errno
-import getpass
 import hashlib
 import json
 import logging
@@ -25,6 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from tasks.core.diskerrors import disk_errors_as_storage_errors, storage_error  # noqa: F401 - re-exported
 from tasks.core.errors import StorageError
 from tasks.core.faults import crash_point
 
@@ -38,7 +37,6 @@ QUARANTINE_DIR = "quarantine"
 # long: an atomic write takes seconds, and a file being written keeps a fresh mtime.
 FOREIGN_TEMP_SECONDS = 3600
 _TEMP_NAME = re.compile(re.escape(TEMP_MARKER) + r"(?P<writer>[A-Za-z0-9._]+)-(?P<pid>\d+)-")
-_FIX_ROOT = "or set `[pipeline] artifacts_root` in luigi.cfg to a folder that is"
 
 
 def _writer_id() -> str:
@@ -52,75 +50,6 @@ def _writer_id() -> str:
 
 
 WRITER_ID = _writer_id()
-
-
-def storage_error(path: Path, exc: OSError) -> StorageError:
-    """A StorageError naming `path`, the cause (full disk, read-only, permissions) and what to do."""
-    reason = exc.strerror or str(exc)
-    code = exc.errno
-    if code is None:  # some libraries raise OSError without errno; their text still says why
-        text = str(exc).lower()
-        code = next((code for code, words in _ERRNO_TEXTS.items() if words in text), None)
-    if code in (errno.ENOSPC, errno.EDQUOT):
-        hint = (
-            f"expected free space on the filesystem that holds it, found {_free_bytes(path)}; free space "
-            f"there and rerun, {_FIX_ROOT} on a bigger disk"
-        )
-    elif code == errno.EROFS:
-        hint = (
-            f"the filesystem that holds it is mounted read-only; remount it read-write and rerun, {_FIX_ROOT} writable"
-        )
-    elif code in (errno.EACCES, errno.EPERM):
-        hint = f"user {_user()} may not write there; give it write access (chown/chmod) and rerun, {_FIX_ROOT} writable"
-    else:
-        hint = "check that the artifacts root is a healthy, writable local or network folder, and rerun"
-    # The folder that refused may be a parent that did not exist yet (mkdir -p): name it too.
-    where = f" (at {exc.filename})" if exc.filename and Path(exc.filename) != Path(path) else ""
-    return StorageError(f"cannot write {path}: {reason}{where}. {hint[0].upper()}{hint[1:]}.")
-
-
-# How libraries that raise no OSError (TensorFlow's C++ file system) still say why a write failed.
-_ERRNO_TEXTS = {
-    errno.ENOSPC: "no space left on device",
-    errno.EDQUOT: "disk quota exceeded",
-    errno.EROFS: "read-only file system",
-    errno.EACCES: "permission denied",
-}
-
-
-@contextlib.contextmanager
-def disk_errors_as_storage_errors(path: str | os.PathLike) -> Iterator[None]:
-    """Turn a library's error about a full, read-only or forbidden disk while writing `path` into a StorageError.
-
-    TensorFlow reports ENOSPC as a ResourceExhaustedError with an out-of-memory hint; the user needs to
-    hear "the disk is full" instead. Any other error passes through unchanged.
-    """
-    try:
-        yield
-    except StorageError:
-        raise
-    except Exception as exc:
-        text = str(exc).lower()
-        code = next((code for code, words in _ERRNO_TEXTS.items() if words in text), None)
-        if code is None:
-            raise
-        raise storage_error(Path(path), OSError(code, os.strerror(code))) from exc
-
-
-def _free_bytes(path: Path) -> str:
-    for folder in (Path(path), *Path(path).parents):
-        try:
-            return f"{shutil.disk_usage(folder).free} bytes free"
-        except OSError:
-            continue
-    return "no way to tell how much"
-
-
-def _user() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return f"uid {os.getuid()}"
 
 
 def ensure_dir(path: str | os.PathLike) -> Path:
@@ -141,7 +70,7 @@ def _make_temp(final: Path, suffix: str) -> Path:
     try:
         # mkstemp makes the file private (0600) and os.replace keeps that mode; a finished artifact gets
         # the mode a plain open() would give it, so reports and data stay readable where the umask says.
-        os.fchmod(fd, 0o666 & ~_UMASK)
+        os.fchmod(fd, public_file_mode())
     finally:
         os.close(fd)
     return Path(temp_name)
@@ -236,22 +165,84 @@ def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def quarantine(path: str | os.PathLike, reason: str) -> Path:
+def quarantine(path: str | os.PathLike, reason: str, *, keep_bytes: int | None = None) -> Path:
     """Move a bad file into `<its dir>/quarantine/`, never deleting it, and record why beside it.
 
-    Returns the new location so that the caller can name it in its error message.
+    The moved file is made private (never more readable than it was, at most 0600: it may be a copy
+    of something only its owner could read), and its size and sha256 go into the `.reason.txt`. With
+    `keep_bytes`, a larger file keeps only its first `keep_bytes` bytes, so that repeated bad downloads
+    cannot fill the disk. A symbolic link is moved as the link itself, never followed. Returns the new
+    location so that the caller can name it in its error message.
     """
     source = Path(path)
-    target_dir = ensure_dir(source.parent / QUARANTINE_DIR)
+    target_dir = _quarantine_dir(source.parent)
     stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
     target = target_dir / f"{source.name}.{stamp}"
     counter = 1
-    while target.exists():
+    while os.path.lexists(target) or os.path.lexists(_reason_path(target)):
         target = target_dir / f"{source.name}.{stamp}.{counter}"
         counter += 1
     shutil.move(str(source), str(target))
-    target.with_name(target.name + ".reason.txt").write_text(reason + "\n", encoding="utf-8")
+    evidence = _seal_quarantined(target, keep_bytes)
+    text = reason + ("\n" + evidence if evidence else "") + "\n"
+    fd = os.open(_reason_path(target), os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    with open(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
     return target
+
+
+def _reason_path(target: Path) -> Path:
+    return target.with_name(target.name + ".reason.txt")
+
+
+def _quarantine_dir(parent: Path) -> Path:
+    """`parent/quarantine`, created private; a symbolic link or a file in its place is refused."""
+    folder = parent / QUARANTINE_DIR
+    try:
+        folder.mkdir(mode=0o700)
+    except FileExistsError:
+        if folder.is_symlink() or not folder.is_dir():
+            raise StorageError(
+                f"cannot quarantine into {folder}: expected a folder, found "
+                f"{'a symbolic link' if folder.is_symlink() else 'something else'}; move it aside and rerun"
+            ) from None
+    except OSError as exc:
+        raise storage_error(folder, exc) from None
+    return folder
+
+
+def _seal_quarantined(target: Path, keep_bytes: int | None) -> str:
+    """Make a quarantined file private, describe it (size, sha256), and cut it to `keep_bytes`."""
+    info = target.lstat()
+    if stat.S_ISLNK(info.st_mode):
+        return f"it was a symbolic link to {os.readlink(target)!r} (moved as a link, never followed)"
+    if not stat.S_ISREG(info.st_mode):
+        return "it was not a regular file (moved as it was, never opened)"
+    cut = keep_bytes is not None and info.st_size > keep_bytes
+    try:
+        fd = os.open(target, (os.O_RDWR if cut else os.O_RDONLY) | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:  # moved, but not ours to read: the move itself is what matters
+        return f"its contents could not be read ({exc.strerror or exc}), so it is kept whole"
+    with open(fd, "rb" if not cut else "rb+", buffering=0) as handle:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            return "it was not a regular file (moved as it was, never read)"
+        with contextlib.suppress(OSError):  # not ours to chmod: it keeps the mode its owner gave it
+            os.fchmod(fd, stat.S_IMODE(info.st_mode) & 0o600)
+        digest, size = hashlib.sha256(), 0
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+            size += len(chunk)
+        evidence = f"size {size} bytes, sha256 {digest.hexdigest()}"
+        if cut:
+            os.ftruncate(fd, keep_bytes)
+            evidence += f"; only its first {keep_bytes} bytes are kept here"
+    return evidence
+
+
+def public_file_mode() -> int:
+    """The mode a plain open() gives a new file under this process's umask (0644 under umask 022)."""
+    return 0o666 & ~_UMASK
 
 
 def sweep_temp_files(directory: str | os.PathLike) -> list[Path]:

@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 
 from tasks.core.errors import DataError
-from tasks.core.storage import atomic_path
+from tasks.core.storage import atomic_path, write_bytes_atomic
 from tasks.data.dataset import IMAGE_PIXELS, NUM_CLASSES
 
 IMAGE_FIELD = "image"
@@ -41,8 +41,16 @@ def write_arrays(path: str | os.PathLike, images: np.ndarray, labels: np.ndarray
 
 def write_indices(path: str | os.PathLike, indices: np.ndarray) -> None:
     """Write a vector of row indices (int64), atomically."""
+    write_bytes_atomic(path, encode_indices(indices))
+
+
+def encode_indices(indices: np.ndarray) -> bytes:
+    """The Arrow IPC file of a vector of row indices (int64), in memory: hashed before it is written."""
     batch = pa.record_batch([pa.array(np.asarray(indices, dtype=np.int64))], schema=INDEX_SCHEMA)
-    _write_batch(path, batch)
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_file(sink, batch.schema) as writer:
+        writer.write_batch(batch)
+    return sink.getvalue().to_pybytes()
 
 
 def _write_batch(path: str | os.PathLike, batch: pa.RecordBatch) -> None:

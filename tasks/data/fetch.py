@@ -2,12 +2,14 @@
 
 A source is a local directory, a `file://` URL of a directory or an `http(s)://` URL of a directory;
 the file name is appended to it. HTTP requests time out, are retried with exponential backoff, and a
-cut download resumes with a `Range` request (RFC 9110 §14.2). The partial download lives in
-`<raw_dir>/<name>.part`, which is never a finished target (the transfer itself is `tasks.data.transfer`).
+cut download resumes with a `Range` request (RFC 9110 §14.2); each source has an overall deadline. The
+partial download lives in `<raw_dir>/<name>.part`, which is never a finished target and never written
+through a link (`tasks.data.transfer`, `tasks.data.download`, `tasks.data.partfile`).
 
 A file is accepted when its `.gz` md5 is the upstream one (fast path) or when the sha256 of its
 decompressed IDX payload matches: the Debian package recompressed the files, so only the payload is
-the same everywhere. A file that fails is quarantined (never deleted) and the next source is tried. The
+the same everywhere. A file that fails is quarantined (never deleted; kept private and cut to its first
+MiB, with its size and sha256 in the reason file) and the next source is tried. The
 record `<name>.json` is written before the `.gz` lands, so the `.gz` marks completion.
 """
 
@@ -17,39 +19,33 @@ import hashlib
 import logging
 import os
 import re
-import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
 from tasks.core.errors import DataError, FetchError
 from tasks.core.faults import crash_point
+from tasks.core.layout import raw_record_path, record_beside
 from tasks.core.storage import ensure_dir, sha256_file, storage_error, write_json_atomic
 from tasks.data.dataset import DEBIAN_DIR, RAW_FILE_NAMES, RAW_FILES
-from tasks.data.transfer import (
-    CHUNK_BYTES,
-    SourceFailed,
-    copy_local,
+from tasks.data.download import download_http
+from tasks.data.gunzip import TRUNCATED, GunzipStream, GzipFormatError
+from tasks.data.partfile import (
     discard_part,
-    download_http,
-    locate,
     promote_part,
     quarantine_part,
+    read_part,
+    set_aside_unsafe_part,
     sidecar_path,
 )
+from tasks.data.transfer import CHUNK_BYTES, Deadline, SourceFailed, copy_local, locate
 
 log = logging.getLogger(__name__)
 
-GZIP_WBITS = 16 + zlib.MAX_WBITS  # zlib parses the gzip header and trailer (RFC 1952) itself
 FIX_HINT = (
     "To fix it, install the Debian package dataset-fashion-mnist (it puts the files in "
     f"{DEBIAN_DIR}), or set `[pipeline] sources` in luigi.cfg to a mirror that has the file."
 )
 RECORD_KEYS = ("name", "source", "gz_sha256", "gz_bytes", "payload_sha256", "payload_bytes", "verified_by")
-
-
-def record_path(raw_dir: str | os.PathLike, name: str) -> Path:
-    """The JSON record written beside a fetched file."""
-    return Path(raw_dir) / f"{name}.json"
 
 
 def fetch_raw_file(
@@ -62,12 +58,14 @@ def fetch_raw_file(
     timeout: float = 30.0,
     retries: int = 3,
     backoff: float = 0.5,
+    deadline: float = 600.0,
     max_bytes: int = 200 * 2**20,
     max_payload_bytes: int | None = None,
 ) -> dict:
     """Fetch `name` from the first source that gives a verified copy; return its record.
 
-    The file lands atomically at `raw_dir/<name>` and its record at `raw_dir/<name>.json`.
+    The file lands atomically at `raw_dir/<name>` and its record at `raw_dir/<name>.json`. Each source
+    gets `deadline` seconds in all (retries included) before the next one is tried.
     `max_payload_bytes` caps the decompressed size (a gzip bomb is refused); by default it is the size
     of the published payload of that name, which no correct file exceeds.
     """
@@ -76,10 +74,11 @@ def fetch_raw_file(
     expected_payload_sha256 = _hex_digest(expected_payload_sha256, 64, "expected_payload_sha256", name)
     if expected_gz_md5 is not None:
         expected_gz_md5 = _hex_digest(expected_gz_md5, 32, "expected_gz_md5", name)
-    if timeout <= 0 or retries < 0 or backoff < 0 or max_bytes <= 0:
+    if timeout <= 0 or retries < 0 or backoff < 0 or deadline <= 0 or max_bytes <= 0:
         raise FetchError(
             f"{name}: bad fetch settings timeout={timeout}, retries={retries}, backoff={backoff}, "
-            f"max_bytes={max_bytes}; expected timeout > 0, retries >= 0, backoff >= 0, max_bytes > 0"
+            f"deadline={deadline}, max_bytes={max_bytes}; expected timeout > 0, retries >= 0, backoff >= 0, "
+            "deadline > 0, max_bytes > 0 (`[pipeline] fetch_timeout`, `fetch_retries`, `fetch_deadline`)"
         )
     if isinstance(sources, str):  # a bare string would be tried character by character
         sources = [sources]
@@ -89,6 +88,7 @@ def fetch_raw_file(
 
     raw_dir = ensure_dir(raw_dir)
     part = raw_dir / f"{name}.part"
+    set_aside_unsafe_part(part)
     failures: list[tuple[str, str]] = []
     for source in sources:
         shown = str(source)
@@ -96,17 +96,25 @@ def fetch_raw_file(
             location = locate(str(source), name)
             shown = location.shown
             log.info("fetching %s from %s", name, shown)
+            limit = Deadline(deadline)
             if location.url is not None:
                 download_http(
-                    location.url, part, name, timeout=timeout, retries=retries, backoff=backoff, max_bytes=max_bytes
+                    location.url,
+                    part,
+                    name,
+                    timeout=timeout,
+                    retries=retries,
+                    backoff=backoff,
+                    max_bytes=max_bytes,
+                    deadline=limit,
                 )
             else:
-                copy_local(location.path, part, name, max_bytes=max_bytes)
+                copy_local(location.path, part, name, max_bytes=max_bytes, deadline=limit)
             crash_point("fetch.part-written")
             record = _verify(part, expected_payload_sha256, expected_gz_md5, payload_cap)
         except SourceFailed as failure:
             reason = str(failure)
-            if failure.bad_part and part.exists() and part.stat().st_size > 0:
+            if failure.bad_part and part.is_file() and part.stat().st_size > 0:
                 reason += f"; quarantined to {quarantine_part(part, name, shown, reason)}"
             elif failure.bad_part:
                 discard_part(part)  # nothing of it was kept: there is no evidence to quarantine
@@ -114,7 +122,7 @@ def fetch_raw_file(
             log.warning("cannot use %s for %s: %s", shown, name, reason)
             continue
         record = {"name": name, "source": shown, **record}
-        write_json_atomic(record_path(raw_dir, name), record)
+        write_json_atomic(raw_record_path(raw_dir, name), record)
         promote_part(part, raw_dir / name)
         sidecar_path(part).unlink(missing_ok=True)
         log.info("fetched %s from %s (verified by %s)", name, shown, record["verified_by"])
@@ -129,8 +137,10 @@ def verify_raw_file(path: str | os.PathLike, record: dict) -> None:
     path = Path(path)
     missing = [key for key in ("gz_sha256", "gz_bytes") if key not in record]
     if missing:
-        raise DataError(f"{path}: its fetch record lacks {', '.join(missing)}; delete {path} and its .json and rerun")
-    redo = f"move {path} and {path.name}.json aside and rerun FetchFile({path.name}) to fetch and verify it again"
+        raise DataError(
+            f"{path}: its fetch record lacks {', '.join(missing)}; delete {path} and {record_beside(path)} and rerun"
+        )
+    redo = f"move {path} and {record_beside(path)} aside and rerun FetchFile({path.name}) to fetch and verify it again"
     if record.get("name", path.name) != path.name:
         raise DataError(f"{path}: the record describes {record['name']!r}, not this file; {redo}")
     try:
@@ -184,7 +194,7 @@ def _verify(part: Path, payload_sha256: str, gz_md5: str | None, payload_cap: in
 def _gz_digests(path: Path) -> tuple[str, str, int]:
     sha256, md5, size = hashlib.sha256(), hashlib.md5(usedforsecurity=False), 0
     try:
-        with open(path, "rb") as handle:
+        with read_part(path) as handle:
             for chunk in iter(lambda: handle.read(CHUNK_BYTES), b""):
                 sha256.update(chunk)
                 md5.update(chunk)
@@ -196,40 +206,30 @@ def _gz_digests(path: Path) -> tuple[str, str, int]:
 
 def _gzip_isize(path: Path) -> int:
     """The uncompressed size from the gzip trailer (RFC 1952 ISIZE; the published files are one member)."""
-    with open(path, "rb") as handle:
+    with read_part(path) as handle:
         handle.seek(-4, os.SEEK_END)
         return int.from_bytes(handle.read(4), "little")
 
 
 def _payload_digest(path: Path, cap: int) -> tuple[str, int]:
-    """sha256 and size of the decompressed payload, streamed in bounded chunks and capped at `cap` bytes."""
+    """sha256 and size of the decompressed payload, inflated a bounded chunk at a time and capped at `cap`."""
     digest, size = hashlib.sha256(), 0
-    member = zlib.decompressobj(GZIP_WBITS)
     try:
-        with open(path, "rb") as handle:
-            for chunk in iter(lambda: handle.read(CHUNK_BYTES), b""):
-                data = chunk
-                while True:
-                    if member.eof and data:  # concatenated gzip members are one stream (RFC 1952 §2.2)
-                        member = zlib.decompressobj(GZIP_WBITS)
-                    produced = member.decompress(data, CHUNK_BYTES)
-                    size += len(produced)
-                    if size > cap:
-                        raise SourceFailed(
-                            f"the decompressed payload exceeds {cap} bytes (a gzip bomb or the wrong file); refused",
-                            bad_part=True,
-                        )
-                    digest.update(produced)
-                    data = member.unused_data if member.eof else member.unconsumed_tail
-                    # With all input consumed, zlib may still hold output: loop until it yields nothing.
-                    if not data and (member.eof or not produced):
-                        break
-    except zlib.error as exc:
-        raise SourceFailed(f"corrupt gzip stream ({exc})", bad_part=True) from None
+        with read_part(path) as handle:
+            stream = GunzipStream(handle)
+            while chunk := stream.read(CHUNK_BYTES):
+                size += len(chunk)
+                if size > cap:
+                    raise SourceFailed(
+                        f"the decompressed payload exceeds {cap} bytes (a gzip bomb or the wrong file); refused",
+                        bad_part=True,
+                    )
+                digest.update(chunk)
+    except GzipFormatError as exc:
+        what = "truncated" if exc.problem == TRUNCATED else "corrupt"
+        raise SourceFailed(f"{what} gzip stream ({exc})", bad_part=True) from None
     except OSError as exc:
         raise storage_error(path, exc) from None
-    if not member.eof:
-        raise SourceFailed("truncated gzip stream (it ends before the gzip trailer)", bad_part=True)
     return digest.hexdigest(), size
 
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import os
 import struct
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,15 +26,12 @@ import numpy as np
 
 from tasks.core.errors import DataError
 from tasks.data.dataset import IMAGE_COLS, IMAGE_MAGIC, IMAGE_PIXELS, IMAGE_ROWS, LABEL_MAGIC, NUM_CLASSES
+from tasks.data.gunzip import GZIP_MAGIC, GunzipStream, GzipFormatError
 
 # Far above Fashion-MNIST (60,000 rows) and small enough that no header can make us allocate absurdly.
 MAX_ROWS = 10_000_000
 # 5x the largest real payload (train images: 47,040,016 bytes); a header declaring more is refused.
 DEFAULT_MAX_PAYLOAD_BYTES = 256 * 1024 * 1024
-
-GZIP_MAGIC = b"\x1f\x8b"
-_GZIP_WBITS = 16 + zlib.MAX_WBITS  # tell zlib to expect and check the gzip header and CRC32/ISIZE trailer
-_READ_CHUNK = 1 << 20
 
 IMAGES = "images"
 LABELS = "labels"
@@ -169,15 +165,9 @@ def read_gz(path: str | os.PathLike, max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
     after at most that many bytes. `kind` ("images"/"labels") makes the magic check strict. The exact
     length is left to `parse_images` / `parse_labels`.
     """
-    file_path = Path(path)
-    source = str(file_path)
-    chunks: list[bytes] = []
-    produced = 0
-    header: IdxHeader | None = None
-    decompressor = None  # None between members (and before the first)
-    members = 0
+    source = str(Path(path))
     try:
-        handle = open(file_path, "rb")
+        handle = open(path, "rb")
     except OSError as exc:
         raise _fail(
             source,
@@ -185,48 +175,25 @@ def read_gz(path: str | os.PathLike, max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
             f"an error opening it ({exc.strerror or exc})",
             "check the raw data directory and re-fetch the file",
         ) from exc
-
-    def read_more() -> bytes:
-        try:
-            return handle.read(_READ_CHUNK)
-        except OSError as exc:
-            raise _fail(source, "a readable gzip file", f"a read error ({exc.strerror or exc})") from exc
-
+    chunks: list[bytes] = []
+    produced = 0
+    header: IdxHeader | None = None
     with handle:
-        data = read_more()
+        stream = GunzipStream(handle)
         while True:
-            if decompressor is None:
-                if members:
-                    data = data.lstrip(b"\x00")  # zero padding after a member, as gzip(1) tolerates
-                    while not data:
-                        data = read_more()
-                        if not data:
-                            break
-                        data = data.lstrip(b"\x00")
-                if not data and members:
-                    break  # clean end of the last member
-                if len(data) < 2:
-                    data += read_more()  # the magic check needs two bytes
-                if data[:2] != GZIP_MAGIC:
-                    where = "at the start" if not members else f"after gzip member {members}"
-                    looks = ", an uncompressed IDX file" if data[:3] == b"\x00\x00\x08" else ""
-                    found = f"{data[:2].hex(' ')}{looks}" if data else "an empty file"
-                    raise _fail(source, f"the gzip magic 1f 8b {where}", found)
-                decompressor = zlib.decompressobj(_GZIP_WBITS)
-                members += 1
             # Before the header is known ask for just enough to read it; after, for one byte past the
             # declared size: getting that byte is how the excess is detected without inflating the rest.
-            if header is None:
-                room = _HEADER_BYTES[IMAGES] - produced
-            else:
-                room = header.payload_bytes - produced + 1
+            room = _HEADER_BYTES[IMAGES] - produced if header is None else header.payload_bytes - produced + 1
             try:
-                out = decompressor.decompress(data, room)
-            except zlib.error as exc:
-                raise _fail(source, "a valid gzip stream", f"corrupt data in member {members} (zlib: {exc})") from exc
-            if out:
-                chunks.append(out)
-                produced += len(out)
+                out = stream.read(room)
+            except GzipFormatError as exc:
+                raise _fail(source, exc.expected, exc.found) from exc
+            except OSError as exc:
+                raise _fail(source, "a readable gzip file", f"a read error ({exc.strerror or exc})") from exc
+            if not out:
+                break
+            chunks.append(out)
+            produced += len(out)
             if header is None and produced >= 4:
                 header = _peek_header(b"".join(chunks)[:16], source, kind)
                 if header is not None and header.payload_bytes > max_bytes:
@@ -238,22 +205,6 @@ def read_gz(path: str | os.PathLike, max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
                     )
             if header is not None and produced > header.payload_bytes:
                 raise _length_error(source, header, produced, at_least=True)
-            if decompressor.eof:
-                data = decompressor.unused_data or read_more()
-                decompressor = None
-                continue
-            data = decompressor.unconsumed_tail
-            # A full `out` may leave output pending inside zlib with no input left, so ask again.
-            if not data and len(out) < room:
-                data = read_more()
-                if not data:
-                    break  # end of file inside a member
-    if decompressor is not None:
-        raise _fail(
-            source,
-            "a complete gzip stream",
-            f"the stream ending inside gzip member {members} after {produced:,} bytes (truncated download?)",
-        )
     return b"".join(chunks)
 
 

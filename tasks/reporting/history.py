@@ -2,7 +2,8 @@
 
 The history is a Parquet dataset under `history/`, partitioned by night (`date=YYYY-MM-DD/`), one row
 per optimizer entry at its best grid point: the rows of that night's report table. Writing a night
-replaces its partition atomically, so rerunning a night never duplicates it.
+replaces its partition atomically, so rerunning a night never duplicates it. History is written outside
+any task's output folder, so each write first sweeps the temp files that killed writers left in it.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from tasks.core.errors import DataError
-from tasks.core.storage import atomic_path
+from tasks.core.storage import atomic_path, sweep_temp_files
 
 HISTORY_SCHEMA = pa.schema(
     [
@@ -44,6 +45,7 @@ def write_night(history_dir: Path, date: str, table_rows: Sequence[dict[str, Any
     """Store one night's report table rows as its history partition, replacing any earlier copy."""
     rows = [{name: row.get(name) for name in HISTORY_SCHEMA.names} for row in table_rows]
     path = partition_dir(history_dir, date) / "summary.parquet"
+    sweep_temp_files(history_dir)
     with atomic_path(path, suffix=".parquet") as temp:
         pq.write_table(pa.Table.from_pylist(rows, schema=HISTORY_SCHEMA), temp)
     return path
