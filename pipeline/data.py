@@ -11,7 +11,7 @@ import luigi
 
 from pipeline.settings import expected_checksums, layout, settings
 from tasks.core.locks import DEFAULT_LOCK_TIMEOUT, target_lock
-from tasks.core.storage import read_json, write_json_atomic
+from tasks.core.storage import read_json
 from tasks.data.dataset import RAW_FILE_NAMES
 
 
@@ -69,8 +69,7 @@ class DecodeData(LockedTarget, luigi.Task):
 
         paths = layout()
         records = {name: read_json(paths.raw_record(name)) for name in RAW_FILE_NAMES}
-        manifest = decode_dataset(paths, records)
-        write_json_atomic(self.output().path, manifest)
+        decode_dataset(paths, records)
 
 
 class PrepareData(LockedTarget, luigi.Task):
@@ -108,5 +107,4 @@ class VerifyData(luigi.Task):
         paths = layout()
         expected = {name: expected_checksums(name)[0] for name in RAW_FILE_NAMES}
         with target_lock(paths.manifest):  # DecodeData writes the arrays and the manifest under this lock
-            result = verify_data(paths, expected)
-        write_json_atomic(self.output().path, {"date": self.date.isoformat(), **result})
+            verify_data(paths, expected, self.date.isoformat())

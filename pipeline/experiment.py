@@ -16,7 +16,7 @@ from pipeline.settings import layout
 from pipeline.training import train_task
 from tasks.core.config import ExperimentConfig, load_config
 from tasks.core.runs import HASH_LENGTH, entry_named, final_specs, grid_specs, tuned_entries
-from tasks.core.storage import read_json, write_json_atomic
+from tasks.core.storage import read_json
 
 DEFAULT_CONFIG = "configs/default.yaml"
 
@@ -67,7 +67,7 @@ class TuneLearningRate(luigi.Task):
             {"learning_rate": spec.learning_rate, "run_hash": spec.run_hash, "seed": spec.seed, "run_dir": task.run_dir}
             for spec, task in zip(self.grid(), self.requires())
         ]
-        write_json_atomic(self.output().path, choose_learning_rate(self.name, self.experiment.tuning_seeds, runs))
+        choose_learning_rate(self.name, self.experiment.tuning_seeds, runs, self.output().path)
 
 
 def tuning_tasks(config_path: str) -> list[TuneLearningRate]:

@@ -16,7 +16,7 @@ from pathlib import Path
 import luigi
 
 from pipeline.experiment import DEFAULT_CONFIG, chosen_rates, config_hash, load_experiment, read_tuning, tuning_tasks
-from pipeline.reporting import collect_runs, write_report_json
+from pipeline.reporting import collect_runs, report_record
 from pipeline.settings import layout
 from pipeline.training import evaluate_task
 from tasks.core.errors import ConfigError, PipelineError
@@ -102,7 +102,7 @@ class NightlyReport(NightTask):
 
     def run(self):
         from tasks.reporting import figures, history
-        from tasks.reporting.report import build_report
+        from tasks.reporting.report import publish_report
 
         config, text = load_experiment(self.config)
         paths = layout()
@@ -119,8 +119,9 @@ class NightlyReport(NightTask):
         out_dir = Path(self.output().path).parent
         with tempfile.TemporaryDirectory() as scratch:
             trend_png = figures.accuracy_trend(Path(scratch) / "trend.png", *history.trend_series(nights))
-            result = build_report(
+            result = publish_report(
                 out_dir,
+                report_record(self.config, config, tuning),
                 experiment=config.experiment,
                 title=f"Nightly retraining: {config.experiment}",
                 date=self.night,
@@ -139,4 +140,3 @@ class NightlyReport(NightTask):
                 + "; ".join(alerts)
                 + f". The report with the alert is at {result['html']}"
             )
-        write_report_json(self.output().path, self.config, config, result, tuning)

@@ -13,7 +13,7 @@ from pipeline.training import EvaluateRun, evaluate_task
 from tasks.core.config import ExperimentConfig
 from tasks.core.runfiles import RUN_JSON
 from tasks.core.runs import final_specs
-from tasks.core.storage import read_json, write_json_atomic
+from tasks.core.storage import read_json
 
 
 def collect_runs(tasks: list[EvaluateRun]) -> list[dict]:
@@ -36,6 +36,11 @@ def collect_runs(tasks: list[EvaluateRun]) -> list[dict]:
             }
         )
     return runs
+
+
+def report_record(config_path: str, config: ExperimentConfig, tuning: dict) -> dict:
+    """What report.json records beside the report's numbers: the config, its hash and the tuning."""
+    return {"config": str(config_path), "config_hash": config_hash(config), "tuning": tuning}
 
 
 class ExperimentReport(luigi.Task):
@@ -74,10 +79,11 @@ class ExperimentReport(luigi.Task):
         tuning = read_tuning(self.requires()["tuning"])
         finals = [evaluate_task(spec) for spec in final_specs(config, chosen_rates(tuning))]
         yield finals
-        from tasks.reporting.report import build_report
+        from tasks.reporting.report import publish_report
 
-        result = build_report(
+        publish_report(
             Path(self.output().path).parent,
+            report_record(self.config, config, tuning),
             experiment=config.experiment,
             title=f"Optimizer comparison: {config.experiment}",
             date=self.date.isoformat(),
@@ -88,19 +94,6 @@ class ExperimentReport(luigi.Task):
             targets=config.targets,
             tuning=tuning,
         )
-        write_report_json(self.output().path, self.config, config, result, tuning)
-
-
-# What report.json carries from build_report's result, under stable keys.
-REPORT_JSON_KEYS = ("table", "statistics", "time_to_target", "anchors")
-
-
-def write_report_json(path: str, config_path: str, config: ExperimentConfig, result: dict, tuning: dict) -> None:
-    """report.json, the task's completion marker: written last, after everything it points at."""
-    record = {"config": str(config_path), "config_hash": config_hash(config), "html": str(result["html"])}
-    record["tuning"] = tuning
-    record.update({key: result[key] for key in REPORT_JSON_KEYS if key in result})
-    write_json_atomic(path, record)
 
 
 class FullReport(luigi.WrapperTask):

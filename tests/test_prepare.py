@@ -52,6 +52,7 @@ def synthetic_records(raw_dir: Path) -> dict[str, dict]:
 def test_round_trip_synthetic_to_arrow(paths):
     records = synthetic_records(paths.raw_dir)
     manifest = decode_dataset(paths, records)
+    assert json.loads(paths.manifest.read_text()) == manifest  # the work function writes its target
 
     for split, count, seed in (("train", 120, 1), ("test", 40, 2)):
         source_images, source_labels = synthetic.make_images_labels(count, seed=seed)

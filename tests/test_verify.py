@@ -49,7 +49,7 @@ def quarantined(folder) -> list[str]:
 
 def test_an_intact_stage_verifies_every_file(tmp_path):
     paths = build_data_stage(tmp_path / "artifacts")
-    verified = verify_data(paths, expected_checksums())["verified"]
+    verified = verify_data(paths, expected_checksums(), "2026-01-01")["verified"]
     assert sorted(verified) == sorted([*synthetic.payloads(1, 1), "train.arrow", "test.arrow", "split-v3-s5.arrow"])
 
 
@@ -60,11 +60,11 @@ def test_a_copied_root_verifies_its_own_files_not_the_original(tmp_path):
     flip_a_byte(copy.train_arrow)  # the copy went bad; the original is intact
 
     with pytest.raises(DataError) as failed:
-        verify_data(copy, expected_checksums())
+        verify_data(copy, expected_checksums(), "2026-01-01")
 
     assert f"{copy.train_arrow}: expected sha256" in str(failed.value)
     assert quarantined(copy.arrays_dir) == ["train.arrow"] and quarantined(copy.root / "data") == ["manifest.json"]
-    verify_data(original, expected_checksums())  # untouched
+    verify_data(original, expected_checksums(), "2026-01-01")  # untouched
 
 
 def test_an_old_manifest_with_absolute_paths_inside_the_root_is_migrated(tmp_path):
@@ -74,7 +74,7 @@ def test_an_old_manifest_with_absolute_paths_inside_the_root_is_migrated(tmp_pat
         manifest["arrays"][split]["path"] = str(paths.arrays_file(split))  # the format before relative paths
     write_json_atomic(paths.manifest, manifest)
 
-    verify_data(paths, expected_checksums())
+    verify_data(paths, expected_checksums(), "2026-01-01")
 
     stored = json.loads(paths.manifest.read_text())["arrays"]
     assert {split: entry["path"] for split, entry in stored.items()} == {
@@ -94,7 +94,7 @@ def test_an_old_manifest_pointing_into_another_root_is_refused(tmp_path):
     flip_a_byte(copy.train_arrow)
 
     with pytest.raises(DataError) as failed:
-        verify_data(copy, expected_checksums())
+        verify_data(copy, expected_checksums(), "2026-01-01")
 
     message = str(failed.value)
     # the manifest is stored key-sorted, so "test" comes first
@@ -108,14 +108,14 @@ def test_a_doctored_split_is_caught_and_drawn_again(tmp_path):
     write_indices(paths.split_arrow(3, 5), list(range(30)))  # a well-formed split of the wrong rows
 
     with pytest.raises(DataError) as failed:
-        verify_data(paths, expected_checksums())
+        verify_data(paths, expected_checksums(), "2026-01-01")
 
     assert f"{paths.split_arrow(3, 5)}: expected sha256" in str(failed.value)
     assert "PrepareData draws it again" in str(failed.value)
     assert quarantined(paths.arrays_dir) == ["split-v3-s5.arrow"]
     assert paths.manifest.exists()  # the cache itself is fine: no re-decode
     make_split(paths, per_class=3, seed=5)  # what the rerun's PrepareData does
-    verify_data(paths, expected_checksums())
+    verify_data(paths, expected_checksums(), "2026-01-01")
 
 
 def test_a_split_from_before_records_is_adopted_only_when_right(tmp_path):
@@ -123,11 +123,11 @@ def test_a_split_from_before_records_is_adopted_only_when_right(tmp_path):
     record = json.loads(paths.split_record(3, 5).read_text())
     paths.split_record(3, 5).unlink()
 
-    verify_data(paths, expected_checksums())
+    verify_data(paths, expected_checksums(), "2026-01-01")
     assert json.loads(paths.split_record(3, 5).read_text()) == record
 
     paths.split_record(3, 5).unlink()
     write_indices(paths.split_arrow(3, 5), list(range(30)))
     with pytest.raises(DataError, match="expected the rows of split v3 s5"):
-        verify_data(paths, expected_checksums())
+        verify_data(paths, expected_checksums(), "2026-01-01")
     assert not paths.split_record(3, 5).exists()

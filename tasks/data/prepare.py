@@ -38,7 +38,7 @@ def _fetch_record(paths: Layout, fetch_records: dict[str, dict], name: str) -> d
 
 
 def decode_dataset(paths: Layout, fetch_records: dict[str, dict]) -> dict:
-    """Decode the four raw .gz files into data/arrays/{train,test}.arrow and return the data manifest.
+    """Decode the four raw .gz files into data/arrays/{train,test}.arrow, then write the data manifest last.
 
     Each decoded payload's sha256 must equal the one its fetch record verified, so the cache is built
     from exactly the bytes that were checked.
@@ -74,6 +74,7 @@ def decode_dataset(paths: Layout, fetch_records: dict[str, dict]) -> dict:
             }
             progress.update(1)
     crash_point("decode.arrays-written")
+    write_json_atomic(paths.manifest, manifest)
     return manifest
 
 

@@ -25,8 +25,8 @@ from tasks.data.split import stratified_split
 SPLIT_NAME = re.compile(r"split-v(?P<per_class>\d+)-s(?P<seed>\d+)\.arrow")
 
 
-def verify_data(paths: Layout, expected_payload_sha256: dict[str, str]) -> dict:
-    """Verify the raw files, the Arrow cache and the splits; return {"verified": {file name: sha256}}.
+def verify_data(paths: Layout, expected_payload_sha256: dict[str, str], date: str) -> dict:
+    """Verify the raw files, the Arrow cache and the splits; write the night's record last and return it.
 
     A raw or Arrow file that fails is quarantined, and so is the manifest, so that the next run fetches and
     decodes afresh; a split file that fails is quarantined and drawn again. Then a DataError lists every
@@ -66,7 +66,9 @@ def verify_data(paths: Layout, expected_payload_sha256: dict[str, str]) -> dict:
         problems += _verify_splits(paths, checked)
     if problems:
         raise DataError("the data changed since it was verified:\n  " + "\n  ".join(problems))
-    return {"verified": checked}
+    record = {"date": date, "verified": checked}
+    write_json_atomic(paths.verified_record(date), record)
+    return record
 
 
 def _arrays_of(paths: Layout, manifest: dict) -> dict[Path, str]:

@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 
 from tasks.core.errors import DataError, ReportError
 from tasks.core.faults import crash_point
-from tasks.core.storage import atomic_open, atomic_path, ensure_dir, write_bytes_atomic
+from tasks.core.storage import atomic_open, atomic_path, ensure_dir, write_bytes_atomic, write_json_atomic
 from tasks.data.arrays import load_arrays
 from tasks.data.dataset import CLASS_NAMES
 from tasks.reporting import comparison, figures, sections, stat_figures, statistics
@@ -28,6 +28,21 @@ from tasks.reporting.tuning import check_tuning, sensitivity_lines
 
 FIGURES = "figures"
 SAMPLE_IMAGES = 25
+REPORT_JSON = "report.json"
+# What report.json carries from build_report's result, under stable keys.
+REPORT_JSON_KEYS = ("table", "statistics", "time_to_target", "anchors")
+
+
+def publish_report(out_dir: Path, record: dict[str, Any], **build: Any) -> dict[str, Any]:
+    """Build the report, then write report.json (its completion marker) last, holding `record` too.
+
+    A report with alerts is written without report.json: it is shown, but not marked done.
+    """
+    result = build_report(out_dir, **build)
+    if not build.get("alerts"):
+        summary = {key: result[key] for key in REPORT_JSON_KEYS if key in result}
+        write_json_atomic(Path(out_dir) / REPORT_JSON, {**record, "html": str(result["html"]), **summary})
+    return result
 
 
 def build_report(

@@ -16,7 +16,7 @@ from typing import Any
 
 from tasks.core.errors import ReportError
 from tasks.core.runfiles import METRICS_PARQUET, RUN_JSON, read_metrics
-from tasks.core.storage import read_json
+from tasks.core.storage import read_json, write_json_atomic
 from tasks.reporting import comparison
 
 GRID_RULE = "the grid point with the fewest diverged seeds, then the highest mean final validation accuracy over seeds"
@@ -118,8 +118,11 @@ def final_val_accuracy(run_dir: Path) -> float | None:
     return float(metrics["val_accuracy"][-1])
 
 
-def choose_learning_rate(entry: str, tuning_seeds: Sequence[int], runs: Sequence[Mapping[str, Any]]) -> dict:
-    """The tuning record of one entry from its grid runs (dicts with learning_rate, run_hash, seed, run_dir)."""
+def choose_learning_rate(
+    entry: str, tuning_seeds: Sequence[int], runs: Sequence[Mapping[str, Any]], out_path: Path
+) -> dict:
+    """Write the tuning record of one entry, from its grid runs (dicts with learning_rate, run_hash, seed,
+    run_dir), to `out_path`, and return it."""
     by_rate: dict[float, list[Mapping[str, Any]]] = {}
     for run in runs:
         by_rate.setdefault(float(run["learning_rate"]), []).append(run)
@@ -147,10 +150,12 @@ def choose_learning_rate(entry: str, tuning_seeds: Sequence[int], runs: Sequence
 
     # max() keeps the first of equal keys and the grid is in increasing rate: ties go to the smaller rate.
     chosen = max(grid, key=merit)
-    return {
+    record = {
         "entry": entry,
         "tuning_seeds": list(tuning_seeds),
         "grid": grid,
         "chosen_learning_rate": chosen["learning_rate"],
         "rule": TUNING_RULE,
     }
+    write_json_atomic(out_path, record)
+    return record
