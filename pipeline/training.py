@@ -94,6 +94,9 @@ class EvaluateRun(RunTask):
         result = evaluate_run(
             self.run_dir,
             layout().test_arrow,
+            settings=self.spec.settings,
+            run_hash=self.spec.run_hash,
+            seed=self.seed,
             intra_op_threads=site.intra_op_threads,
             inter_op_threads=site.inter_op_threads,
         )
