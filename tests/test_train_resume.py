@@ -142,6 +142,18 @@ def test_a_finished_run_that_lost_its_metrics_trains_again_to_the_same_weights(d
     assert len(quarantined(run_dir / "checkpoints", "latest.json")) == 1
 
 
+def test_unreadable_metrics_of_a_stopped_run_are_quarantined_and_the_run_trains_from_scratch(data, tmp_path, straight):
+    run_dir = tmp_path / "run"
+    train_until_stopped(data, run_dir)
+    (run_dir / "metrics.parquet").write_bytes(b"PAR1 torn")
+    resumed = train(data, run_dir)
+    assert resumed["weights_sha256"] == straight[1]["weights_sha256"]
+    last = resumed["attempt_history"][-1]
+    assert (last["from_epoch"], last["steps_run"]) == (0, 40) and "not a readable Parquet file" in last["repair"]
+    [torn] = quarantined(run_dir, "metrics.parquet")
+    assert torn.read_bytes() == b"PAR1 torn"
+
+
 def test_a_finished_run_that_lost_its_final_checkpoint_trains_again_to_the_same_weights(data, tmp_path, straight):
     run_dir = tmp_path / "run"
     shutil.copytree(straight[0], run_dir)

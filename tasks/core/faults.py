@@ -67,7 +67,7 @@ def crash_point(name: str) -> None:
         counter = _armed[name]
         counter[0] += 1
         if counter[0] == counter[1]:
-            raise FailpointStop(f"failpoint {name} reached for the {counter[1]}. time")
+            raise FailpointStop(f"failpoint {name}: stopped at hit {counter[1]}")
     wanted = os.environ.get(ENV_VAR)
     if not wanted:
         return

@@ -203,7 +203,35 @@ def prepare_resume(run_dir: Path, run_hash: str, seed: int, epochs: int, repair:
     """Check latest.json and metrics.parquet, then (only then) clean the folder for a start at the last
     whole epoch; record this attempt."""
     run_dir = Path(run_dir)
-    checkpoint_dir = ensure_dir(run_dir / CHECKPOINT_DIR)
+    checkpoint_dir = run_dir / CHECKPOINT_DIR
+    latest = _checked_latest(checkpoint_dir, run_hash, seed, epochs)
+    metrics_path = run_dir / METRICS_PARQUET
+    rows, metrics_problem = _read_metric_rows(metrics_path)
+    damage = _resume_damage(run_dir, latest, rows, metrics_problem) if latest is not None else None
+    if damage is not None:
+        # The checkpoint cannot be resumed from: start over, keeping what was there for inspection.
+        latest_path = checkpoint_dir / checkpoints.LATEST_JSON
+        moved = quarantine(latest_path, f"{damage}; the run trains again from scratch")
+        log.warning("%s; moved %s to %s and training from scratch", damage, latest_path, moved)
+        repair = "; ".join(filter(None, [repair, f"{damage}: trained again from scratch"]))
+        latest, rows = None, []
+        if metrics_path.exists():
+            quarantine(metrics_path, f"{damage}; the run trains again from scratch")
+    elif metrics_problem is not None and metrics_path.exists():  # unusable, and no checkpoint needs its rows
+        quarantine(metrics_path, f"{metrics_problem}; the run trains again from scratch")
+    start_epoch = latest["epoch"] if latest else 0
+    kept = [row for row in rows if row["epoch"] <= start_epoch]
+    if len(kept) != len(rows):  # rows of an epoch killed before its checkpoint: it runs again
+        if kept:
+            write_metrics(metrics_path, kept)
+        else:
+            metrics_path.unlink()
+    checkpoints.clean_checkpoint_dir(ensure_dir(checkpoint_dir), start_epoch)
+    return ResumeState(start_epoch, latest, kept, AttemptLog.start(run_dir, start_epoch, repair))
+
+
+def _checked_latest(checkpoint_dir: Path, run_hash: str, seed: int, epochs: int) -> dict | None:
+    """latest.json, refused (before anything is changed) when it is not a checkpoint of this run."""
     latest_path = checkpoint_dir / checkpoints.LATEST_JSON
     latest = checkpoints.read_latest(checkpoint_dir)
     if latest is not None and (latest["run_hash"], latest["seed"]) != (run_hash, seed):
@@ -217,34 +245,24 @@ def prepare_resume(run_dir: Path, run_hash: str, seed: int, epochs: int, repair:
             "folder was not written by this run's training. Nothing was changed: move the run folder aside or "
             "delete it, and rerun"
         )
-    metrics_path = run_dir / METRICS_PARQUET
-    rows, metrics_problem = _read_metric_rows(metrics_path)
-    if latest is not None:
-        damage = checkpoint_problem(run_dir, f"{CHECKPOINT_DIR}/{latest['prefix']}")
-        if damage is None and metrics_problem is None and _epochs(rows)[: latest["epoch"]] != _first(latest["epoch"]):
-            metrics_problem = f"rows for epochs {_epochs(rows)}, not 1..{latest['epoch']}"
-        if damage or metrics_problem:
-            reason = f"checkpoint {damage}" if damage else f"{metrics_path}: {metrics_problem}"
-            # Neither can be resumed from: start over, keeping what was there for inspection.
-            moved = quarantine(latest_path, f"{reason}; the run trains again from scratch")
-            log.warning("%s; moved %s to %s and training from scratch", reason, latest_path, moved)
-            repair = "; ".join(filter(None, [repair, f"{reason}: trained again from scratch"]))
-            latest = None
-            if metrics_path.exists():
-                quarantine(metrics_path, f"{reason}; the run trains again from scratch")
-            rows, metrics_problem = [], None
-    start_epoch = latest["epoch"] if latest else 0
-    if metrics_problem is not None and metrics_path.exists():  # unreadable, and no epoch to keep from it
-        quarantine(metrics_path, f"{metrics_problem}; the run trains again from scratch")
-        rows = []
-    kept = [row for row in rows if row["epoch"] <= start_epoch]
-    if len(kept) != len(rows):  # rows of an epoch killed before its checkpoint: it runs again
-        if kept:
-            write_metrics(metrics_path, kept)
-        else:
-            metrics_path.unlink()
-    checkpoints.clean_checkpoint_dir(checkpoint_dir, start_epoch)
-    return ResumeState(start_epoch, latest, kept, AttemptLog.start(run_dir, start_epoch, repair))
+    return latest
+
+
+def _resume_damage(run_dir: Path, latest: dict, rows: list[dict], metrics_problem: str | None) -> str | None:
+    """Why the checkpoint latest.json names cannot be resumed from, or None when it can.
+
+    It needs its files (regular files inside the run folder) and the metrics rows of epochs 1..its epoch.
+    """
+    problem = checkpoint_problem(run_dir, f"{CHECKPOINT_DIR}/{latest['prefix']}")
+    if problem is not None:
+        return f"checkpoint {problem}"
+    metrics_path = Path(run_dir) / METRICS_PARQUET
+    if metrics_problem is not None:
+        return f"{metrics_path}: {metrics_problem}"
+    epochs = [row["epoch"] for row in rows]
+    if epochs[: latest["epoch"]] != list(range(1, latest["epoch"] + 1)):
+        return f"{metrics_path}: rows for epochs {epochs}, expected 1..{latest['epoch']} (the last checkpoint)"
+    return None
 
 
 def write_metrics(path: Path, rows: list[dict]) -> None:
@@ -263,11 +281,3 @@ def _read_metric_rows(path: Path) -> tuple[list[dict], str | None]:
         return table.to_pylist(), None
     except (pa.ArrowException, OSError) as exc:
         return [], f"not a readable Parquet file ({exc})"
-
-
-def _epochs(rows: list[dict]) -> list[int]:
-    return [row["epoch"] for row in rows]
-
-
-def _first(count: int) -> list[int]:
-    return list(range(1, count + 1))
