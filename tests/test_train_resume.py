@@ -209,3 +209,18 @@ def test_run_is_complete_names_one_run_with_all_its_files(tmp_path, straight):
     assert not run_is_complete(copy, record["run_hash"], 0)
     (copy / "run.json").write_text("{not json")
     assert not run_is_complete(copy, record["run_hash"], 0)
+
+
+def test_a_checkpoint_relabelled_as_an_earlier_epoch_is_refused_by_its_global_step(data, tmp_path, straight):
+    run_dir = tmp_path / "run"
+    shutil.copytree(straight[0], run_dir)
+    (run_dir / "run.json").unlink()
+    folder = run_dir / "checkpoints"
+    for path in folder.glob("epoch-0001.*"):
+        path.unlink()
+    for path in folder.glob("epoch-0002.*"):
+        path.rename(folder / path.name.replace("epoch-0002", "epoch-0001"))
+    latest = json.loads((folder / "latest.json").read_text())
+    (folder / "latest.json").write_text(json.dumps(latest | {"epoch": 1, "prefix": "epoch-0001"}))
+    with pytest.raises(TrainingError, match=r"epoch-0001: restored global step 40, expected 1 epochs × 20 steps"):
+        train(data, run_dir)

@@ -137,7 +137,7 @@ def _train_epochs(
     if latest is not None:
         graph.restore(session, state.checkpoint_dir / latest["prefix"], latest["weights_sha256"])
     first_step = int(session.run(graph.global_step))
-    if first_step != state.start_epoch * steps:
+    if latest is not None and first_step != state.start_epoch * steps:
         raise TrainingError(
             f"{state.checkpoint_dir / latest['prefix']}: restored global step {first_step}, expected "
             f"{state.start_epoch} epochs × {steps} steps; the checkpoint is not this run's: delete the run folder "
@@ -152,8 +152,8 @@ def _train_epochs(
     run_chunk = session.make_callable(graph.run_chunk)
     run_chunk()  # no step yet (see train_graph): builds the executor outside the epoch's timing
     validation = (split.val_images, split.val_labels)
-    metrics_path = state.attempts.path.parent / METRICS_PARQUET
-    with _progress_bar(epochs * steps, state.start_epoch * steps, state.attempts.path.parent.name) as bar:
+    metrics_path = state.run_dir / METRICS_PARQUET
+    with _progress_bar(epochs * steps, state.start_epoch * steps, state.run_dir.name) as bar:
         for epoch in range(state.start_epoch + 1, epochs + 1):
             row, diverged_at = _run_epoch(session, graph, run_chunk, bar, seed, epoch, plan.batch_size, validation)
             if diverged_at is not None:

@@ -189,6 +189,7 @@ class AttemptLog:
 class ResumeState:
     """Where this attempt starts: the checkpoint it restores (None: from scratch) and the metrics so far."""
 
+    run_dir: Path
     start_epoch: int
     latest: dict | None
     rows: list[dict]
@@ -196,7 +197,7 @@ class ResumeState:
 
     @property
     def checkpoint_dir(self) -> Path:
-        return self.attempts.path.parent / CHECKPOINT_DIR
+        return self.run_dir / CHECKPOINT_DIR
 
 
 def prepare_resume(run_dir: Path, run_hash: str, seed: int, epochs: int, repair: str | None) -> ResumeState:
@@ -227,7 +228,7 @@ def prepare_resume(run_dir: Path, run_hash: str, seed: int, epochs: int, repair:
         else:
             metrics_path.unlink()
     checkpoints.clean_checkpoint_dir(ensure_dir(checkpoint_dir), start_epoch)
-    return ResumeState(start_epoch, latest, kept, AttemptLog.start(run_dir, start_epoch, repair))
+    return ResumeState(run_dir, start_epoch, latest, kept, AttemptLog.start(run_dir, start_epoch, repair))
 
 
 def _checked_latest(checkpoint_dir: Path, run_hash: str, seed: int, epochs: int) -> dict | None:
