@@ -15,10 +15,8 @@ from pipeline.params import RunSettingsParameter
 from pipeline.settings import layout, settings
 from tasks.core.config import check_safe_name
 from tasks.core.errors import ConfigError
-from tasks.core.faults import crash_point
-from tasks.core.runfiles import EVALUATION_JSON, RUN_JSON
+from tasks.core.runfiles import EVALUATION_JSON, RUN_JSON, run_is_complete
 from tasks.core.runs import RunSpec
-from tasks.core.storage import write_json_atomic
 
 
 class RunIdentity(luigi.Task):
@@ -100,13 +98,17 @@ class TrainRun(LockedTarget, RunIdentity):
     def output(self):
         return luigi.LocalTarget(str(self.run_dir / RUN_JSON))
 
+    def complete(self):
+        # run.json alone is not enough: a finished run that lost its metrics or checkpoint trains again.
+        return run_is_complete(self.run_dir, self.run_hash, self.seed)
+
     def build(self):
         from tasks.training.loop import train_run  # TensorFlow loads here, never at scheduling time
 
         site = settings()
         self.set_tracking_url(self.run_dir.resolve().as_uri())
         train_run(
-            self.spec.settings.as_dict(),
+            self.spec.settings,
             self.seed,
             layout().train_arrow,
             self.input().path,
@@ -142,18 +144,23 @@ class EvaluateRun(LockedTarget, RunIdentity):
     def output(self):
         return luigi.LocalTarget(str(self.run_dir / EVALUATION_JSON))
 
+    def complete(self):
+        # An evaluation stands only while its run does: if the run lost a file, both are redone.
+        return self.output().exists() and self.requires().complete()
+
     def build(self):
         from tasks.evaluation.evaluate import evaluate_run
 
         site = settings()
-        result = evaluate_run(
+        evaluate_run(
             self.run_dir,
             layout().test_arrow,
+            settings=self.spec.settings,
+            run_hash=self.spec.run_hash,
+            seed=self.seed,
             intra_op_threads=site.intra_op_threads,
             inter_op_threads=site.inter_op_threads,
         )
-        crash_point("evaluate.scored")
-        write_json_atomic(self.output().path, result)
 
 
 class NightlyEvaluateRun(Nightly, EvaluateRun):

@@ -7,11 +7,10 @@ import math
 import numpy as np
 import pytest
 
-tf = pytest.importorskip("tensorflow.compat.v1")
-
-from tasks.core.errors import ConfigError  # noqa: E402
-from tasks.core.registry import MODEL_PARAMS  # noqa: E402
-from tasks.training import models  # noqa: E402
+from tasks.core.errors import ConfigError
+from tasks.core.registry import MODEL_PARAMS
+from tasks.training import models
+from tasks.training.tf1 import tf
 
 # Weights + biases, layer by layer.
 EXPECTED_PARAMETERS = {

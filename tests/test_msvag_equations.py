@@ -11,9 +11,8 @@ import collections
 import numpy as np
 import pytest
 
-tf = pytest.importorskip("tasks.training.tf1").tf
-
-from tasks.training.msvag import RHO_CAP, MSVAGOptimizer, SVAGOptimizer, step_scalars, variance_adapted_step  # noqa: E402
+from tasks.training.msvag import RHO_CAP, MSVAGOptimizer, SVAGOptimizer, step_scalars, variance_adapted_step
+from tasks.training.tf1 import tf
 
 
 def literal_step(grad, m, v, t, beta, momentum):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import subprocess
 import sys
@@ -13,8 +14,9 @@ import yaml
 from pipeline import EvaluateRun, NightlyTrainRun, TrainRun
 from tasks.core.config import parse_config
 from tasks.core.errors import ConfigError
+from tasks.core.runfiles import read_metrics
 from tasks.core.runs import RunSettings, expand_runs, run_settings
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, build
 
 SMOKE = yaml.safe_load((REPO_ROOT / "configs" / "smoke.yaml").read_text())
 
@@ -83,3 +85,19 @@ def test_a_path_escaping_name_on_the_command_line_writes_nothing(tmp_path):
         assert done.returncode == 35, done.stderr[-2000:]  # [retcode] scheduling_error
         assert "ConfigError" in done.stderr and "not safe as a folder name" in done.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["site.cfg"]
+
+
+def test_a_finished_run_that_lost_its_metrics_is_not_complete_and_trains_again(site):
+    raw = dict(SMOKE, training={"epochs": 1, "batch_size": 64})
+    spec = next(s for s in expand_runs(parse_config(raw)) if s.name == "sgd")
+    task = TrainRun.of(spec)
+    build([EvaluateRun.of(spec)])
+    metrics = task.run_dir / "metrics.parquet"
+    first = read_metrics(metrics)
+    weights = json.loads((task.run_dir / "run.json").read_text())["weights_sha256"]
+    metrics.unlink()
+    assert not task.complete() and (task.run_dir / "run.json").exists()
+    assert not EvaluateRun.of(spec).complete(), "an evaluation stands only while its run does"
+    build([EvaluateRun.of(spec)])
+    assert task.complete() and read_metrics(metrics)["val_accuracy"].tolist() == first["val_accuracy"].tolist()
+    assert json.loads((task.run_dir / "run.json").read_text())["weights_sha256"] == weights

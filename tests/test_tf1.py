@@ -8,11 +8,7 @@ import re
 import subprocess
 import sys
 
-import pytest
-
 from tests.conftest import REPO_ROOT
-
-pytest.importorskip("tensorflow")
 
 PROBE = """
 import json, os, sys

@@ -8,10 +8,15 @@ from __future__ import annotations
 
 import pytest
 
-pytest.importorskip("tensorflow")
-
-from tasks.training import graph as train_graph  # noqa: E402
-from tests.test_train import LEARNING_RATES, data, make_settings, read_metrics, train  # noqa: E402, F401
+from tasks.training import graph as train_graph
+from tests.test_train import (  # noqa: F401 - `data` is a fixture
+    LEARNING_RATES,
+    data,
+    make_settings,
+    read_metrics,
+    train,
+    train_until_stopped,
+)
 
 OPTIMIZERS = ["msvag", "svag"]
 
@@ -33,10 +38,11 @@ def test_same_seed_same_weights_and_a_resume_is_bit_identical(data, tmp_path, st
     assert first["status"] == "completed"
     again = train(data, tmp_path / "again", settings)
     assert again["weights_sha256"] == first["weights_sha256"]
-    stopped = train(data, tmp_path / "resumed", settings, stop_after_epochs=1)
-    assert stopped["status"] == "stopped"
+    train_until_stopped(data, tmp_path / "resumed", settings)
     resumed = train(data, tmp_path / "resumed", settings)
     assert resumed["weights_sha256"] == first["weights_sha256"]
+    # Restored slots, not a retrain: attempt 2 ran epoch 2's 20 steps only.
+    assert resumed["resumes"] == [{"attempt": 2, "from_epoch": 1, "steps_run": 20}]
     assert read_metrics(tmp_path / "resumed")["train_loss"] == read_metrics(first_dir)["train_loss"]
 
 

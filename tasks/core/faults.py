@@ -1,18 +1,23 @@
-"""Failpoints: a test hook that kills the process at a named, dangerous moment.
+"""Failpoints: test hooks that stop the process at a named, dangerous moment.
 
-`crash_point("train.checkpoint-saved")` does nothing unless the environment variable `FMNIST_CRASH_AT`
-names that point: `FMNIST_CRASH_AT=train.checkpoint-saved` kills the process at the first time it is
-reached, `FMNIST_CRASH_AT=train.checkpoint-saved:3` at the third time in this process. The kill is a
-real SIGKILL: no `finally`, no atexit, no flush, exactly like a power cut or the OOM killer. The
-harness in tests/test_kill_anywhere.py uses it to prove that every such moment is survivable.
+`crash_point("train.checkpoint-saved")` does nothing unless a test selected that point, in one of two ways:
 
-Unset (every real run), a crash point costs one dictionary lookup.
+- `FMNIST_CRASH_AT=train.checkpoint-saved` kills the process the first time the point is reached,
+  `FMNIST_CRASH_AT=train.checkpoint-saved:3` the third time in this process. The kill is a real SIGKILL:
+  no `finally`, no atexit, no flush, exactly like a power cut or the OOM killer. The harness in
+  tests/test_kill_anywhere.py uses it to prove that every such moment is survivable.
+- `with stop_at("train.epoch-done", 2): ...` raises `FailpointStop` the second time the point is reached
+  inside the block: the in-process stand-in for a kill, for tests that must not kill pytest itself.
+
+Unselected (every real run), a crash point costs a dictionary check and an environment lookup.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+from collections.abc import Iterator
 
 ENV_VAR = "FMNIST_CRASH_AT"
 
@@ -22,16 +27,47 @@ CRASH_POINTS = (
     "decode.arrays-written",  # train.arrow and test.arrow written, manifest.json not yet
     "train.mid-epoch",  # a chunk of an epoch's steps ran; its metrics and checkpoint are not recorded
     "train.checkpoint-saved",  # TF's Saver wrote the epoch's files; latest.json does not point at them yet
+    "train.epoch-done",  # the epoch's metrics, checkpoint and latest.json are written, old epochs pruned
     "evaluate.scored",  # the test set was scored; evaluation.json not yet written
     "report.figures-written",  # the report's PNGs are written; summary.parquet, report.html, report.json not yet
     "storage.temp-written",  # an atomic write's temp file is complete; it has not replaced its target yet
 )
 
+
+class FailpointStop(BaseException):
+    """Raised by a point armed with `stop_at`.
+
+    A BaseException, so that no `except Exception` on its way up handles it as an ordinary error. Unlike
+    a SIGKILL, `finally` blocks and context managers still run (sessions close, temp files are removed).
+    """
+
+
 _hits: dict[str, int] = {}
+# Points armed by stop_at: name → [hits so far, the hit that raises].
+_armed: dict[str, list[int]] = {}
+
+
+@contextlib.contextmanager
+def stop_at(name: str, occurrence: int = 1) -> Iterator[None]:
+    """Within the block, the `occurrence`-th hit of `crash_point(name)` raises FailpointStop (test hook)."""
+    if occurrence < 1:
+        raise ValueError(f"stop_at({name!r}, {occurrence}): expected an occurrence >= 1")
+    if name in _armed:
+        raise ValueError(f"stop_at({name!r}): this point is already armed by an enclosing block")
+    _armed[name] = [0, occurrence]
+    try:
+        yield
+    finally:
+        del _armed[name]
 
 
 def crash_point(name: str) -> None:
-    """Kill this process with SIGKILL when FMNIST_CRASH_AT selects this point and hit (test hook)."""
+    """Raise FailpointStop or SIGKILL this process when a test selected this point and hit (test hook)."""
+    if _armed and name in _armed:
+        counter = _armed[name]
+        counter[0] += 1
+        if counter[0] == counter[1]:
+            raise FailpointStop(f"failpoint {name}: stopped at hit {counter[1]}")
     wanted = os.environ.get(ENV_VAR)
     if not wanted:
         return

@@ -1,29 +1,39 @@
 """Score one trained run on the test set, and summarise its per-epoch metrics.
 
-The final checkpoint is restored by tensor name from the run's standalone `checkpoints/inference.meta`,
-so no project model code is involved: this proves the saved artifact is usable on its own. TensorFlow
-is imported only when a graph is restored, so the metrics helpers here stay cheap for the report.
+A run folder is data, never code: the inference graph is built from the project's model code for the
+settings the caller names (no stored graph is imported), and the final checkpoint is restored only when
+run.json belongs to the expected run, its files are regular files inside the run folder, and the
+restored weights have the sha256 that training recorded. TensorFlow is imported only when a run is
+scored, so the metrics helpers here stay cheap for the report.
 """
 
 from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from tasks.core.errors import DataError, EvaluationError
-from tasks.core.runfiles import INFERENCE_META, METRICS_PARQUET, RUN_JSON, read_metrics
+from tasks.core.faults import crash_point
+from tasks.core.runfiles import (
+    EVALUATION_JSON,
+    METRICS_PARQUET,
+    RUN_JSON,
+    RUN_STATUSES,
+    checkpoint_problem,
+    read_metrics,
+)
+from tasks.core.runs import RunSettings, settings_hash
 from tasks.core.storage import write_json_atomic
 from tasks.data.arrays import load_arrays
 from tasks.data.dataset import NUM_CLASSES
+from tasks.training.runstate import read_settings
 
 EVALUATION_SCHEMA_VERSION = 1
-# Only what scoring needs: a graph without `logits:0` or `accuracy:0` still evaluates correctly.
-REQUIRED_TENSORS = ("images:0", "labels:0", "loss:0", "predictions:0")
-RUN_STATUSES = ("completed", "diverged")
 
 
 def _finite(value: Any) -> float | None:
@@ -58,7 +68,8 @@ def summarize_metrics(metrics: dict[str, np.ndarray]) -> dict[str, Any] | None:
     }
 
 
-def read_run_json(run_dir: Path) -> dict[str, Any]:
+def read_run_json(run_dir: Path, run_hash: str, seed: int) -> dict[str, Any]:
+    """run.json of a finished run, checked to be the run (run_hash, seed) the caller expects."""
     path = Path(run_dir) / RUN_JSON
     if not path.is_file():
         raise EvaluationError(f"{path}: run record not found; rerun TrainRun for this run")
@@ -66,7 +77,13 @@ def read_run_json(run_dir: Path) -> dict[str, Any]:
         run = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise EvaluationError(f"{path}: not readable JSON ({exc}); delete the run folder and retrain") from None
-    status = run.get("status") if isinstance(run, dict) else None
+    if not isinstance(run, dict) or (run.get("run_hash"), run.get("seed")) != (run_hash, seed):
+        found = (run.get("run_hash"), run.get("seed")) if isinstance(run, dict) else type(run).__name__
+        raise EvaluationError(
+            f"{path}: expected the record of run {run_hash} seed {seed}, found {found}; the folder holds another "
+            "run's files: delete the run folder and retrain"
+        )
+    status = run.get("status")
     if status not in RUN_STATUSES:
         raise EvaluationError(
             f"{path}: expected status one of {list(RUN_STATUSES)}, found {status!r}; "
@@ -75,22 +92,33 @@ def read_run_json(run_dir: Path) -> dict[str, Any]:
     return run
 
 
-def evaluate_run(
+def score_run(
     run_dir: Path,
     test_arrow: Path,
     *,
+    settings: RunSettings | Mapping[str, Any],
+    run_hash: str,
+    seed: int,
     intra_op_threads: int = 2,
     inter_op_threads: int = 1,
     batch_size: int = 2000,
     max_misclassified: int = 100,
 ) -> dict[str, Any]:
-    """The evaluation record of one run: metrics summary plus test-set scores (None when diverged)."""
+    """The evaluation record of run (run_hash, seed): metrics summary plus test-set scores (None when diverged).
+
+    `settings` are the run's settings (tasks.core.config.run_settings); the model is built from them.
+    """
     run_dir = Path(run_dir)
-    run = read_run_json(run_dir)
+    if settings_hash(settings) != run_hash:
+        raise EvaluationError(
+            f"score_run({run_dir}): the settings given hash to {settings_hash(settings)}, not to the run hash "
+            f"{run_hash}; pass the settings of this very run"
+        )
+    run = read_run_json(run_dir, run_hash, seed)
     result: dict[str, Any] = {
         "schema_version": EVALUATION_SCHEMA_VERSION,
-        "run_hash": run.get("run_hash"),
-        "seed": run.get("seed"),
+        "run_hash": run_hash,
+        "seed": seed,
         "status": run["status"],
         "diverged_at": run.get("diverged_at"),
         "epochs_completed": run.get("epochs_completed"),
@@ -104,17 +132,18 @@ def evaluate_run(
         result["metrics"] = summarize_metrics(read_metrics(metrics_path))
     if run["status"] == "diverged":
         return result  # a diverged run has no trustworthy weights: no test numbers are made up
-    if not run.get("final_checkpoint"):
+    final, expected_sha256 = run.get("final_checkpoint"), run.get("weights_sha256")
+    if not isinstance(final, str) or not final or not isinstance(expected_sha256, str):
         raise EvaluationError(
-            f"{run_dir / RUN_JSON}: status is 'completed' but final_checkpoint is empty; "
-            "delete the run folder and retrain"
+            f"{run_dir / RUN_JSON}: status is 'completed' but final_checkpoint ({final!r}) or weights_sha256 "
+            f"({expected_sha256!r}) is missing; delete the run folder and retrain"
         )
-    checkpoint = (run_dir / run["final_checkpoint"]).resolve()
-    if not checkpoint.is_relative_to((run_dir / "checkpoints").resolve()):
-        # run.json is data, not code: it may only name a checkpoint inside its own run folder.
+    problem = checkpoint_problem(run_dir, final)
+    if problem is not None:
+        # run.json and the checkpoints folder are data: only files the run wrote in place are read.
         raise EvaluationError(
-            f"{run_dir / RUN_JSON}: final_checkpoint {run['final_checkpoint']!r} points outside "
-            f"{run_dir / 'checkpoints'}; refusing to restore it. Delete the run folder and retrain"
+            f"{run_dir / RUN_JSON}: final_checkpoint {problem}; refusing to restore it. Delete the run folder "
+            "and retrain"
         )
     if batch_size < 1:
         raise EvaluationError(f"evaluation batch_size must be >= 1, found {batch_size}")
@@ -125,8 +154,9 @@ def evaluate_run(
     if len(labels) == 0:
         raise EvaluationError(f"{test_arrow}: the test set has no rows; rebuild it with PrepareData")
     predictions, loss = _predict(
-        run_dir / INFERENCE_META,
-        checkpoint,
+        read_settings(settings).model,
+        run_dir / final,
+        expected_sha256,
         images,
         labels,
         batch_size=batch_size,
@@ -167,9 +197,12 @@ def score_predictions(
     }
 
 
-def write_evaluation(path: Path, result: dict[str, Any]) -> None:
-    """Write an evaluation record as evaluation.json, atomically."""
-    write_json_atomic(path, result)
+def evaluate_run(run_dir: Path, test_arrow: Path, **scoring: Any) -> dict[str, Any]:
+    """Score the run (score_run's arguments), then write its evaluation.json last, atomically."""
+    result = score_run(run_dir, test_arrow, **scoring)
+    crash_point("evaluate.scored")
+    write_json_atomic(Path(run_dir) / EVALUATION_JSON, result)
+    return result
 
 
 def _tf_v1():
@@ -190,44 +223,26 @@ def _short(exc: BaseException) -> str:
 
 
 def _predict(
-    meta_path: Path,
+    model: dict,
     checkpoint: Path,
+    expected_sha256: str,
     images: np.ndarray,
     labels: np.ndarray,
     *,
     batch_size: int,
     threads: tuple[int, int],
 ) -> tuple[np.ndarray, float]:
-    """Predictions for every row and the example-weighted mean loss, from the restored graph."""
-    from google.protobuf.message import DecodeError
+    """Predictions for every row and the example-weighted mean loss, from the model built by code."""
+    from tasks.training.checkpoints import weights_sha256
+    from tasks.training.models import inference_path
 
     tf = _tf_v1()
-    if not meta_path.is_file():
-        raise EvaluationError(f"{meta_path}: inference graph not found; retrain the run so that TrainRun exports it")
-    if not Path(f"{checkpoint}.index").is_file():
-        raise EvaluationError(
-            f"{checkpoint}.index: checkpoint named by run.json final_checkpoint not found; "
-            "delete the run folder and retrain"
-        )
     graph = tf.Graph()
     with graph.as_default():
-        try:
-            saver = tf.train.import_meta_graph(str(meta_path), clear_devices=True)
-        except (DecodeError, OSError, ValueError, KeyError, tf.errors.OpError) as exc:
-            raise EvaluationError(
-                f"{meta_path}: not a loadable meta graph ({_short(exc)}); delete the run folder and retrain"
-            ) from None
-        if saver is None:
-            raise EvaluationError(f"{meta_path}: the graph holds no variables to restore; retrain the run")
-        tensors = {}
-        for name in REQUIRED_TENSORS:
-            try:
-                tensors[name] = graph.get_tensor_by_name(name)
-            except (KeyError, ValueError):
-                raise EvaluationError(
-                    f"{meta_path}: expected a tensor named '{name}' (needs {list(REQUIRED_TENSORS)}), "
-                    "found none; the training code must name it: fix the model export and retrain"
-                ) from None
+        inference = inference_path(model["name"], model["params"], reuse=False)
+        variables = tf.global_variables()
+        saver = tf.train.Saver(variables)  # reads only the model's variables from a training checkpoint
+    graph.finalize()
     session_config = tf.ConfigProto(intra_op_parallelism_threads=threads[0], inter_op_parallelism_threads=threads[1])
     predictions = np.empty(len(labels), dtype=np.int64)
     loss_sum = 0.0
@@ -236,25 +251,24 @@ def _predict(
             saver.restore(session, str(checkpoint))
         except (tf.errors.OpError, ValueError) as exc:
             raise EvaluationError(
-                f"{checkpoint}: checkpoint does not restore into {meta_path.name} ({_short(exc)}); "
-                "it is corrupt or from another model: delete the run folder and retrain"
+                f"{checkpoint}: checkpoint does not restore into the {model['name']!r} model of the run's settings "
+                f"({_short(exc)}); it is corrupt or from another model: delete the run folder and retrain"
             ) from None
+        found = weights_sha256(dict(zip((variable.op.name for variable in variables), session.run(variables))))
+        if found != expected_sha256:
+            raise EvaluationError(
+                f"{checkpoint}: restored weights have sha256 {found}, run.json records {expected_sha256}; the "
+                "checkpoint is not the one this run saved (copied from another run, or corrupt): delete the run "
+                "folder and retrain"
+            )
         for start in range(0, len(labels), batch_size):
             stop = min(start + batch_size, len(labels))
             feed = {
-                tensors["images:0"]: np.asarray(images[start:stop]),
-                tensors["labels:0"]: np.asarray(labels[start:stop], dtype=np.int64),
+                inference["images"]: np.asarray(images[start:stop]),
+                inference["labels"]: np.asarray(labels[start:stop], dtype=np.int64),
             }
-            try:
-                batch_predictions, batch_loss = session.run(
-                    [tensors["predictions:0"], tensors["loss:0"]], feed_dict=feed
-                )
-            except (tf.errors.OpError, ValueError) as exc:
-                raise EvaluationError(
-                    f"{meta_path}: scoring rows {start}-{stop - 1} failed ({_short(exc)}); the graph's inputs do not "
-                    "match uint8 images [N, 784] and int64 labels [N]: fix the model export and retrain"
-                ) from None
+            batch_predictions, batch_loss = session.run([inference["predictions"], inference["loss"]], feed)
             predictions[start:stop] = np.asarray(batch_predictions).reshape(-1)
-            # `loss:0` is a batch mean; weighting by batch size makes the total an exact per-example mean.
+            # `loss` is a batch mean; weighting by batch size makes the total an exact per-example mean.
             loss_sum += float(batch_loss) * (stop - start)
     return predictions, loss_sum / len(labels)

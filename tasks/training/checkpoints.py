@@ -9,7 +9,6 @@ retention) and `clean_checkpoint_dir` removes them.
 Layout::
 
     checkpoints/
-      inference.meta                     inference graph only (images → logits/loss/accuracy/predictions)
       epoch-0003.index, epoch-0003.data-00000-of-00001   last KEEP epochs
       latest.json                        {"epoch", "prefix", "weights_sha256", "variables", "run_hash", "seed"}
 """
@@ -30,9 +29,7 @@ from tasks.core.errors import TrainingError
 from tasks.core.faults import crash_point
 from tasks.core.storage import TEMP_MARKER, fsync_files, write_json_atomic
 
-CHECKPOINT_DIR = "checkpoints"
 LATEST_JSON = "latest.json"
-INFERENCE_META = "inference.meta"
 KEEP = 3  # checkpoints kept on disk, newest first (the Saver's max_to_keep, done here across resumes)
 
 _PREFIX = re.compile(r"^epoch-(\d{4,})")
@@ -76,10 +73,17 @@ def read_latest(checkpoint_dir: Path) -> dict[str, Any] | None:
     except (OSError, ValueError) as exc:
         raise TrainingError(f"{path}: not readable JSON ({exc}); delete the run folder and rerun TrainRun") from None
     missing = [key for key in _LATEST_KEYS if not isinstance(latest, dict) or key not in latest]
-    if missing or not isinstance(latest["epoch"], int) or latest["prefix"] != prefix_name(latest["epoch"]):
+    epoch = None if missing else latest["epoch"]
+    if (
+        missing
+        or isinstance(epoch, bool)
+        or not isinstance(epoch, int)
+        or epoch < 1
+        or latest["prefix"] != prefix_name(epoch)
+    ):
         raise TrainingError(
-            f"{path}: expected keys {list(_LATEST_KEYS)} with prefix matching the epoch, found {latest!r}; "
-            "delete the run folder and rerun TrainRun"
+            f"{path}: expected keys {list(_LATEST_KEYS)}, an epoch >= 1 and the prefix of that epoch, "
+            f"found {latest!r}; delete the run folder and rerun TrainRun"
         )
     return latest
 
@@ -95,7 +99,7 @@ def write_latest(checkpoint_dir: Path, record: dict[str, Any]) -> None:
 def clean_checkpoint_dir(checkpoint_dir: Path, latest_epoch: int, keep: int = KEEP) -> list[Path]:
     """Remove everything latest.json does not vouch for; return what was removed.
 
-    Kept: latest.json, inference.meta and the complete files of epochs latest-keep+1 .. latest.
+    Kept: latest.json and the complete files of epochs latest-keep+1 .. latest.
     Removed: files of later epochs (a save killed before latest.json moved), TF temp dirs and temp
     state files, TF's own `checkpoint` state file, temp files of atomic writes, and older epochs.
     """
@@ -104,10 +108,16 @@ def clean_checkpoint_dir(checkpoint_dir: Path, latest_epoch: int, keep: int = KE
         return []
     removed: list[Path] = []
     for entry in sorted(directory.iterdir()):
-        if entry.name in (LATEST_JSON, INFERENCE_META):
+        if entry.name == LATEST_JSON:
             continue
         complete = _COMPLETE_FILE.match(entry.name)
-        if complete and entry.is_file() and latest_epoch - keep < int(complete.group(1)) <= latest_epoch:
+        # A symlink is never kept: a checkpoint is restored only from files written in place.
+        if (
+            complete
+            and entry.is_file()
+            and not entry.is_symlink()
+            and latest_epoch - keep < int(complete.group(1)) <= latest_epoch
+        ):
             continue
         if not (_PREFIX.match(entry.name) or entry.name == "checkpoint" or TEMP_MARKER in entry.name):
             continue  # not ours: leave unknown files alone

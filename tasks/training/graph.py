@@ -43,6 +43,7 @@ class TrainingGraph:
     inference: dict
     model_variables: list
     saver: Any
+    global_step: Any  # steps run since the run began, restored with the checkpoint
 
     @property
     def variable_names(self) -> list[str]:
@@ -182,4 +183,5 @@ def build_training_graph(
         inference=inference,
         model_variables=model_variables,
         saver=saver,
+        global_step=global_step,
     )

@@ -8,47 +8,45 @@ Speed: the training split stays resident in the graph (local variables, fed once
 each epoch assigns its order of rows once, and one Session call runs a chunk of steps in an in-graph
 loop that is fed nothing. The loop stops at the first step whose loss is NaN or inf: the run diverged.
 
-run_dir layout: attempts, metrics.parquet, run.json (written last: it marks completion), checkpoints/.
+run_dir layout: attempts.json, metrics.parquet, run.json (written last: it marks completion), checkpoints/.
 """
 
 from __future__ import annotations
 
-import os
-import platform
 import sys
 import time
-from collections.abc import Callable
-from importlib import metadata
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 
-from tasks.core.errors import ConfigError, DataError, TrainingError
+from tasks.core.errors import ConfigError, TrainingError
 from tasks.core.faults import crash_point
-from tasks.core.runfiles import METRICS_PARQUET, METRICS_SCHEMA, RUN_JSON
-from tasks.core.runs import settings_hash
-from tasks.core.storage import (
-    atomic_open,
-    atomic_path,
-    disk_errors_as_storage_errors,
-    ensure_dir,
-    read_json,
-    write_json_atomic,
-)
-from tasks.data.arrays import load_arrays, load_indices
+from tasks.core.runfiles import METRICS_PARQUET, RUN_JSON
+from tasks.core.runs import RunSettings, settings_hash
+from tasks.core.storage import disk_errors_as_storage_errors, ensure_dir, write_json_atomic
 from tasks.training import checkpoints
+from tasks.training.record import run_record
+from tasks.training.runstate import (
+    ResumeState,
+    RunPlan,
+    SplitArrays,
+    finished_record,
+    load_split,
+    prepare_resume,
+    read_settings,
+    write_metrics,
+)
 
-ATTEMPTS_FILE = "attempts"
 VALIDATION_BATCH = 2000
 
 Progress = Callable[[float, str], None]
 
 
 def train_run(
-    settings: dict,
+    settings: RunSettings | Mapping[str, Any],
     seed: int,
     train_arrow: Path,
     split_arrow: Path,
@@ -57,118 +55,125 @@ def train_run(
     intra_op_threads: int = 2,
     inter_op_threads: int = 1,
     progress: Progress | None = None,
-    stop_after_epochs: int | None = None,
 ) -> dict:
-    """Train (or resume) one run and return its run.json record.
+    """Train, resume or repair one run and return its run.json record.
 
-    `stop_after_epochs` is a test hook: return {"status": "stopped", ...} once that many epochs are
-    checkpointed, without writing run.json, as a kill after that epoch would.
+    A finished run whose files are all there is returned as it is. Otherwise: read the settings and the
+    data, prepare the folder for the last whole epoch (refusing a folder of another run before changing
+    anything), build the graph, train the remaining epochs, and write run.json last.
     """
     started = time.perf_counter()
     run_dir = Path(run_dir)
     run_hash = settings_hash(settings)
-    finished = _finished_record(run_dir, run_hash, seed)
+    finished, repair = finished_record(run_dir, run_hash, seed)
     if finished is not None:
         return finished
-    model, epochs, batch_size, optimizer = _read_settings(settings)
-    train_images, train_labels, val_images, val_labels = _load_split(Path(train_arrow), Path(split_arrow))
-    train_rows = len(train_labels)
-    steps = train_rows // batch_size
+    plan = read_settings(settings)
+    split = load_split(Path(train_arrow), Path(split_arrow))
+    train_rows, validation_rows = len(split.train_labels), len(split.val_labels)
+    steps = train_rows // plan.batch_size
     if steps == 0:
         raise ConfigError(
-            f"training.batch_size: {batch_size} exceeds the {len(train_labels)} training rows of "
+            f"training.batch_size: {plan.batch_size} exceeds the {train_rows} training rows of "
             f"{train_arrow}; lower the batch size"
         )
-    attempts = _count_attempt(ensure_dir(run_dir))
-    checkpoint_dir = ensure_dir(run_dir / checkpoints.CHECKPOINT_DIR)
-    latest = checkpoints.read_latest(checkpoint_dir)
-    if latest is not None and (latest["run_hash"], latest["seed"]) != (run_hash, seed):
-        raise TrainingError(
-            f"{checkpoint_dir / checkpoints.LATEST_JSON}: belongs to run {latest['run_hash']} seed "
-            f"{latest['seed']}, not {run_hash} seed {seed}; use another run folder or delete this one"
-        )
-    start_epoch = latest["epoch"] if latest else 0
-    checkpoints.clean_checkpoint_dir(checkpoint_dir, start_epoch)
-    rows = _reconcile_metrics(run_dir / METRICS_PARQUET, start_epoch)
+    state = prepare_resume(ensure_dir(run_dir), run_hash, seed, plan.epochs, repair)
 
-    from tasks.training.graph import build_training_graph
-    from tasks.training.models import export_inference_graph, tf
+    from tasks.training.graph import build_training_graph  # TensorFlow loads here
+    from tasks.training.tf1 import tf
 
-    meta_path = checkpoint_dir / checkpoints.INFERENCE_META
-    with disk_errors_as_storage_errors(meta_path), atomic_path(meta_path, suffix=".meta") as temp:
-        inference_variables = export_inference_graph(str(temp), model["name"], model["params"])
-    graph = build_training_graph(model, optimizer, seed, train_rows, steps, batch_size)
-    if graph.variable_names != inference_variables:
-        raise TrainingError(
-            f"the inference graph's variables {inference_variables} differ from training's "
-            f"{graph.variable_names}; the model builder is not deterministic in its names"
-        )
+    graph = build_training_graph(plan.model, plan.optimizer, seed, train_rows, steps, plan.batch_size)
     session_config = tf.ConfigProto(
         intra_op_parallelism_threads=intra_op_threads, inter_op_parallelism_threads=inter_op_threads
     )
-    report = progress or (lambda fraction, message: None)
-    diverged_at = None
     with tf.Session(graph=graph.graph, config=session_config) as session:
-        session.run(graph.init, {graph.images_init: train_images, graph.labels_init: train_labels})
-        del train_images, train_labels  # the graph holds its own copy
-        if latest is not None:
-            graph.restore(session, checkpoint_dir / latest["prefix"], latest["weights_sha256"])
-        report(
-            start_epoch / epochs,
-            f"epoch {start_epoch + 1}/{epochs} starting" + (" (resumed)" if latest else "")
-            if start_epoch < epochs
-            else f"all {epochs} epochs already checkpointed; writing run.json",
+        outcome = _train_epochs(
+            session, graph, state, split, plan, seed, run_hash, progress or (lambda fraction, message: None)
         )
-        run_chunk = session.make_callable(graph.run_chunk)
-        run_chunk()  # no step yet (see train_graph): builds the executor outside the epoch's timing
-        bar = _progress_bar(epochs * steps, start_epoch * steps, run_dir.name)
-        for epoch in range(start_epoch + 1, epochs + 1):
-            if stop_after_epochs is not None and epoch > stop_after_epochs:
-                bar.close()
-                return {"status": "stopped", "epochs_completed": epoch - 1, "attempts": attempts}
-            row, diverged_at = _run_epoch(
-                session, graph, run_chunk, bar, seed, epoch, batch_size, (val_images, val_labels)
-            )
+    record = run_record(
+        plan.settings.as_dict(),
+        run_hash,
+        seed,
+        split_rows=(train_rows, validation_rows),
+        steps_per_epoch=steps,
+        rows=outcome.rows,
+        latest=outcome.latest,
+        diverged_at=outcome.diverged_at,
+        model_variables=graph.variable_names,
+        attempts=state.attempts,
+        attempt_wall_seconds=time.perf_counter() - started,
+        threads=(intra_op_threads, inter_op_threads),
+        tensorflow_version=tf.__version__,
+    )
+    write_json_atomic(run_dir / RUN_JSON, record)
+    return record
+
+
+@dataclass
+class EpochsOutcome:
+    """All metrics rows so far, the latest.json of the last checkpoint (None: none), where it diverged."""
+
+    rows: list[dict]
+    latest: dict | None
+    diverged_at: dict | None
+
+
+def _train_epochs(
+    session: Any,
+    graph: Any,
+    state: ResumeState,
+    split: SplitArrays,
+    plan: RunPlan,
+    seed: int,
+    run_hash: str,
+    report: Progress,
+) -> EpochsOutcome:
+    """Restore the resume point, then train, validate and checkpoint each remaining epoch."""
+    epochs = plan.epochs
+    steps = int(graph.order_init.shape[0])
+    rows, latest, diverged_at = list(state.rows), state.latest, None
+    session.run(graph.init, {graph.images_init: split.train_images, graph.labels_init: split.train_labels})
+    split.train_images = split.train_labels = None  # the graph holds its own copy: free ours
+    if latest is not None:
+        graph.restore(session, state.checkpoint_dir / latest["prefix"], latest["weights_sha256"])
+    first_step = int(session.run(graph.global_step))
+    if latest is not None and first_step != state.start_epoch * steps:
+        raise TrainingError(
+            f"{state.checkpoint_dir / latest['prefix']}: restored global step {first_step}, expected "
+            f"{state.start_epoch} epochs × {steps} steps; the checkpoint is not this run's: delete the run folder "
+            "and retrain"
+        )
+    report(
+        state.start_epoch / epochs,
+        f"epoch {state.start_epoch + 1}/{epochs} starting" + (" (resumed)" if latest else "")
+        if state.start_epoch < epochs
+        else f"all {epochs} epochs already checkpointed; writing run.json",
+    )
+    run_chunk = session.make_callable(graph.run_chunk)
+    run_chunk()  # no step yet (see train_graph): builds the executor outside the epoch's timing
+    validation = (split.val_images, split.val_labels)
+    metrics_path = state.run_dir / METRICS_PARQUET
+    with _progress_bar(epochs * steps, state.start_epoch * steps, state.run_dir.name) as bar:
+        for epoch in range(state.start_epoch + 1, epochs + 1):
+            row, diverged_at = _run_epoch(session, graph, run_chunk, bar, seed, epoch, plan.batch_size, validation)
             if diverged_at is not None:
                 report(1.0, f"diverged: NaN or inf training loss at epoch {epoch}/{epochs}, step {diverged_at['step']}")
                 break
             rows.append(row)
             # Order matters for kill safety: metrics, then checkpoint files, then latest.json, then pruning.
-            _write_metrics(run_dir / METRICS_PARQUET, rows)
-            with disk_errors_as_storage_errors(checkpoint_dir / checkpoints.prefix_name(epoch)):
-                latest = graph.save(session, checkpoint_dir, epoch, run_hash, seed)
-            checkpoints.clean_checkpoint_dir(checkpoint_dir, epoch)
+            write_metrics(metrics_path, rows)
+            with disk_errors_as_storage_errors(state.checkpoint_dir / checkpoints.prefix_name(epoch)):
+                latest = graph.save(session, state.checkpoint_dir, epoch, run_hash, seed)
+            checkpoints.clean_checkpoint_dir(state.checkpoint_dir, epoch)
+            state.attempts.record_steps(int(session.run(graph.global_step)) - first_step)
             report(
                 epoch / epochs,
                 f"epoch {epoch}/{epochs} · val_acc {row['val_accuracy']:.3f} · {row['examples_per_second']:.0f} ex/s",
             )
-        bar.close()
-    record = {
-        "settings": settings,
-        "run_hash": run_hash,
-        "seed": seed,
-        "status": "diverged" if diverged_at else "completed",
-        "diverged_at": diverged_at,
-        "epochs_completed": len(rows),
-        "final_checkpoint": f"{checkpoints.CHECKPOINT_DIR}/{latest['prefix']}" if latest else None,
-        # The weights final_checkpoint holds (None when no epoch completed before a divergence).
-        "weights_sha256": latest["weights_sha256"] if latest else None,
-        "model_variables": graph.variable_names,
-        "train_rows": train_rows,
-        "validation_rows": int(len(val_labels)),
-        "steps_per_epoch": steps,
-        # Training + validation time of the completed epochs, whichever attempt ran them; this call's total
-        # (TF import, data load, graph build and restore included) is attempt_wall_seconds.
-        "wall_seconds": float(sum(row["wall_seconds"] for row in rows)),
-        "attempt_wall_seconds": time.perf_counter() - started,
-        "examples_per_second": float(np.mean([row["examples_per_second"] for row in rows])) if rows else None,
-        "versions": _versions(tf.__version__),
-        "hardware": _hardware(),
-        "threads": {"intra_op": intra_op_threads, "inter_op": inter_op_threads},
-        "attempts": attempts,
-    }
-    write_json_atomic(run_dir / RUN_JSON, record)
-    return record
+            crash_point("train.epoch-done")
+    # Counted from the graph, so a diverged epoch's steps count too, and a resume shows the steps it skipped.
+    state.attempts.record_steps(int(session.run(graph.global_step)) - first_step)
+    return EpochsOutcome(rows, latest, diverged_at)
 
 
 def _run_epoch(
@@ -220,78 +225,6 @@ def epoch_order(seed: int, epoch: int, train_rows: int, batch_size: int) -> np.n
     return order[: steps * batch_size].astype(np.int32).reshape(steps, batch_size)
 
 
-def _finished_record(run_dir: Path, run_hash: str, seed: int) -> dict | None:
-    """run.json of this very run if it already finished (then there is nothing to do), else None."""
-    path = run_dir / RUN_JSON
-    if not path.exists():
-        return None
-    try:
-        record = read_json(path)
-    except (OSError, ValueError) as exc:
-        raise TrainingError(f"{path}: not readable JSON ({exc}); delete the run folder and rerun TrainRun") from None
-    if (record.get("run_hash"), record.get("seed")) != (run_hash, seed):
-        raise TrainingError(
-            f"{path}: records run {record.get('run_hash')} seed {record.get('seed')}, not "
-            f"{run_hash} seed {seed}; use another run folder or delete this one"
-        )
-    return record
-
-
-def _read_settings(settings: dict) -> tuple[dict, int, int, dict]:
-    """(model {name, params}, epochs, batch_size, optimizer {name, learning_rate, params}) from settings."""
-
-    def field(path: str) -> Any:
-        value: Any = settings
-        for key in path.split("."):
-            if not isinstance(value, dict) or key not in value:
-                raise ConfigError(
-                    f"run settings: required key {path!r} is missing; build settings with "
-                    "tasks.core.config.run_settings"
-                )
-            value = value[key]
-        return value
-
-    model = {"name": field("model.name"), "params": dict(field("model.params"))}
-    optimizer = {
-        "name": field("optimizer.name"),
-        "learning_rate": field("optimizer.learning_rate"),
-        "params": dict(field("optimizer.params")),
-    }
-    epochs, batch_size = field("training.epochs"), field("training.batch_size")
-    for key, value in (("training.epochs", epochs), ("training.batch_size", batch_size)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ConfigError(f"run settings: {key} must be an integer >= 1, found {value!r}")
-    return model, epochs, batch_size, optimizer
-
-
-def _load_split(train_arrow: Path, split_arrow: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(train images, train labels int32, validation images, validation labels int64).
-
-    Training rows are every row of train.arrow not listed in the split file, in ascending order.
-    """
-    images, labels = load_arrays(train_arrow)
-    validation_rows = load_indices(split_arrow)
-    if len(validation_rows) == 0:
-        raise DataError(f"{split_arrow}: expected at least one validation row index, found none; rebuild the split")
-    low, high = int(validation_rows.min()), int(validation_rows.max())
-    if low < 0 or high >= len(labels):
-        raise DataError(
-            f"{split_arrow}: expected row indices in [0, {len(labels) - 1}] of {train_arrow}, found "
-            f"[{low}, {high}]; the split belongs to another dataset: rebuild it with PrepareData"
-        )
-    if len(np.unique(validation_rows)) != len(validation_rows):
-        raise DataError(f"{split_arrow}: expected distinct row indices, found duplicates; rebuild the split")
-    is_training = np.ones(len(labels), dtype=bool)
-    is_training[validation_rows] = False
-    train_rows = np.flatnonzero(is_training)
-    return (
-        np.ascontiguousarray(images[train_rows]),
-        labels[train_rows].astype(np.int32),
-        np.ascontiguousarray(images[validation_rows]),
-        labels[validation_rows].astype(np.int64),
-    )
-
-
 def _validate(session: Any, inference: dict, images: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
     """Example-weighted mean loss and exact accuracy on the validation rows, in large batches."""
     loss_total, correct = 0.0, 0
@@ -306,50 +239,6 @@ def _validate(session: Any, inference: dict, images: np.ndarray, labels: np.ndar
     return loss_total / len(labels), correct / len(labels)
 
 
-def _write_metrics(path: Path, rows: list[dict]) -> None:
-    with atomic_path(path, suffix=".parquet") as temp:
-        pq.write_table(pa.Table.from_pylist(rows, schema=METRICS_SCHEMA), temp)
-
-
-def _reconcile_metrics(path: Path, checkpoint_epoch: int) -> list[dict]:
-    """The metrics rows of epochs 1..checkpoint_epoch; later rows (a kill before latest.json) are dropped."""
-    if not path.exists():
-        rows: list[dict] = []
-    else:
-        try:
-            rows = pq.read_table(path).to_pylist()
-        except (pa.ArrowException, OSError) as exc:
-            raise TrainingError(
-                f"{path}: not a readable Parquet file ({exc}); delete the run folder and retrain"
-            ) from None
-    kept = [row for row in rows if row["epoch"] <= checkpoint_epoch]
-    if [row["epoch"] for row in kept] != list(range(1, checkpoint_epoch + 1)):
-        raise TrainingError(
-            f"{path}: expected rows for epochs 1..{checkpoint_epoch} (the last checkpoint), found "
-            f"{[row['epoch'] for row in rows]}; delete the run folder and retrain"
-        )
-    if len(kept) != len(rows):
-        if kept:
-            _write_metrics(path, kept)
-        else:
-            path.unlink()
-    return kept
-
-
-def _count_attempt(run_dir: Path) -> int:
-    """Count one more start of train_run in run_dir/attempts; return the new count."""
-    path = run_dir / ATTEMPTS_FILE
-    try:
-        previous = int(path.read_text(encoding="utf-8").strip())
-    except FileNotFoundError:
-        previous = 0
-    except ValueError:
-        raise TrainingError(f"{path}: expected an integer count of attempts; delete the file and rerun") from None
-    with atomic_open(path, "w") as handle:
-        handle.write(f"{previous + 1}\n")
-    return previous + 1
-
-
 def _progress_bar(total: int, initial: int, description: str) -> Any:
     from tqdm import tqdm
 
@@ -362,32 +251,3 @@ def _progress_bar(total: int, initial: int, description: str) -> Any:
         disable=not sys.stderr.isatty(),
         leave=False,
     )
-
-
-def _versions(tensorflow_version: str) -> dict[str, str | None]:
-    def installed(distribution: str) -> str | None:
-        try:
-            return metadata.version(distribution)
-        except metadata.PackageNotFoundError:
-            return None
-
-    return {
-        "python": platform.python_version(),
-        "tensorflow": tensorflow_version,
-        "numpy": np.__version__,
-        "pyarrow": pa.__version__,
-        "luigi": installed("luigi"),
-    }
-
-
-def _hardware() -> dict[str, Any]:
-    cpu_model = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    cpu_model = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass  # not Linux: keep platform's answer
-    return {"cpu_model": cpu_model, "logical_cores": os.cpu_count(), "machine": platform.machine()}

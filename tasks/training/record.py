@@ -1,0 +1,89 @@
+"""run.json: the record of one finished training run, written last (it marks the run complete)."""
+
+from __future__ import annotations
+
+import os
+import platform
+from importlib import metadata
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from tasks.core.runfiles import CHECKPOINT_DIR
+from tasks.training.runstate import AttemptLog
+
+
+def run_record(
+    settings: dict,
+    run_hash: str,
+    seed: int,
+    *,
+    split_rows: tuple[int, int],
+    steps_per_epoch: int,
+    rows: list[dict],
+    latest: dict | None,
+    diverged_at: dict | None,
+    model_variables: list[str],
+    attempts: AttemptLog,
+    attempt_wall_seconds: float,
+    threads: tuple[int, int],
+    tensorflow_version: str,
+) -> dict[str, Any]:
+    """The run.json record; `latest` is the final checkpoint's latest.json (None: no epoch completed)."""
+    return {
+        "settings": settings,
+        "run_hash": run_hash,
+        "seed": seed,
+        "status": "diverged" if diverged_at else "completed",
+        "diverged_at": diverged_at,
+        "epochs_completed": len(rows),
+        "final_checkpoint": f"{CHECKPOINT_DIR}/{latest['prefix']}" if latest else None,
+        # The weights final_checkpoint holds (None when no epoch completed before a divergence).
+        "weights_sha256": latest["weights_sha256"] if latest else None,
+        "model_variables": model_variables,
+        "train_rows": split_rows[0],
+        "validation_rows": split_rows[1],
+        "steps_per_epoch": steps_per_epoch,
+        # Training + validation time of the completed epochs, whichever attempt ran them; this call's total
+        # (TF import, data load, graph build and restore included) is attempt_wall_seconds.
+        "wall_seconds": float(sum(row["wall_seconds"] for row in rows)),
+        "attempt_wall_seconds": attempt_wall_seconds,
+        "examples_per_second": float(np.mean([row["examples_per_second"] for row in rows])) if rows else None,
+        "versions": _versions(tensorflow_version),
+        "hardware": _hardware(),
+        "threads": {"intra_op": threads[0], "inter_op": threads[1]},
+        "attempts": attempts.attempt,
+        # Every start of training in this folder: the epoch it started from and the steps it ran.
+        "attempt_history": attempts.entries,
+        "resumes": attempts.resumes,
+    }
+
+
+def _versions(tensorflow_version: str) -> dict[str, str | None]:
+    def installed(distribution: str) -> str | None:
+        try:
+            return metadata.version(distribution)
+        except metadata.PackageNotFoundError:
+            return None
+
+    return {
+        "python": platform.python_version(),
+        "tensorflow": tensorflow_version,
+        "numpy": np.__version__,
+        "pyarrow": pa.__version__,
+        "luigi": installed("luigi"),
+    }
+
+
+def _hardware() -> dict[str, Any]:
+    cpu_model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    cpu_model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass  # not Linux: keep platform's answer
+    return {"cpu_model": cpu_model, "logical_cores": os.cpu_count(), "machine": platform.machine()}

@@ -1,0 +1,273 @@
+"""What one training run starts from: its settings, its data split, and the state a resume continues.
+
+Every check that can refuse a run folder runs before anything in it is changed, so a refused folder is
+left exactly as it was. A damaged folder of this very run (a deleted metrics.parquet, a missing
+checkpoint file) is not an error: what cannot be trusted is moved to a `quarantine/` folder beside it and
+the run trains again from the last point that is whole, or from scratch; determinism makes the result
+the same weights.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from tasks.core.errors import DataError, TrainingError
+from tasks.core.runfiles import (
+    CHECKPOINT_DIR,
+    METRICS_PARQUET,
+    METRICS_SCHEMA,
+    RUN_JSON,
+    checkpoint_problem,
+    read_run_record,
+    run_record_problem,
+)
+from tasks.core.runs import RunSettings
+from tasks.core.storage import atomic_path, ensure_dir, quarantine, read_json, write_json_atomic
+from tasks.data.arrays import load_arrays, load_indices
+from tasks.training import checkpoints
+
+log = logging.getLogger(__name__)
+
+ATTEMPTS_JSON = "attempts.json"
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """The parts of a run's settings that training uses."""
+
+    model: dict  # {name, params}
+    optimizer: dict  # {name, learning_rate, params}
+    epochs: int
+    batch_size: int
+    settings: RunSettings  # the validated whole, as run.json records it
+
+
+def read_settings(settings: RunSettings | Mapping[str, Any]) -> RunPlan:
+    """The RunPlan of a run's settings: a RunSettings, or its plain form, validated here once (ConfigError)."""
+    typed = settings if isinstance(settings, RunSettings) else RunSettings.parse(settings)
+    return RunPlan(
+        model={"name": typed.model.name, "params": dict(typed.model.params)},
+        optimizer={
+            "name": typed.optimizer.name,
+            "learning_rate": typed.optimizer.learning_rate,
+            "params": dict(typed.optimizer.params),
+        },
+        epochs=typed.training.epochs,
+        batch_size=typed.training.batch_size,
+        settings=typed,
+    )
+
+
+@dataclass
+class SplitArrays:
+    """Training rows (labels int32) and validation rows (labels int64) of train.arrow."""
+
+    train_images: np.ndarray | None  # None once fed to the graph
+    train_labels: np.ndarray | None
+    val_images: np.ndarray
+    val_labels: np.ndarray
+
+
+def load_split(train_arrow: Path, split_arrow: Path) -> SplitArrays:
+    """Training rows are every row of train.arrow not listed in the split file, in ascending order."""
+    images, labels = load_arrays(train_arrow)
+    validation_rows = load_indices(split_arrow)
+    if len(validation_rows) == 0:
+        raise DataError(f"{split_arrow}: expected at least one validation row index, found none; rebuild the split")
+    low, high = int(validation_rows.min()), int(validation_rows.max())
+    if low < 0 or high >= len(labels):
+        raise DataError(
+            f"{split_arrow}: expected row indices in [0, {len(labels) - 1}] of {train_arrow}, found "
+            f"[{low}, {high}]; the split belongs to another dataset: rebuild it with PrepareData"
+        )
+    if len(np.unique(validation_rows)) != len(validation_rows):
+        raise DataError(f"{split_arrow}: expected distinct row indices, found duplicates; rebuild the split")
+    is_training = np.ones(len(labels), dtype=bool)
+    is_training[validation_rows] = False
+    train_rows = np.flatnonzero(is_training)
+    return SplitArrays(
+        np.ascontiguousarray(images[train_rows]),
+        labels[train_rows].astype(np.int32),
+        np.ascontiguousarray(images[validation_rows]),
+        labels[validation_rows].astype(np.int64),
+    )
+
+
+def finished_record(run_dir: Path, run_hash: str, seed: int) -> tuple[dict | None, str | None]:
+    """(run.json, None) when this run finished and every file it names is whole: nothing to do.
+
+    Otherwise (None, why it must train again): a run.json that is unreadable, or whose metrics or final
+    checkpoint are missing, is moved to quarantine first. A run.json of another run is refused.
+    """
+    path = Path(run_dir) / RUN_JSON
+    if not path.exists():
+        return None, None
+    try:
+        record = read_run_record(run_dir)
+    except (OSError, ValueError):
+        record = None
+    if isinstance(record, dict) and (record.get("run_hash"), record.get("seed")) != (run_hash, seed):
+        raise TrainingError(
+            f"{path}: records run {record.get('run_hash')} seed {record.get('seed')}, not "
+            f"{run_hash} seed {seed}; use another run folder or delete this one"
+        )
+    problem = run_record_problem(run_dir, run_hash, seed)
+    if problem is None:
+        return record, None
+    moved = quarantine(path, f"{problem}; the run trains again to rebuild what is missing")
+    log.warning("%s: %s; moved it to %s and training again", path, problem, moved)
+    return None, f"{problem}; run.json moved to {moved}"
+
+
+@dataclass
+class AttemptLog:
+    """attempts.json: one entry per start of training in this folder, kept across kills.
+
+    `steps_run` counts the training steps this attempt ran (from the graph's global step) as of its last
+    recorded epoch, so a resume shows the epochs it skipped.
+    """
+
+    path: Path
+    entries: list[dict] = field(default_factory=list)
+
+    @classmethod
+    def start(cls, run_dir: Path, from_epoch: int, repair: str | None) -> AttemptLog:
+        path = Path(run_dir) / ATTEMPTS_JSON
+        entries: list[dict] = []
+        if path.exists():
+            try:
+                entries = read_json(path)
+                if not isinstance(entries, list) or not all(isinstance(entry, dict) for entry in entries):
+                    raise ValueError(f"expected a list of objects, found {type(entries).__name__}")
+            except (OSError, ValueError) as exc:
+                moved = quarantine(path, f"not an attempts log ({exc}); a new log was started")
+                log.warning("%s: not an attempts log (%s); moved it to %s", path, exc, moved)
+                entries = []
+        entry: dict[str, Any] = {"attempt": len(entries) + 1, "from_epoch": from_epoch, "steps_run": 0}
+        if repair:
+            entry["repair"] = repair
+        attempts = cls(path, [*entries, entry])
+        attempts.save()
+        return attempts
+
+    @property
+    def attempt(self) -> int:
+        return len(self.entries)
+
+    @property
+    def resumes(self) -> list[dict]:
+        return [entry for entry in self.entries if entry["from_epoch"] > 0]
+
+    def record_steps(self, steps_run: int) -> None:
+        self.entries[-1]["steps_run"] = steps_run
+        self.save()
+
+    def save(self) -> None:
+        write_json_atomic(self.path, self.entries)
+
+
+@dataclass
+class ResumeState:
+    """Where this attempt starts: the checkpoint it restores (None: from scratch) and the metrics so far."""
+
+    run_dir: Path
+    start_epoch: int
+    latest: dict | None
+    rows: list[dict]
+    attempts: AttemptLog
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.run_dir / CHECKPOINT_DIR
+
+
+def prepare_resume(run_dir: Path, run_hash: str, seed: int, epochs: int, repair: str | None) -> ResumeState:
+    """Check latest.json and metrics.parquet, then (only then) clean the folder for a start at the last
+    whole epoch; record this attempt."""
+    run_dir = Path(run_dir)
+    checkpoint_dir = run_dir / CHECKPOINT_DIR
+    latest = _checked_latest(checkpoint_dir, run_hash, seed, epochs)
+    metrics_path = run_dir / METRICS_PARQUET
+    rows, metrics_problem = _read_metric_rows(metrics_path)
+    damage = _resume_damage(run_dir, latest, rows, metrics_problem) if latest is not None else None
+    if damage is not None:
+        # The checkpoint cannot be resumed from: start over, keeping what was there for inspection.
+        latest_path = checkpoint_dir / checkpoints.LATEST_JSON
+        moved = quarantine(latest_path, f"{damage}; the run trains again from scratch")
+        log.warning("%s; moved %s to %s and training from scratch", damage, latest_path, moved)
+        repair = "; ".join(filter(None, [repair, f"{damage}: trained again from scratch"]))
+        latest, rows = None, []
+        if metrics_path.exists():
+            quarantine(metrics_path, f"{damage}; the run trains again from scratch")
+    elif metrics_problem is not None and metrics_path.exists():  # unusable, and no checkpoint needs its rows
+        quarantine(metrics_path, f"{metrics_problem}; the run trains again from scratch")
+    start_epoch = latest["epoch"] if latest else 0
+    kept = [row for row in rows if row["epoch"] <= start_epoch]
+    if len(kept) != len(rows):  # rows of an epoch killed before its checkpoint: it runs again
+        if kept:
+            write_metrics(metrics_path, kept)
+        else:
+            metrics_path.unlink()
+    checkpoints.clean_checkpoint_dir(ensure_dir(checkpoint_dir), start_epoch)
+    return ResumeState(run_dir, start_epoch, latest, kept, AttemptLog.start(run_dir, start_epoch, repair))
+
+
+def _checked_latest(checkpoint_dir: Path, run_hash: str, seed: int, epochs: int) -> dict | None:
+    """latest.json, refused (before anything is changed) when it is not a checkpoint of this run."""
+    latest_path = checkpoint_dir / checkpoints.LATEST_JSON
+    latest = checkpoints.read_latest(checkpoint_dir)
+    if latest is not None and (latest["run_hash"], latest["seed"]) != (run_hash, seed):
+        raise TrainingError(
+            f"{latest_path}: belongs to run {latest['run_hash']} seed {latest['seed']}, not {run_hash} seed "
+            f"{seed}; use another run folder or delete this one"
+        )
+    if latest is not None and latest["epoch"] > epochs:
+        raise TrainingError(
+            f"{latest_path}: names epoch {latest['epoch']}, but run {run_hash} trains {epochs} epochs; this "
+            "folder was not written by this run's training. Nothing was changed: move the run folder aside or "
+            "delete it, and rerun"
+        )
+    return latest
+
+
+def _resume_damage(run_dir: Path, latest: dict, rows: list[dict], metrics_problem: str | None) -> str | None:
+    """Why the checkpoint latest.json names cannot be resumed from, or None when it can.
+
+    It needs its files (regular files inside the run folder) and the metrics rows of epochs 1..its epoch.
+    """
+    problem = checkpoint_problem(run_dir, f"{CHECKPOINT_DIR}/{latest['prefix']}")
+    if problem is not None:
+        return f"checkpoint {problem}"
+    metrics_path = Path(run_dir) / METRICS_PARQUET
+    if metrics_problem is not None:
+        return f"{metrics_path}: {metrics_problem}"
+    epochs = [row["epoch"] for row in rows]
+    if epochs[: latest["epoch"]] != list(range(1, latest["epoch"] + 1)):
+        return f"{metrics_path}: rows for epochs {epochs}, expected 1..{latest['epoch']} (the last checkpoint)"
+    return None
+
+
+def write_metrics(path: Path, rows: list[dict]) -> None:
+    with atomic_path(path, suffix=".parquet") as temp:
+        pq.write_table(pa.Table.from_pylist(rows, schema=METRICS_SCHEMA), temp)
+
+
+def _read_metric_rows(path: Path) -> tuple[list[dict], str | None]:
+    """(rows, None), or ([], why the file is unusable); no file is no rows."""
+    if not path.exists():
+        return [], "not found"
+    try:
+        table = pq.read_table(path)
+        if not table.schema.equals(METRICS_SCHEMA):
+            return [], f"expected the schema {METRICS_SCHEMA.names}, found {table.schema.names}"
+        return table.to_pylist(), None
+    except (pa.ArrowException, OSError) as exc:
+        return [], f"not a readable Parquet file ({exc})"
