@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import os
 import subprocess
 import sys
@@ -117,6 +118,8 @@ def test_full_report_cli_on_the_real_data(tmp_path):
     noise = [line for line in (done.stdout + done.stderr).splitlines() if any(n in line for n in START_UP_NOISE)]
     assert noise == []
     assert "TrainRun(name=adam, run_hash=" in done.stderr  # the execution summary names what ran, briefly
+    # Not a terminal: one progress line per epoch, naming the run.
+    assert re.search(r"mlp-adam-\w{10}/seed-0: epoch 1/1 · val_acc 0\.\d{3} · [\d,]+ ex/s", done.stderr)
     _assert_report_is_complete(_report_dir(root), config, root)
     summary = pq.read_table(_report_dir(root) / "summary.parquet").to_pylist()
     accuracies = {row["name"]: row["test_accuracy"] for row in summary}

@@ -13,7 +13,6 @@ run_dir layout: attempts.json, metrics.parquet, run.json (written last: it marks
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from tasks.core.runfiles import METRICS_PARQUET, RUN_JSON
 from tasks.core.runs import RunSettings, settings_hash
 from tasks.core.storage import disk_errors_as_storage_errors, ensure_dir, write_json_atomic
 from tasks.training import checkpoints
+from tasks.training.progress import RunProgress
 from tasks.training.record import run_record
 from tasks.training.runstate import (
     ResumeState,
@@ -153,7 +153,8 @@ def _train_epochs(
     run_chunk()  # no step yet (see train_graph): builds the executor outside the epoch's timing
     validation = (split.val_images, split.val_labels)
     metrics_path = state.run_dir / METRICS_PARQUET
-    with _progress_bar(epochs * steps, state.start_epoch * steps, state.run_dir.name) as bar:
+    label = f"{state.run_dir.parent.name}/{state.run_dir.name}"
+    with RunProgress(label, epochs * steps, state.start_epoch * steps) as bar:
         for epoch in range(state.start_epoch + 1, epochs + 1):
             row, diverged_at = _run_epoch(session, graph, run_chunk, bar, seed, epoch, plan.batch_size, validation)
             if diverged_at is not None:
@@ -166,10 +167,11 @@ def _train_epochs(
                 latest = graph.save(session, state.checkpoint_dir, epoch, run_hash, seed)
             checkpoints.clean_checkpoint_dir(state.checkpoint_dir, epoch)
             state.attempts.record_steps(int(session.run(graph.global_step)) - first_step)
-            report(
-                epoch / epochs,
-                f"epoch {epoch}/{epochs} · val_acc {row['val_accuracy']:.3f} · {row['examples_per_second']:.0f} ex/s",
+            message = (
+                f"epoch {epoch}/{epochs} · val_acc {row['val_accuracy']:.3f} · {row['examples_per_second']:,.0f} ex/s"
             )
+            report(epoch / epochs, message)
+            bar.epoch(message)
             crash_point("train.epoch-done")
     # Counted from the graph, so a diverged epoch's steps count too, and a resume shows the steps it skipped.
     state.attempts.record_steps(int(session.run(graph.global_step)) - first_step)
@@ -194,7 +196,7 @@ def _run_epoch(
     done = 0
     while done < steps:
         steps_after, bad_step = run_chunk()
-        bar.update(int(steps_after) - done)
+        bar.advance(int(steps_after) - done)
         done = int(steps_after)
         crash_point("train.mid-epoch")
         if bad_step >= 0:
@@ -237,17 +239,3 @@ def _validate(session: Any, inference: dict, images: np.ndarray, labels: np.ndar
         loss_total += float(loss) * len(batch_labels)
         correct += int(np.sum(predictions == batch_labels))
     return loss_total / len(labels), correct / len(labels)
-
-
-def _progress_bar(total: int, initial: int, description: str) -> Any:
-    from tqdm import tqdm
-
-    return tqdm(
-        total=total,
-        initial=initial,
-        desc=description,
-        unit="step",
-        file=sys.stderr,
-        disable=not sys.stderr.isatty(),
-        leave=False,
-    )

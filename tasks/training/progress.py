@@ -62,6 +62,12 @@ class RunProgress:
                 dynamic_ncols=True,
             )
 
+    def __enter__(self) -> RunProgress:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
     def advance(self, steps: int) -> None:
         if self._bar is not None:
             self._bar.update(steps)
