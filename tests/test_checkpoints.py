@@ -61,6 +61,7 @@ def test_clean_keeps_the_last_epochs_and_leaves_unknown_files_alone(tmp_path):
     (tmp_path / "quarantine").mkdir()
     _touch(tmp_path / "checkpoint")
     _touch(tmp_path / ".latest.json.tmp-host.1-2-abc")
+    _touch(tmp_path / "partial.tmp-host.1-2-abc")  # sorts after latest.json: the clean goes on past it
     (tmp_path / "epoch-0006_temp").mkdir()
     _touch(tmp_path / "epoch-0006_temp" / "part-00000-of-00001.index")
     _touch(tmp_path / "elsewhere.data")
@@ -80,4 +81,17 @@ def test_clean_keeps_the_last_epochs_and_leaves_unknown_files_alone(tmp_path):
         "latest.json",
         "quarantine",
     ]
-    assert len(removed) == 10 and (tmp_path / "elsewhere.data").read_bytes() == b"x"
+    assert sorted(path.name for path in removed) == [
+        ".latest.json.tmp-host.1-2-abc",
+        "checkpoint",
+        "epoch-0001.data-00000-of-00001",
+        "epoch-0001.index",
+        "epoch-0002.data-00000-of-00001",
+        "epoch-0002.index",
+        "epoch-0005.index",
+        "epoch-0006.data-00000-of-00001",
+        "epoch-0006.index",
+        "epoch-0006_temp",
+        "partial.tmp-host.1-2-abc",
+    ]
+    assert (tmp_path / "elsewhere.data").read_bytes() == b"x"
