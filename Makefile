@@ -7,7 +7,7 @@ CONFIG ?= configs/default.yaml
 WORKERS ?= 2
 STAMP := $(VENV)/.installed
 
-.PHONY: install report prepare nightly lint test bench data luigid-start luigid-stop clean-venv
+.PHONY: install report prepare nightly lint test bench mutation data luigid-start luigid-stop clean-venv
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -50,6 +50,13 @@ test: lint
 
 bench: install data
 	$(BIN)/python benchmarks/data_load.py
+
+# Mutation testing of tasks/core/storage.py and tasks/training/checkpoints.py ([tool.mutmut] in pyproject.toml),
+# not in CI: about 15 minutes of one core. `$(BIN)/mutmut results` lists the survivors, `mutmut show <name>` one.
+mutation: install
+	$(BIN)/python -m pip install --quiet 'mutmut>=3.8,<4'
+	TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/mutmut run --max-children $(WORKERS)
+	$(BIN)/mutmut results
 
 clean-venv:
 	rm -rf $(VENV)

@@ -15,6 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from tasks.core import faults
 from tasks.core.errors import TrainingError
 from tasks.core.runfiles import METRICS_SCHEMA, run_is_complete
 from tasks.training import checkpoints
@@ -110,6 +111,17 @@ def test_a_run_folder_of_another_run_is_refused(data, tmp_path):
     with pytest.raises(TrainingError, match="records run"):
         train(data, run_dir, make_settings(model="logreg", epochs=2))
     assert finished["status"] == "completed"
+
+
+def test_a_kill_between_the_save_and_latest_json_resumes_from_the_epoch_before(data, tmp_path, straight):
+    run_dir = tmp_path / "run"
+    with faults.stop_at("train.checkpoint-saved", 2), pytest.raises(faults.FailpointStop):
+        train(data, run_dir)
+    folder = run_dir / "checkpoints"
+    assert checkpoints.read_latest(folder)["epoch"] == 1 and (folder / "epoch-0002.index").is_file()
+    resumed = train(data, run_dir)
+    assert resumed["weights_sha256"] == straight[1]["weights_sha256"]
+    assert resumed["resumes"] == [{"attempt": 2, "from_epoch": 1, "steps_run": 20}]
 
 
 def test_latest_json_beyond_the_configured_epochs_is_refused_before_anything_is_removed(data, tmp_path):
