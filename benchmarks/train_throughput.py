@@ -50,9 +50,10 @@ MODELS = {  # model → (builder params, batch size)
 
 def _load_rows(train_arrow: str, split_arrow: str):
     """The project's training rows (uint8 images, int32 labels), as tasks.training.loop selects them."""
-    from tasks.training.loop import _load_split
+    from tasks.training.runstate import load_split
 
-    images, labels, _, _ = _load_split(Path(train_arrow), Path(split_arrow))
+    split = load_split(Path(train_arrow), Path(split_arrow))
+    images, labels = split.train_images, split.train_labels
     return images, labels
 
 

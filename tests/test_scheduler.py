@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import REPO_ROOT
+from tests.conftest import NEEDS_CHROMIUM, REPO_ROOT
+from tests.visualiser import check_the_visualiser_shows_short_distinct_runs
 
 SMOKE = REPO_ROOT / "configs" / "smoke.yaml"
 LUIGID = shutil.which("luigid", path=str(Path(sys.executable).parent)) or shutil.which("luigid")
@@ -81,15 +82,27 @@ def _luigi(args: list[str], env: dict) -> subprocess.Popen:
     )
 
 
-def test_full_report_with_two_workers_on_a_real_luigid(tmp_path, luigid, synthetic_raw):
+def _grid_config(tmp_path: Path) -> Path:
+    """smoke.yaml with two learning rates of one optimizer (their rows must read apart) and adam: 3 runs."""
+    raw = yaml.safe_load(SMOKE.read_text())
+    raw["optimizers"] = [{"name": "sgd", "learning_rate": [0.03, 0.1]}, {"name": "adam", "learning_rate": 0.001}]
+    config = tmp_path / "grid.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    return config
+
+
+@pytest.mark.browser
+@NEEDS_CHROMIUM
+def test_full_report_with_two_workers_on_a_real_luigid(tmp_path, luigid, synthetic_raw, chromium):
     env = _worker_env(tmp_path, luigid, synthetic_raw)
-    worker = _luigi(["FullReport", "--config", str(SMOKE), "--date", "2026-02-01", "--workers", "2"], env)
+    config = _grid_config(tmp_path)
+    worker = _luigi(["FullReport", "--config", str(config), "--date", "2026-02-01", "--workers", "2"], env)
     output, _ = worker.communicate(timeout=600)
     assert worker.returncode == 0, output[-4000:]
 
     done = _api(luigid["port"], "task_list", status="DONE", upstream_status="", search="")
     families = sorted(task["name"] for task in done.values())
-    assert families.count("TrainRun") == 5 and families.count("EvaluateRun") == 5
+    assert families.count("TrainRun") == 3 and families.count("EvaluateRun") == 3
     assert {"FetchFile", "DecodeData", "PrepareData", "ExperimentReport", "FullReport"} <= set(families)
     for status in ("PENDING", "RUNNING", "FAILED"):
         assert _api(luigid["port"], "task_list", status=status, upstream_status="", search="") == {}, status
@@ -102,7 +115,8 @@ def test_full_report_with_two_workers_on_a_real_luigid(tmp_path, luigid, synthet
     with sqlite3.connect(luigid["scheduler"] / "task-history.sqlite") as db:
         (rows,) = db.execute("select count(*) from tasks").fetchone()
         (events,) = db.execute("select count(*) from task_events where event_name = 'DONE'").fetchone()
-    assert rows >= 14 and events >= 14
+    assert rows >= 12 and events >= 12
+    check_the_visualiser_shows_short_distinct_runs(chromium, luigid["port"], tmp_path)
 
 
 def test_two_worker_processes_share_the_runs_without_running_any_twice(tmp_path, luigid, synthetic_raw):
@@ -110,6 +124,7 @@ def test_two_worker_processes_share_the_runs_without_running_any_twice(tmp_path,
     config = tmp_path / "shared.yaml"
     raw = yaml.safe_load(SMOKE.read_text())
     raw["seeds"] = [0, 1]
+    raw["optimizers"] = raw["optimizers"][:2]  # 4 runs: enough for two workers to share
     config.write_text(yaml.safe_dump(raw))
     workers = [_luigi(["FullReport", "--config", str(config), "--date", "2026-02-02"], env) for _ in range(2)]
     outputs = [worker.communicate(timeout=600)[0] for worker in workers]
@@ -118,14 +133,14 @@ def test_two_worker_processes_share_the_runs_without_running_any_twice(tmp_path,
     assert all(worker.returncode == 0 for worker in workers), [out[-3000:] for out in outputs]
 
     run_files = sorted((luigid["root"] / "runs").glob("*/seed-*/run.json"))
-    assert len(run_files) == 10
-    assert [json.loads(path.read_text())["attempts"] for path in run_files] == [1] * 10
+    assert len(run_files) == 4
+    assert [json.loads(path.read_text())["attempts"] for path in run_files] == [1] * 4
     with sqlite3.connect(luigid["scheduler"] / "task-history.sqlite") as db:
         started = db.execute(
             "select t.task_id, count(*) from task_events e join tasks t on e.task_id = t.id "
             "where t.name = 'TrainRun' and e.event_name = 'RUNNING' group by t.task_id"
         ).fetchall()
-    assert len(started) == 10 and all(count == 1 for _, count in started), started
+    assert len(started) == 4 and all(count == 1 for _, count in started), started
     # Each worker either ran tasks or found them done by the other; neither failed or waited forever.
     assert all("Luigi Execution Summary" in out for out in outputs)
 
