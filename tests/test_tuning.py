@@ -5,8 +5,13 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
+import luigi.configuration
 import pyarrow.parquet as pq
 import pytest
 import yaml
@@ -84,3 +89,36 @@ def test_full_report_tunes_then_runs_the_chosen_rate_on_every_seed(site, ran_tas
     ran_tasks.tasks.clear()
     build([FullReport(config=str(config_path), date=day)])
     assert ran_tasks.tasks == [], "a finished tuned experiment reruns nothing"
+
+
+def test_a_kill_during_tuning_then_a_rerun_gives_the_same_choice_and_numbers(site, tmp_path):
+    raw = dict(SMOKE, experiment="tuned", seeds=[0, 1, 2], tuning_seeds=[0, 1])
+    raw["training"] = {"epochs": 1, "batch_size": 64}
+    raw["optimizers"] = [{"name": "sgd", "learning_rate": GRID}]
+    config_path = tmp_path / "only-tuned.yaml"
+    config_path.write_text(yaml.safe_dump(raw))
+    day = dt.date(2026, 2, 2)
+    build([FullReport(config=str(config_path), date=day)])  # the uninterrupted reference, in `site`
+
+    root = tmp_path / "killed"
+    cfg = tmp_path / "killed.cfg"
+    pipeline = luigi.configuration.get_config()
+    cfg.write_text(
+        f"[pipeline]\nartifacts_root = {root}\nsources = {pipeline.get('pipeline', 'sources')}\n"
+        f"checksums_file = {pipeline.get('pipeline', 'checksums_file')}\n"
+    )
+    command = [sys.executable, "-m", "luigi", "--module", "pipeline", "FullReport", "--config", str(config_path)]
+    command += ["--date", day.isoformat(), "--workers", "1"]
+    env = {**os.environ, "LUIGI_CONFIG_PATH": str(cfg)}
+    # A tuned entry alone: the first 4 runs to train are its grid runs, so the 3rd epoch done is mid-tuning.
+    killed = subprocess.run(command, cwd=REPO_ROOT, env={**env, "FMNIST_CRASH_AT": "train.epoch-done:3"}, timeout=300)
+    assert killed.returncode == -signal.SIGKILL and not list(root.glob("tuning/*/*.json"))
+    rerun = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+
+    def outcome(artifacts: Path) -> tuple[list, dict]:
+        records = [json.loads(p.read_text()) for p in sorted(artifacts.glob("tuning/tuned/*.json"))]
+        report = json.loads((artifacts / "reports" / "tuned" / day.isoformat() / "report.json").read_text())
+        return [(r["entry"], r["chosen_learning_rate"], r["grid"]) for r in records], report["statistics"]
+
+    assert outcome(root) == outcome(site)
