@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import luigi
 
-from tasks.core.errors import ConfigError
 from tasks.core.layout import Layout
-from tasks.data.dataset import DEBIAN_DIR, RAW_FILES, UPSTREAM_URL
+from tasks.data.checksums import published_checksums
+from tasks.data.dataset import DEBIAN_DIR, UPSTREAM_URL
 
 
 class pipeline(luigi.Config):  # noqa: N801 - the class name is the luigi.cfg section name
@@ -50,19 +47,5 @@ def layout() -> Layout:
 
 
 def expected_checksums(name: str) -> tuple[str, str | None]:
-    """(payload sha256, upstream gz md5 or None) that a raw file must match."""
-    override = settings().checksums_file
-    if not override:
-        raw = RAW_FILES[name]
-        return raw.payload_sha256, raw.upstream_gz_md5
-    path = Path(override)
-    try:
-        table = json.loads(path.read_text(encoding="utf-8"))
-        return table[name]["payload_sha256"], table[name].get("gz_md5")
-    except FileNotFoundError:
-        raise ConfigError(f"[pipeline] checksums_file: {path} not found; fix the path or remove the setting") from None
-    except (ValueError, KeyError, TypeError) as exc:
-        raise ConfigError(
-            f"[pipeline] checksums_file: {path} must be JSON of the form "
-            f'{{"<file name>": {{"payload_sha256": "<hex>"}}}} with an entry for {name}; found a problem: {exc!r}'
-        ) from None
+    """(payload sha256, upstream gz md5 or None) that a raw file must match, per this site's settings."""
+    return published_checksums(name, settings().checksums_file)

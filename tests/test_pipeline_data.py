@@ -158,3 +158,16 @@ def test_real_debian_files_end_to_end(tmp_path):
     manifest = json.loads((tmp_path / "artifacts" / "data" / "manifest.json").read_text())
     assert manifest["files"]["train-images-idx3-ubyte.gz"]["payload_sha256"].startswith("c59f468a")
     assert manifest["files"]["train-images-idx3-ubyte.gz"]["source"].startswith(str(REAL_DATA_DIR))
+
+
+def test_a_site_checksums_table_is_checked_before_use(tmp_path):
+    from tasks.core.errors import ConfigError
+    from tasks.data.checksums import published_checksums
+
+    table = tmp_path / "checksums.json"
+    table.write_text('{"train-labels-idx1-ubyte.gz": {"payload_sha256": "not-a-digest"}}')
+    with pytest.raises(ConfigError, match="expected 64 hex digits"):
+        published_checksums("train-labels-idx1-ubyte.gz", str(table))
+    with pytest.raises(ConfigError, match="with an entry for t10k-labels-idx1-ubyte.gz"):
+        published_checksums("t10k-labels-idx1-ubyte.gz", str(table))
+    assert published_checksums("t10k-labels-idx1-ubyte.gz")[0] != published_checksums("train-labels-idx1-ubyte.gz")[0]
