@@ -28,6 +28,9 @@ SYNTHETIC_TEST_ROWS = 500
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+# Fixtures shared by the fetch tests (payloads, sources, a real HTTP server).
+pytest_plugins = ["tests.fetchkit"]
+
 
 def pytest_addoption(parser):
     parser.addoption(
