@@ -41,6 +41,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from tasks.core.errors import ConfigError
+from tasks.training.stepping import DenseStepOptimizer
 from tasks.training.tf1 import tf
 
 RHO_CAP = 1.0 - 1e-7
@@ -102,7 +103,7 @@ def variance_adapted_step(grad, m, v, t, beta, uses_momentum: bool):
     return m_t, v_t, gamma, (m_t * scalars.direction_scale if uses_momentum else grad)
 
 
-class _VarianceAdaptedOptimizer(tf.train.Optimizer):
+class _VarianceAdaptedOptimizer(DenseStepOptimizer):
     """The shared state and math of M-SVAG and SVAG; subclasses only pick the update direction."""
 
     # True: step along m̂ and weigh the variance by ρ (M-SVAG); False: step along g (SVAG).
@@ -151,7 +152,7 @@ class _VarianceAdaptedOptimizer(tf.train.Optimizer):
             graph = None if tf.executing_eagerly() else tf.get_default_graph()
         return self._get_non_slot_variable(self._step_name(), graph=graph)
 
-    def _apply_variance_adapted(self, grad, var, apply_step):
+    def _update(self, grad, var, apply_step):
         """Update one variable from its dense gradient; `apply_step(step_size, delta)` does θ -= step_size·delta."""
         m = self.get_slot(var, "m")
         v = self.get_slot(var, "v")
@@ -163,31 +164,6 @@ class _VarianceAdaptedOptimizer(tf.train.Optimizer):
         gamma = variance_adaptation(m_t, v_t, scalars)
         return apply_step(step_size, gamma * (m_t if self._USES_MOMENTUM else grad))
 
-    # θ -= step_size·delta in one kernel (the one plain SGD uses), for ref and for resource variables.
-    def _apply_dense(self, grad, var):
-        def apply_step(step_size, delta):
-            return tf.raw_ops.ApplyGradientDescent(
-                var=var, alpha=step_size, delta=delta, use_locking=self._use_locking
-            ).op
-
-        return self._apply_variance_adapted(grad, var, apply_step)
-
-    def _resource_apply_dense(self, grad, handle):
-        def apply_step(step_size, delta):
-            return tf.raw_ops.ResourceApplyGradientDescent(
-                var=handle.handle, alpha=step_size, delta=delta, use_locking=self._use_locking
-            )
-
-        return self._apply_variance_adapted(grad, handle, apply_step)
-
-    # Sparse gradients are made dense: the equations decay m and v of every row at every step
-    # (a row without a gradient has g = 0), which a rows-only update would not do.
-    def _apply_sparse(self, grad, var):
-        return self._apply_dense(_densify(grad.values, grad.indices, var), var)
-
-    def _resource_apply_sparse(self, grad, handle, indices):
-        return self._resource_apply_dense(_densify(grad, indices, handle), handle)
-
     def _finish(self, update_ops, name_scope):
         step = self.step_counter()
         # Count the step only after every variable has read the old count.
@@ -195,11 +171,6 @@ class _VarianceAdaptedOptimizer(tf.train.Optimizer):
             with tf.colocate_with(step):
                 advance = step.assign_add(1.0, use_locking=self._use_locking, read_value=False)
         return tf.group(*update_ops, advance, name=name_scope)
-
-
-def _densify(values, indices, var):
-    """The dense gradient of `var` from de-duplicated sparse rows."""
-    return tf.scatter_nd(tf.expand_dims(indices, -1), values, tf.shape(var, out_type=indices.dtype))
 
 
 class MSVAGOptimizer(_VarianceAdaptedOptimizer):

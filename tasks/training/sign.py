@@ -28,11 +28,11 @@ a resumed run continues bit-identically; SSD has no state.
 from __future__ import annotations
 
 from tasks.core.errors import ConfigError
-from tasks.training.msvag import _densify as densify_sparse_gradient
+from tasks.training.stepping import DenseStepOptimizer
 from tasks.training.tf1 import tf
 
 
-class _SignDescentOptimizer(tf.train.Optimizer):
+class _SignDescentOptimizer(DenseStepOptimizer):
     """The shared math of SSD and M-SSD; subclasses only say whether the sign is taken of m or of g."""
 
     # True: step along sign(m_t) (M-SSD); False: along sign(g_t) (SSD).
@@ -68,7 +68,7 @@ class _SignDescentOptimizer(tf.train.Optimizer):
             self._scalars_by_dtype[dtype] = tuple(tf.cast(value, dtype) for value in self._scalars)
         return self._scalars_by_dtype[dtype]
 
-    def _apply_sign_descent(self, grad, var, apply_step):
+    def _update(self, grad, var, apply_step):
         """Update one variable from its dense gradient; `apply_step(α, delta)` does θ -= α·delta."""
         scalars = self._scalars_for(var.dtype.base_dtype)
         if not self._USES_MOMENTUM:
@@ -79,29 +79,6 @@ class _SignDescentOptimizer(tf.train.Optimizer):
         # updated slot, read after its update.
         m_t = m.assign_sub(one_minus_beta * (m - grad), use_locking=self._use_locking)
         return apply_step(learning_rate, tf.sign(m_t))
-
-    def _apply_dense(self, grad, var):
-        def apply_step(learning_rate, delta):
-            return tf.raw_ops.ApplyGradientDescent(
-                var=var, alpha=learning_rate, delta=delta, use_locking=self._use_locking
-            ).op
-
-        return self._apply_sign_descent(grad, var, apply_step)
-
-    def _resource_apply_dense(self, grad, handle):
-        def apply_step(learning_rate, delta):
-            return tf.raw_ops.ResourceApplyGradientDescent(
-                var=handle.handle, alpha=learning_rate, delta=delta, use_locking=self._use_locking
-            )
-
-        return self._apply_sign_descent(grad, handle, apply_step)
-
-    # Sparse gradients are made dense (rows already de-duplicated by the base class): see the docstring.
-    def _apply_sparse(self, grad, var):
-        return self._apply_dense(densify_sparse_gradient(grad.values, grad.indices, var), var)
-
-    def _resource_apply_sparse(self, grad, handle, indices):
-        return self._resource_apply_dense(densify_sparse_gradient(grad, indices, handle), handle)
 
 
 class SSDOptimizer(_SignDescentOptimizer):

@@ -1,0 +1,45 @@
+"""The plumbing our optimizers share: one update rule serves ref and resource variables, dense and sparse.
+
+A subclass implements `_update(grad, var, apply_step)`: it computes the step and calls
+`apply_step(step_size, delta)`, which applies θ ← θ − step_size·delta in one kernel (the one plain SGD uses).
+Sparse gradients are made dense, because our update rules decay their state on every row at every step
+(a row without a gradient has g = 0), which a rows-only update would not do.
+"""
+
+from __future__ import annotations
+
+from tasks.training.tf1 import tf
+
+
+def densify_sparse_gradient(values, indices, var):
+    """The dense gradient of `var` from de-duplicated sparse rows."""
+    return tf.scatter_nd(tf.expand_dims(indices, -1), values, tf.shape(var, out_type=indices.dtype))
+
+
+class DenseStepOptimizer(tf.train.Optimizer):
+    """A tf.compat.v1 Optimizer whose update rule is written once, in `_update`."""
+
+    def _update(self, grad, var, apply_step):
+        raise NotImplementedError
+
+    def _apply_dense(self, grad, var):
+        def apply_step(step_size, delta):
+            return tf.raw_ops.ApplyGradientDescent(
+                var=var, alpha=step_size, delta=delta, use_locking=self._use_locking
+            ).op
+
+        return self._update(grad, var, apply_step)
+
+    def _resource_apply_dense(self, grad, handle):
+        def apply_step(step_size, delta):
+            return tf.raw_ops.ResourceApplyGradientDescent(
+                var=handle.handle, alpha=step_size, delta=delta, use_locking=self._use_locking
+            )
+
+        return self._update(grad, handle, apply_step)
+
+    def _apply_sparse(self, grad, var):
+        return self._apply_dense(densify_sparse_gradient(grad.values, grad.indices, var), var)
+
+    def _resource_apply_sparse(self, grad, handle, indices):
+        return self._resource_apply_dense(densify_sparse_gradient(grad, indices, handle), handle)
