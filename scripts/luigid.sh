@@ -13,6 +13,8 @@
 # names this pidfile); a stale pidfile whose pid now belongs to another process is removed, with a message.
 #
 # Point the workers at it with LUIGI_CONFIG_PATH=luigid.cfg (see README, "Central scheduler").
+# LUIGID_DISCONNECT_DELAY (default 60) and LUIGID_RETRY_DELAY (default 30): the seconds after which a silent
+# worker (a dead or hung host) counts as gone and its running task fails, and then is handed to another worker.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,6 +22,12 @@ root=${ARTIFACTS_ROOT:-artifacts}
 state=${LUIGID_STATE_DIR:-${XDG_STATE_HOME:-$HOME/.local/state}/fmnist-pipeline/luigid}
 
 die() { echo "error: $*" >&2; exit 1; }
+
+seconds() {  # the value of variable $1 (default $2), checked to be a number of seconds
+  local value=${!1:-$2}
+  [[ $value =~ ^[0-9]+(\.[0-9]+)?$ ]] || die "$1=$value: expected a number of seconds, e.g. $2"
+  echo "$value"
+}
 
 # The private state folder: created 0700; refused when it is a link or someone else's.
 mkdir -p "$state"
@@ -72,6 +80,8 @@ case "${1:-}" in
     case $(stat -f -c %T "$state" 2>/dev/null) in nfs*|cifs|smb*|fuse*)
       echo "warning: $state is on a network filesystem; luigid's state belongs on a local disk (LUIGID_STATE_DIR)" >&2 ;;
     esac
+    disconnect_delay=$(seconds LUIGID_DISCONNECT_DELAY 60)
+    retry_delay=$(seconds LUIGID_RETRY_DELAY 30)
     mkdir -p "$root/scheduler"
     dir=$(cd "$root/scheduler" && pwd)
     # luigid reads its settings from this file; paths are absolute because --background changes directory.
@@ -79,7 +89,11 @@ case "${1:-}" in
 [scheduler]
 record_task_history = true
 state_path = $statefile
-retry_delay = 30
+retry_delay = $retry_delay
+worker_disconnect_delay = $disconnect_delay
+# Look for dead workers whenever a worker asks for work, not only once a minute, so that a dead host's
+# task is handed on as soon as the delays above have passed.
+prune_on_get_work = true
 [task_history]
 db_connection = sqlite:///$dir/task-history.sqlite
 [resources]
