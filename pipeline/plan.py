@@ -18,7 +18,8 @@ from pathlib import Path
 import luigi.configuration
 
 from pipeline.experiment import DEFAULT_CONFIG, load_experiment, read_tuning, tuning_tasks
-from pipeline.settings import layout, settings
+from pipeline.settings import layout
+from pipeline.training import TRAINING_RESOURCE
 from tasks.core.config import ExperimentConfig
 from tasks.core.errors import PipelineError
 from tasks.core.runs import RunSpec, final_specs, grid_specs, tuned_entries
@@ -104,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     rates = recorded_rates(paths.root / "runs")
     estimates = [estimate_seconds(spec, rates) for spec in to_do]
     cpu = sum(seconds for seconds, _ in estimates)
-    slots = max(1, luigi.configuration.get_config().getint("resources", settings().training_resource, 1))
+    slots = max(1, luigi.configuration.get_config().getint("resources", TRAINING_RESOURCE, 1))
     sources = sorted({source for _, source in estimates}) or ["nothing to do"]
     print(f"config: {args.config} (experiment {config.experiment})")
     print(f"runs: {len(specs)} total, {len(done)} done, {len(to_do)} to do")

@@ -29,11 +29,6 @@ class pipeline(luigi.Config):  # noqa: N801 - the class name is the luigi.cfg se
         description="seconds one source may take in all, retries included, before the next source is tried "
         "(a server that trickles a byte at a time never trips fetch_timeout)",
     )
-    training_resource = luigi.Parameter(
-        default="training",
-        description="the [resources] name each TrainRun holds one unit of; give each host its own name "
-        "(e.g. training_hostA) to cap concurrent training per host under one central scheduler",
-    )
     intra_op_threads = luigi.IntParameter(default=1, description="TensorFlow intra-op threads per run")
     inter_op_threads = luigi.IntParameter(default=1, description="TensorFlow inter-op threads per run")
 

@@ -18,6 +18,8 @@ from tasks.core.errors import ConfigError
 from tasks.core.runfiles import EVALUATION_JSON, RUN_JSON, run_is_complete
 from tasks.core.runs import RunSpec
 
+TRAINING_RESOURCE = "training"  # [resources] training = N caps the runs that train at once
+
 
 class RunIdentity(luigi.Task):
     """The parameters that name one run; `spec` checks them against the settings."""
@@ -89,7 +91,9 @@ class TrainRun(LockedTarget, RunIdentity):
 
     @property
     def resources(self):
-        return {settings().training_resource: 1}
+        # luigid keeps one resource setting per task, not per worker: a per-host name cannot work, so a
+        # host's own cap is its --workers (README, "Several workers, several machines").
+        return {TRAINING_RESOURCE: 1}
 
     def requires(self):
         split = self.spec.settings.split

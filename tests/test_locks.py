@@ -64,7 +64,7 @@ def test_a_waiter_gives_up_naming_the_holder(tmp_path):
     assert f"pid {holder.pid} on host {socket.gethostname()}" in message
 
 
-def test_a_waiter_gets_the_lock_when_the_holder_finishes(tmp_path):
+def test_a_waiter_gets_the_lock_when_the_holder_finishes(tmp_path, capfd):
     target = tmp_path / "split.arrow"
     holder = hold_lock(target, 0.5)
     started = time.monotonic()
@@ -73,6 +73,11 @@ def test_a_waiter_gets_the_lock_when_the_holder_finishes(tmp_path):
         assert holder.poll() is not None or waited >= 0.3  # not granted while the holder slept
     holder.wait()
     assert 0.3 <= waited < 5
+    # The wait is said on the console, naming who holds the target.
+    assert (
+        f"waiting for {target}: another process is building it (held by pid {holder.pid} on host"
+        in capfd.readouterr().err
+    )
 
 
 def test_a_killed_holder_frees_the_lock(tmp_path):

@@ -26,6 +26,7 @@ import logging
 import os
 import socket
 import stat
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -118,7 +119,9 @@ def _acquire(fd: int, path: Path, target: Path, timeout: float) -> None:
                 f"{timeout:g} s ({_holder(fd)}); wait for it to finish and rerun, or stop it if it hangs"
             )
         if pause == _FIRST_PAUSE:
-            log.info("waiting for %s: another process is building it (%s)", target, _holder(fd))
+            # On stderr, not through logging: a worker's console shows luigi's own logger only, and a
+            # wait for another host's run can be long.
+            print(f"waiting for {target}: another process is building it ({_holder(fd)})", file=sys.stderr, flush=True)
         time.sleep(min(pause, timeout - waited))
         pause = min(pause * 2, _LONGEST_PAUSE)
 
