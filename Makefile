@@ -46,7 +46,7 @@ lint: install
 	$(BIN)/lint-imports
 
 test: lint
-	$(BIN)/python -m pytest -q --no-skips
+	$(BIN)/python -m pytest -q --no-skips -n 2 --dist loadfile
 
 bench: install data
 	$(BIN)/python benchmarks/data_load.py
