@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import sys
 from pathlib import Path
@@ -25,15 +26,17 @@ from tasks.core.errors import PipelineError
 from tasks.core.runs import RunSpec, final_specs, grid_specs, tuned_entries
 
 TRAIN_ROWS = 60_000  # the Fashion-MNIST training file, before the validation rows are taken out
-# examples/s on one core of the reference machine (README, Performance); per-run fixed cost in seconds.
-REFERENCE_RATES = {"logreg": 60_000.0, "mlp": 40_000.0, "cnn_2c2d": 300.0, "cnn_p1": 300.0}
-REFERENCE_OVERHEAD_SECONDS = 12.0
-# M-SVAG and SVAG do more work per step than the rest (README, Performance).
-SLOWER = {"msvag": 1.6, "svag": 1.6}
+# Training examples/s of one run on the 2-core reference machine, two runs at once, measured 2026-11-29
+# (README, "Configs and what they cost"), by (model, batch size); and a run's fixed cost in seconds.
+REFERENCE_RATES = {("mlp", 64): 50_000.0, ("mlp", 128): 165_000.0, ("cnn_p1", 128): 1_300.0}
+REFERENCE_OVERHEAD_SECONDS = 2.5
+EVALUATION_SECONDS = 3.0  # one EvaluateRun: its own process, TensorFlow import, restore, 10,000 test images
+# M-SVAG and SVAG do more work per step than the rest (measured: about 1.3x SGD's step time).
+SLOWER = {"msvag": 1.3, "svag": 1.3}
 
 
-def planned_runs(config: ExperimentConfig, config_path: str) -> list[RunSpec]:
-    """Every run the config will train: tuning grids, then the final runs (chosen rates where known)."""
+def planned_runs(config: ExperimentConfig, config_path: str) -> tuple[list[RunSpec], list[RunSpec]]:
+    """(every run the config will train: tuning grids, then final runs; the final runs, to be evaluated)."""
     specs: dict[tuple[str, int], RunSpec] = {}
     for entry in tuned_entries(config):
         for spec in grid_specs(config, entry):
@@ -42,9 +45,10 @@ def planned_runs(config: ExperimentConfig, config_path: str) -> list[RunSpec]:
     choices = {name: float(record["chosen_learning_rate"]) for name, record in read_tuning(tasks).items()}
     # A tuned entry not yet tuned: count its first grid point on the remaining seeds (same cost).
     choices.update({e.name: e.learning_rates[0] for e in tuned_entries(config) if e.name not in choices})
-    for spec in final_specs(config, choices):
+    finals = final_specs(config, choices)
+    for spec in finals:
         specs.setdefault((spec.run_hash, spec.seed), spec)
-    return list(specs.values())
+    return list(specs.values()), finals
 
 
 def recorded_rates(runs_root: Path) -> dict[tuple[str, int, str], tuple[float, float]]:
@@ -82,9 +86,12 @@ def estimate_seconds(spec: RunSpec, rates: dict) -> tuple[float, str]:
     elif same_model:
         rate = statistics.median(r for r, _ in same_model) / SLOWER.get(settings_.optimizer.name, 1.0)
         fixed, source = statistics.median(f for _, f in same_model), "recorded (other optimizers)"
-    else:
-        rate = REFERENCE_RATES[settings_.model.name] / SLOWER.get(settings_.optimizer.name, 1.0)
+    elif (settings_.model.name, settings_.training.batch_size) in REFERENCE_RATES:
+        rate = REFERENCE_RATES[(settings_.model.name, settings_.training.batch_size)]
+        rate /= SLOWER.get(settings_.optimizer.name, 1.0)
         fixed, source = REFERENCE_OVERHEAD_SECONDS, "reference machine"
+    else:
+        return float("nan"), f"no rate known for {settings_.model.name} at batch {settings_.training.batch_size}"
     train_rows = TRAIN_ROWS - 10 * settings_.split.validation_per_class
     return fixed + settings_.training.epochs * train_rows / rate, source
 
@@ -95,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         config = load_experiment(args.config)[0]
-        specs = planned_runs(config, args.config)
+        specs, finals = planned_runs(config, args.config)
     except (PipelineError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -104,11 +111,17 @@ def main(argv: list[str] | None = None) -> int:
     to_do = [spec for spec in specs if spec not in done]
     rates = recorded_rates(paths.root / "runs")
     estimates = [estimate_seconds(spec, rates) for spec in to_do]
-    cpu = sum(seconds for seconds, _ in estimates)
+    unknown = sorted({source for seconds, source in estimates if math.isnan(seconds)})
+    if unknown:
+        print(f"runs: {len(specs)} total, {len(done)} done, {len(to_do)} to do")
+        print(f"estimated CPU time: unknown ({'; '.join(unknown)}): train one short run of it first")
+        return 0
+    evaluations = sum(not (paths.run_dir(spec) / "evaluation.json").is_file() for spec in finals)
+    cpu = sum(seconds for seconds, _ in estimates) + evaluations * EVALUATION_SECONDS
     slots = max(1, luigi.configuration.get_config().getint("resources", TRAINING_RESOURCE, 1))
     sources = sorted({source for _, source in estimates}) or ["nothing to do"]
     print(f"config: {args.config} (experiment {config.experiment})")
-    print(f"runs: {len(specs)} total, {len(done)} done, {len(to_do)} to do")
+    print(f"runs: {len(specs)} total, {len(done)} done, {len(to_do)} to do ({evaluations} evaluations to do)")
     print(f"estimated CPU time: {cpu / 60:.1f} min ({', '.join(sources)})")
     print(f"estimated wall time: {cpu / slots / 60:.1f} min on {slots} training slot(s)")
     return 0
