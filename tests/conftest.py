@@ -4,6 +4,8 @@ recorder of which Luigi tasks actually ran."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import luigi
@@ -136,3 +138,16 @@ def chromium(tmp_path):
     driver.set_page_load_timeout(60)
     yield driver
     driver.quit()
+
+
+def luigi_cli(args: list[str], cfg: Path, timeout: int = 300) -> subprocess.CompletedProcess:
+    """`luigi --module pipeline <args>` from the repo root, with LUIGI_CONFIG_PATH pointing at `cfg`."""
+    env = dict(os.environ, LUIGI_CONFIG_PATH=str(cfg), TF_CPP_MIN_LOG_LEVEL="2")
+    return subprocess.run(
+        [sys.executable, "-m", "luigi", "--module", "pipeline", *args],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

@@ -14,7 +14,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import luigi
@@ -28,7 +27,7 @@ from tasks.core.storage import TEMP_MARKER
 from tasks.data.arrays import load_arrays, load_indices
 from tasks.data.dataset import RAW_FILE_NAMES
 from tasks.data.fetch import verify_raw_file
-from tests.conftest import REPO_ROOT, SYNTHETIC_TRAIN_ROWS, build
+from tests.conftest import REPO_ROOT, SYNTHETIC_TRAIN_ROWS, build, luigi_cli
 
 # -- helpers ------------------------------------------------------------------------------------
 
@@ -64,15 +63,7 @@ def cli(args: list[str], root: Path, synthetic_raw, cfg: Path) -> subprocess.Com
         f"[pipeline]\nartifacts_root = {root}\nsources = {json.dumps([str(raw)])}\n"
         f"checksums_file = {checksums}\nfetch_retries = 0\n"
     )
-    env = dict(os.environ, LUIGI_CONFIG_PATH=str(cfg), TF_CPP_MIN_LOG_LEVEL="2")
-    return subprocess.run(
-        [sys.executable, "-m", "luigi", "--module", "pipeline", *args],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    return luigi_cli(args, cfg)
 
 
 def failure_reports(output: str) -> list[str]:

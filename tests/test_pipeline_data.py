@@ -5,10 +5,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
-import os
 import stat
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -19,7 +16,7 @@ from pipeline import DecodeData, FetchFile, PrepareData
 from tasks.data.arrays import load_arrays, load_indices
 from tasks.data.dataset import RAW_FILE_NAMES
 from tasks.data.partfile import QUARANTINE_KEEP_BYTES
-from tests.conftest import REAL_DATA_DIR, REPO_ROOT, SYNTHETIC_TRAIN_ROWS, build
+from tests.conftest import REAL_DATA_DIR, SYNTHETIC_TRAIN_ROWS, build, luigi_cli
 from tests.httpserver import HttpTestServer
 from tests.synthetic import TRAIN_IMAGES, TRAIN_LABELS, make_images_labels
 
@@ -99,18 +96,6 @@ def test_fetch_deadline_setting_reaches_the_fetch(site, synthetic_raw):
     assert record["source"] == str(good / TRAIN_LABELS)
 
 
-def _cli(args: list[str], cfg: Path) -> subprocess.CompletedProcess:
-    env = dict(os.environ, LUIGI_CONFIG_PATH=str(cfg), TF_CPP_MIN_LOG_LEVEL="2")
-    return subprocess.run(
-        [sys.executable, "-m", "luigi", "--module", "pipeline", *args],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-
-
 def _site_cfg(path: Path, root: Path, sources: list[str], checksums: Path | None) -> Path:
     lines = ["[pipeline]", f"artifacts_root = {root}", f"sources = {json.dumps(sources)}", "fetch_retries = 0"]
     if checksums:
@@ -121,7 +106,7 @@ def _site_cfg(path: Path, root: Path, sources: list[str], checksums: Path | None
 
 def test_cli_runs_prepare_data_and_exits_nonzero_when_every_source_fails(tmp_path, synthetic_raw):
     raw, checksums = synthetic_raw
-    ok = _cli(
+    ok = luigi_cli(
         ["PrepareData", "--validation-per-class", "5"],
         _site_cfg(tmp_path / "ok.cfg", tmp_path / "a", [str(raw)], checksums),
     )
@@ -129,7 +114,7 @@ def test_cli_runs_prepare_data_and_exits_nonzero_when_every_source_fails(tmp_pat
     assert (tmp_path / "a" / "data" / "arrays" / "split-v5-s0.arrow").is_file()
 
     missing = tmp_path / "no-such-dir"
-    failed = _cli(["PrepareData"], _site_cfg(tmp_path / "bad.cfg", tmp_path / "b", [str(missing)], checksums))
+    failed = luigi_cli(["PrepareData"], _site_cfg(tmp_path / "bad.cfg", tmp_path / "b", [str(missing)], checksums))
     assert failed.returncode == 30, failed.stderr[-3000:]  # [retcode] task_failed
     assert str(missing) in failed.stderr and "dataset-fashion-mnist" in failed.stderr
 

@@ -40,7 +40,6 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from tasks.core.errors import ConfigError
 from tasks.training.stepping import DenseStepOptimizer
 from tasks.training.tf1 import tf
 
@@ -110,13 +109,7 @@ class _VarianceAdaptedOptimizer(DenseStepOptimizer):
     _USES_MOMENTUM: bool
 
     def __init__(self, learning_rate, beta: float = 0.9, use_locking: bool = False, name: str = "VarianceAdapted"):
-        if isinstance(beta, (int, float)) and not 0.0 < beta < 1.0:
-            raise ConfigError(f"{name} beta: expected a number in (0, 1), found {beta!r}; pick e.g. 0.9")
-        super().__init__(use_locking, name)
-        self._lr = learning_rate
-        self._beta = beta
-        self._scalars = None
-        self._scalars_by_dtype = {}
+        super().__init__(learning_rate, beta, use_locking, name)
 
     def _create_slots(self, var_list):
         # Put the counter with the variable that sorts first, as Adam does, so its device is stable.

@@ -27,7 +27,6 @@ a resumed run continues bit-identically; SSD has no state.
 
 from __future__ import annotations
 
-from tasks.core.errors import ConfigError
 from tasks.training.stepping import DenseStepOptimizer
 from tasks.training.tf1 import tf
 
@@ -37,15 +36,6 @@ class _SignDescentOptimizer(DenseStepOptimizer):
 
     # True: step along sign(m_t) (M-SSD); False: along sign(g_t) (SSD).
     _USES_MOMENTUM: bool
-
-    def __init__(self, learning_rate, beta: float | None, use_locking: bool, name: str):
-        if isinstance(beta, (int, float)) and not 0.0 < beta < 1.0:  # NaN fails too
-            raise ConfigError(f"{name} beta: expected a number in (0, 1), found {beta!r}; pick e.g. 0.9")
-        super().__init__(use_locking, name)
-        self._lr = learning_rate
-        self._beta = beta
-        self._scalars = None
-        self._scalars_by_dtype = {}
 
     def _create_slots(self, var_list):
         if self._USES_MOMENTUM:

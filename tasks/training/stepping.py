@@ -8,6 +8,7 @@ Sparse gradients are made dense, because our update rules decay their state on e
 
 from __future__ import annotations
 
+from tasks.core.errors import ConfigError
 from tasks.training.tf1 import tf
 
 
@@ -17,7 +18,16 @@ def densify_sparse_gradient(values, indices, var):
 
 
 class DenseStepOptimizer(tf.train.Optimizer):
-    """A tf.compat.v1 Optimizer whose update rule is written once, in `_update`."""
+    """A tf.compat.v1 Optimizer whose update rule is written once, in `_update`, with an optional β."""
+
+    def __init__(self, learning_rate, beta: float | None, use_locking: bool, name: str):
+        if isinstance(beta, (int, float)) and not 0.0 < beta < 1.0:  # NaN fails too
+            raise ConfigError(f"{name} beta: expected a number in (0, 1), found {beta!r}; pick e.g. 0.9")
+        super().__init__(use_locking, name)
+        self._lr = learning_rate
+        self._beta = beta
+        self._scalars = None
+        self._scalars_by_dtype = {}
 
     def _update(self, grad, var, apply_step):
         raise NotImplementedError
