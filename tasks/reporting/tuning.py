@@ -1,6 +1,7 @@
-"""Learning-rate tuning as the report shows it: one sensitivity line per entry, its chosen point and why.
+"""Learning-rate tuning: the choice on the tuning seeds (TuneLearningRate's work), and how the report shows it.
 
-A tuned entry comes with the `tuning` argument of build_report: its grid was run on the tuning seeds and
+`choose_learning_rate` reads a tuned entry's grid runs (validation accuracy only) and writes the tuning
+record. A tuned entry comes with the `tuning` argument of build_report: its grid was run on the tuning seeds and
 judged on validation only, and `runs` holds the chosen point on every seed. An untuned entry whose config
 lists several learning rates has its whole grid in `runs`; its point is chosen by tasks.reporting.comparison
 (the rule below). Either way the test set plays no part in the choice.
