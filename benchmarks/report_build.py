@@ -21,8 +21,8 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))  # run from a checkout without installing
-
 import numpy as np  # noqa: E402
+from goal import goal_line  # noqa: E402 - beside this script
 
 from tasks.data.arrays import load_arrays  # noqa: E402
 from tasks.reporting import statistics  # noqa: E402
@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, seconds in measured.items():
         met = seconds < GOALS[name]
         missed |= not met
-        print(f"goal {name}: {seconds:.2f} s (goal < {GOALS[name]:g} s) {'MET' if met else 'MISSED'}")
+        goal_line(name, f"{seconds:.2f} s", f"< {GOALS[name]:g} s", met)
     return 1 if args.check and missed else 0
 
 

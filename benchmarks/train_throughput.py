@@ -36,6 +36,7 @@ sys.path.insert(0, str(REPO_ROOT))  # run from a checkout without installing
 GOAL_VS_FEED_DICT = 2.0
 GOAL_VS_KERAS = 4.0
 from contenders import MODELS, Worker  # noqa: E402 - beside this script
+from goal import goal_line  # noqa: E402 - beside this script
 
 # --- the parent: rounds, ratios, table ------------------------------------------------------------
 
@@ -164,8 +165,8 @@ def _print_table(results: dict, args: argparse.Namespace, optimizers: list[str])
             vs_feed = _median([c / a for a, c in zip(feed, project)])
             vs_keras = _median([c / b for b, c in zip(keras, project)])
             print(
-                f"  {model:<9} {batch:>5} {optimizer:<9} {max(feed):>14,.0f} {max(keras):>11,.0f} "
-                f"{max(project):>12,.0f} {vs_feed:>6.2f} {vs_keras:>6.2f}"
+                f"  {model:<9} {batch:>5} {optimizer:<9} {_median(feed):>14,.0f} {_median(keras):>11,.0f} "
+                f"{_median(project):>12,.0f} {vs_feed:>6.2f} {vs_keras:>6.2f}"
             )
             if model == "mlp" and (vs_feed < GOAL_VS_FEED_DICT or vs_keras < GOAL_VS_KERAS):
                 missed.append(
@@ -174,10 +175,15 @@ def _print_table(results: dict, args: argparse.Namespace, optimizers: list[str])
                 )
     bound = results.get(("mlp", "-", "matmul_bound"))
     if bound:
-        best = {optimizer: max(results.get(("mlp", optimizer, "project"), [0])) for optimizer in optimizers}
+        # Within-round ratios to (d), medians over rounds: the same method as every other ratio here.
+        reach = {
+            optimizer: _median([c / d for c, d in zip(results[("mlp", optimizer, "project")], bound)])
+            for optimizer in optimizers
+            if results.get(("mlp", optimizer, "project"))
+        }
         print(
-            f"  (d) mlp matmuls alone (8 per step, in-graph, nothing else): {max(bound):,.0f} ex/s; (c) reaches "
-            + ", ".join(f"{optimizer} {rate / max(bound):.0%}" for optimizer, rate in best.items() if rate)
+            f"  (d) mlp matmuls alone (8 per step, in-graph, nothing else): {_median(bound):,.0f} ex/s; (c) reaches "
+            + ", ".join(f"{optimizer} {share:.0%}" for optimizer, share in reach.items())
             + " of it"
         )
     sgd = results.get(("mlp", "sgd", "project"))
@@ -185,10 +191,13 @@ def _print_table(results: dict, args: argparse.Namespace, optimizers: list[str])
         runs = results.get(("mlp", name, "project"))
         if runs and sgd:
             overhead = _median([s / m for s, m in zip(sgd, runs)])
-            print(f"  project loop, mlp: {name} {max(runs):,.0f} ex/s; step time {overhead:.2f}x SGD's")
-    print(
-        f"  goals (mlp): c/a >= {GOAL_VS_FEED_DICT}, c/b >= {GOAL_VS_KERAS}: "
-        + ("met" if not missed else "MISSED: " + "; ".join(missed))
+            print(f"  project loop, mlp: {name} {_median(runs):,.0f} ex/s; step time {overhead:.2f}x SGD's")
+    print("  (all figures: medians over rounds; every ratio is taken within a round, then its median)")
+    goal_line(
+        "train-throughput-mlp",
+        "all met" if not missed else "; ".join(missed),
+        f"c/a >= {GOAL_VS_FEED_DICT}, c/b >= {GOAL_VS_KERAS} for every optimizer",
+        not missed,
     )
     return 1 if missed and args.check else 0
 

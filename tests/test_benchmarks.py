@@ -13,7 +13,7 @@ import yaml
 
 from tasks.data.arrays import write_arrays, write_indices
 from tests import synthetic
-from tests.conftest import REPO_ROOT, SYNTHETIC_TEST_ROWS, SYNTHETIC_TRAIN_ROWS
+from tests.conftest import REAL_DATA_DIR, REPO_ROOT, SYNTHETIC_TEST_ROWS, SYNTHETIC_TRAIN_ROWS
 
 pytestmark = pytest.mark.slow
 
@@ -57,13 +57,14 @@ def test_train_throughput_compares_three_loops_side_by_side(tmp_path):
     assert re.search(rf"mlp\s+64 sgd\s+{number}\s+{number}\s+{number}\s+\d+\.\d\d\s+\d+\.\d\d", out), out
     assert re.search(rf"cnn_2c2d\s+128 sgd\s+{number}\s+{number}\s+{number}\s+\d+\.\d\d", out), out
     assert re.search(r"msvag [\d,]+ ex/s; step time \d+\.\d\dx SGD's", out), out
-    assert "goals (mlp)" in out
+    assert re.search(r"^goal train-throughput-mlp: .* (MET|MISSED)$", out, re.MULTILINE), out
 
 
 def test_rerun_noop_times_a_finished_dag_without_tensorflow():
     out = _run("rerun_noop.py", "--repeat", "1")
     assert re.search(r"FullReport \(no-op\)\s+\d+\.\d\d s", out), out
     assert re.search(r"TensorFlow imported\s+no$", out, re.MULTILINE), out
+    assert re.search(r"^goal rerun-noop: \d+\.\d\d s \(goal <= 2\.0 s, no TensorFlow\) (MET|MISSED)$", out, re.M), out
 
 
 def test_full_report_measures_a_cold_run(tmp_path):
@@ -93,3 +94,11 @@ def test_full_report_measures_a_cold_run(tmp_path):
     assert peak and single, out
     assert float(peak.group(1)) >= float(single.group(1)) > 0.1  # TF alone is a few hundred MB
     assert re.search(r"TrainRuns\s+2\b", out), out
+    for goal in ("full-report-wall", "full-report-rss"):
+        assert re.search(rf"^goal {goal}: \S+ \w+ \(goal <= [\d.]+ \w+\) (MET|MISSED)$", out, re.MULTILINE), out
+
+
+def test_data_load_times_the_gather_training_does_and_states_its_goal():
+    out = _run("data_load.py", "--raw-dir", str(REAL_DATA_DIR), "--repeat", "1")
+    assert re.search(r"open \+ map \+ gather train/val rows\s+\d+\.\d\d ms", out), out
+    assert re.search(r"^goal data-load: \d+\.\dx \(goal >= 50x\) (MET|MISSED)$", out, re.MULTILINE), out
