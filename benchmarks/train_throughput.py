@@ -14,7 +14,7 @@ On the same real training rows, model, batch size, optimizer and thread counts, 
 
 Each contender trains one epoch (the CNN: the first --cnn-rows rows) after a warm-up, in rounds a, b,
 c, repeated --repeat times; ratios are taken within a round (same machine load) and the median over
-rounds is reported, with the best throughput of each contender. Also printed: the project loop's
+rounds is reported, as is each contender's median throughput. Also printed: the project loop's
 M-SVAG and SVAG step time relative to SGD's. Goals (checked with --check): on the MLP, c/a >= 2 and
 c/b >= 4 for every optimizer. About 3 minutes with the defaults on 2 cores.
 
@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
 def _print_table(results: dict, args: argparse.Namespace, optimizers: list[str]) -> int:
     load = os.getloadavg()[0]
     print(
-        f"training throughput, examples/s (best of {args.repeat}); ratios: median over rounds of the "
+        f"training throughput, examples/s (median of {args.repeat} rounds); ratios: median over rounds of the "
         f"within-round ratio; intra-op threads {args.threads}, inter-op 1; load average {load:.2f}"
     )
     header = (
