@@ -103,9 +103,9 @@ def build_model(name: str, images: tf.Tensor, params: dict[str, Any] | None = No
     return MODEL_BUILDERS[name](images, **params)
 
 
-# The scope every model's variables live under; checkpoints and inference.meta use the same names.
+# The scope every model's variables live under; checkpoints use the same names.
 MODEL_SCOPE = "model"
-# Tensor names that evaluation restores by (see `inference_path`).
+# The named tensors of the inference path (see `inference_path`), which evaluation and validation use.
 INFERENCE_TENSORS = ("images", "labels", "logits", "loss", "accuracy", "predictions")
 
 
@@ -143,18 +143,3 @@ def inference_path(name: str, params: dict[str, Any] | None, reuse: bool) -> dic
         "accuracy": tf.identity(head["accuracy"], name="accuracy"),
         "predictions": tf.identity(head["predictions"], name="predictions"),
     }
-
-
-def export_inference_graph(path: str, name: str, params: dict[str, Any] | None) -> list[str]:
-    """Write a meta graph holding only the inference path, its variables and a Saver over them.
-
-    `tf.train.import_meta_graph(path)` then gives a Saver that restores a training checkpoint (it reads
-    only the model variables from it), with no project code. Returns the variable names, sorted.
-    """
-    graph = tf.Graph()
-    with graph.as_default():
-        inference_path(name, params, reuse=False)
-        variables = tf.global_variables()
-        saver = tf.train.Saver(variables)
-        tf.train.export_meta_graph(filename=path, graph=graph, saver_def=saver.as_saver_def(), clear_devices=True)
-    return sorted(variable.op.name for variable in variables)
