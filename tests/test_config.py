@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +14,7 @@ from tasks.core.config import load_config, parse_config
 from tasks.core.errors import ConfigError
 from tasks.core.registry import MODEL_PARAMS, OPTIMIZER_PARAMS
 from tasks.core.runs import expand_runs, final_specs, tuned_entries
+from tests.conftest import luigi_cli
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -272,14 +272,7 @@ def test_the_command_line_refuses_a_bad_config_before_any_work(tmp_path, text, e
     root = tmp_path / "artifacts"
     site = tmp_path / "site.cfg"
     site.write_text(f"[pipeline]\nartifacts_root = {root}\n")
-    done = subprocess.run(
-        [sys.executable, "-m", "luigi", "--module", "pipeline", "FullReport", "--config", str(config)],
-        cwd=REPO,
-        env={**os.environ, "LUIGI_CONFIG_PATH": str(site)},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = luigi_cli(["FullReport", "--config", str(config)], site, 120)
     assert done.returncode == 35, done.stderr[-2000:]  # [retcode] scheduling_error
     assert "ConfigError" in done.stderr and str(config) in done.stderr and expected in done.stderr
     assert not root.exists(), "nothing may be fetched or written for a bad config"

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 import yaml
@@ -16,7 +13,7 @@ from tasks.core.config import parse_config
 from tasks.core.errors import ConfigError
 from tasks.core.runfiles import read_metrics
 from tasks.core.runs import RunSettings, expand_runs, run_settings
-from tests.conftest import REPO_ROOT, build
+from tests.conftest import REPO_ROOT, build, luigi_cli
 
 SMOKE = yaml.safe_load((REPO_ROOT / "configs" / "smoke.yaml").read_text())
 
@@ -73,15 +70,7 @@ def test_a_path_escaping_name_on_the_command_line_writes_nothing(tmp_path):
     site.write_text(f"[pipeline]\nartifacts_root = {root}\n")
     base = ["--run-hash", spec.run_hash, "--seed", "0", "--learning-rate", "0.001"]
     for task, name in (("TrainRun", "../../../../x"), ("EvaluateRun", "adam\n")):
-        done = subprocess.run(
-            [sys.executable, "-m", "luigi", "--module", "pipeline", task, "--name", name, *base]
-            + ["--settings", spec.settings.canonical_json()],
-            cwd=REPO_ROOT,
-            env={**os.environ, "LUIGI_CONFIG_PATH": str(site)},
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        done = luigi_cli([task, "--name", name, *base, "--settings", spec.settings.canonical_json()], site, 120)
         assert done.returncode == 35, done.stderr[-2000:]  # [retcode] scheduling_error
         assert "ConfigError" in done.stderr and "not safe as a folder name" in done.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["site.cfg"]
