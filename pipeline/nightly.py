@@ -44,9 +44,9 @@ class NightTask(luigi.Task):
     def experiment(self):
         return load_experiment(self.config)[0]
 
-    def night_runs(self):
+    def night_runs(self, tuning: dict | None = None):
         """The night's evaluation tasks (tuned entries at the rate their tuning chose)."""
-        tuning = read_tuning(tuning_tasks(self.config))
+        tuning = read_tuning(tuning_tasks(self.config)) if tuning is None else tuning
         specs = final_specs(self.experiment, chosen_rates(tuning), self.date)
         return [evaluate_task(spec, self.date) for spec in specs]
 
@@ -107,7 +107,7 @@ class NightlyReport(NightTask):
         config, text = load_experiment(self.config)
         paths = layout()
         tuning = read_tuning(tuning_tasks(self.config))
-        runs = collect_runs(self.night_runs())
+        runs = collect_runs(self.night_runs(tuning))
         stored = history.read_history(paths.history_dir(config.experiment))
         nights = [row for row in stored if row["date"] <= self.night]
         tonight = [row for row in nights if row["date"] == self.night]

@@ -7,6 +7,8 @@ the console. The full settings travel as a hidden, insignificant parameter and a
 
 from __future__ import annotations
 
+import functools
+
 import luigi
 from luigi.parameter import ParameterVisibility
 
@@ -44,7 +46,7 @@ class RunIdentity(luigi.Task):
             **extra,
         )
 
-    @property
+    @functools.cached_property
     def spec(self) -> RunSpec:
         """The run, once its parameters agree with each other; a ConfigError stops scheduling otherwise."""
         try:
