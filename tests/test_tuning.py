@@ -85,6 +85,11 @@ def test_full_report_tunes_then_runs_the_chosen_rate_on_every_seed(site, ran_tas
     summary = pq.read_table(site / "reports" / "tuned" / day.isoformat() / "summary.parquet").to_pylist()
     assert sorted((row["name"], row["seed"]) for row in summary) == [(n, s) for n in ("adam", "sgd") for s in (0, 1, 2)]
     assert loser not in {row["learning_rate"] for row in summary if row["name"] == "sgd"}
+    # report.json, written last by the pipeline, carries the numbers under stable keys, and the tuning.
+    report = json.loads((site / "reports" / "tuned" / day.isoformat() / "report.json").read_text())
+    assert {"table", "statistics", "time_to_target", "anchors", "tuning", "config_hash", "html"} <= set(report)
+    assert report["tuning"] == {"sgd": record}
+    assert set(report["statistics"]["optimizers"]) == {"sgd", "adam"} and len(report["statistics"]["pairs"]) == 1
 
     ran_tasks.tasks.clear()
     build([FullReport(config=str(config_path), date=day)])
