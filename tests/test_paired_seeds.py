@@ -26,7 +26,7 @@ from tasks.training.tf1 import tf
 from tests.synthetic import make_images_labels
 
 # Small enough to build 4 models × every optimizer in seconds; the CNNs are only initialised.
-TRAIN_ROWS, BATCH = 4, 2
+TRAIN_ROWS, BATCH = 4, 2  # every row trains here: data rows = training rows
 MODELS = {"logreg": {}, "mlp": {"hidden": [8, 4]}, "cnn_2c2d": {}, "cnn_p1": {}}
 
 

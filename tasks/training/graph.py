@@ -3,11 +3,14 @@
 Built in a fresh `tf.Graph` with the run's graph-level seed, always in the same order (so a resumed run
 builds the very same graph and initial values before restoring). What it holds:
 
-- local variables, never checkpointed: the training images (uint8) and labels, fed once per session;
-  the epoch's order of rows [steps, batch]; running sums of the epoch's batch losses and correct counts;
+- local variables, never checkpointed: every row of train.arrow (uint8 images, int32 labels), fed once
+  per session straight from the memory map; the epoch's order of training rows [steps, batch], as
+  positions in it; running sums of the epoch's batch losses and correct counts;
 - global variables, all checkpointed: the model (under `model/`), the optimizer's slots, the global step;
 - a chunk of training steps in a while loop, fed nothing (an in-graph counter picks each step's rows);
-- the named inference path (`images` → `loss`, ...) on the same variables, used for validation.
+- validation on the same variables: fed positions of validation rows, gathered from the resident rows
+  (so the validation images are never copied out of the map either);
+- the named inference path (`images` → `loss`, ...) on the same variables, as evaluation builds it.
 """
 
 from __future__ import annotations
@@ -18,13 +21,10 @@ from typing import Any
 
 from tasks.core.errors import TrainingError
 from tasks.data.dataset import IMAGE_PIXELS
-from tasks.training import checkpoints
+from tasks.training import CHUNK_STEPS, checkpoints
 from tasks.training.models import MODEL_SCOPE, build_model, classification_head, inference_path, scale_images
 from tasks.training.optimizers import make_optimizer
 from tasks.training.tf1 import tf
-
-# Steps per Session call: amortises the per-call overhead (~0.2 ms, ~15% of an MLP step at batch 64).
-CHUNK_STEPS = 100
 
 
 @dataclass
@@ -37,6 +37,7 @@ class TrainingGraph:
     labels_init: Any
     order_init: Any
     new_epoch: Any
+    validation: dict  # `rows` (int32 positions, fed) → `loss`, `predictions`, `labels` (int64)
     run_chunk: list  # fetch → [steps done in the epoch, 0-based step of a NaN/inf loss or -1]
     loss_sum: Any
     correct_sum: Any
@@ -91,12 +92,14 @@ def build_training_graph(
     model: dict,
     optimizer: dict,
     seed: int,
-    train_rows: int,
+    data_rows: int,
     steps: int,
     batch_size: int,
     chunk_steps: int | None = None,
 ) -> TrainingGraph:
     """The graph of one run: `model` is {name, params}, `optimizer` is {name, learning_rate, params}.
+
+    `data_rows` is the number of rows of train.arrow (training and validation rows together).
 
     One call of `run_chunk` runs up to `chunk_steps` steps in an in-graph while loop; the result is
     bit-identical to one step per call (a test checks it), only faster.
@@ -107,8 +110,8 @@ def build_training_graph(
         tf.set_random_seed(seed)
         local = [tf.GraphKeys.LOCAL_VARIABLES]
         with tf.name_scope("data"):
-            images_init = tf.placeholder(tf.uint8, [train_rows, IMAGE_PIXELS], name="images_init")
-            labels_init = tf.placeholder(tf.int32, [train_rows], name="labels_init")
+            images_init = tf.placeholder(tf.uint8, [data_rows, IMAGE_PIXELS], name="images_init")
+            labels_init = tf.placeholder(tf.int32, [data_rows], name="labels_init")
             order_init = tf.placeholder(tf.int32, [steps, batch_size], name="order_init")
             train_images = tf.Variable(images_init, trainable=False, collections=local, name="train_images")
             train_labels = tf.Variable(labels_init, trainable=False, collections=local, name="train_labels")
@@ -127,6 +130,20 @@ def build_training_graph(
         # variable is created inside the while loop (the optimizer's slots are made outside it, too).
         inference = inference_path(model["name"], model["params"], reuse=False)
         model_variables = tf.trainable_variables()
+        with tf.name_scope("validation"):
+            validation_rows = tf.placeholder(tf.int32, [None], name="rows")
+            with tf.variable_scope(MODEL_SCOPE, reuse=True):
+                validation_logits = build_model(
+                    model["name"], scale_images(tf.gather(train_images, validation_rows)), model["params"]
+                )
+            validation_labels = tf.cast(tf.gather(train_labels, validation_rows), tf.int64)
+            validation_head = classification_head(validation_logits, validation_labels)
+            validation = {
+                "rows": validation_rows,
+                "loss": validation_head["loss"],
+                "predictions": validation_head["predictions"],
+                "labels": validation_labels,
+            }
         tf_optimizer = make_optimizer(optimizer["name"], optimizer["learning_rate"], optimizer["params"])
 
         def one_step(step: Any, first_bad: Any) -> tuple[Any, Any]:
@@ -177,6 +194,7 @@ def build_training_graph(
         labels_init=labels_init,
         order_init=order_init,
         new_epoch=new_epoch,
+        validation=validation,
         run_chunk=run_chunk,
         loss_sum=loss_sum,
         correct_sum=correct_sum,

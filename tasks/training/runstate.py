@@ -68,12 +68,17 @@ def read_settings(settings: RunSettings | Mapping[str, Any]) -> RunPlan:
 
 @dataclass
 class SplitArrays:
-    """Training rows (labels int32) and validation rows (labels int64) of train.arrow."""
+    """train.arrow as memory-mapped (never copied), and which of its rows train and which validate.
 
-    train_images: np.ndarray | None  # None once fed to the graph
-    train_labels: np.ndarray | None
-    val_images: np.ndarray
-    val_labels: np.ndarray
+    The graph holds every row once (fed straight from the map); training batches and validation
+    batches are both gathered from it in the graph by position, so loading copies no image at all.
+    """
+
+    images: np.ndarray | None  # all N rows, uint8 [N, 784], read-only map; None once fed to the graph
+    labels: np.ndarray | None  # all N labels, int32
+    train_rows: np.ndarray  # positions of the training rows, ascending, int32
+    val_rows: np.ndarray  # positions of the validation rows, in the split file's order, int32
+    val_labels: np.ndarray  # their labels, int64
 
 
 def load_split(train_arrow: Path, split_arrow: Path) -> SplitArrays:
@@ -88,15 +93,17 @@ def load_split(train_arrow: Path, split_arrow: Path) -> SplitArrays:
             f"{split_arrow}: expected row indices in [0, {len(labels) - 1}] of {train_arrow}, found "
             f"[{low}, {high}]; the split belongs to another dataset: rebuild it with PrepareData"
         )
-    if len(np.unique(validation_rows)) != len(validation_rows):
-        raise DataError(f"{split_arrow}: expected distinct row indices, found duplicates; rebuild the split")
     is_training = np.ones(len(labels), dtype=bool)
     is_training[validation_rows] = False
-    train_rows = np.flatnonzero(is_training)
+    train_rows = np.flatnonzero(is_training).astype(np.int32)
+    # All indices are in range, so they are distinct exactly when they mark as many rows as they are.
+    if len(train_rows) != len(labels) - len(validation_rows):
+        raise DataError(f"{split_arrow}: expected distinct row indices, found duplicates; rebuild the split")
     return SplitArrays(
-        np.ascontiguousarray(images[train_rows]),
-        labels[train_rows].astype(np.int32),
-        np.ascontiguousarray(images[validation_rows]),
+        images,
+        labels.astype(np.int32),
+        train_rows,
+        validation_rows.astype(np.int32),
         labels[validation_rows].astype(np.int64),
     )
 
