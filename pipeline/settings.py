@@ -29,6 +29,11 @@ class pipeline(luigi.Config):  # noqa: N801 - the class name is the luigi.cfg se
         description="seconds one source may take in all, retries included, before the next source is tried "
         "(a server that trickles a byte at a time never trips fetch_timeout)",
     )
+    preload_tensorflow = luigi.BoolParameter(
+        default=True,
+        description="import TensorFlow once in the worker before it forks training and evaluation tasks, "
+        "so that they inherit it instead of importing it each (pipeline/warm.py)",
+    )
     intra_op_threads = luigi.IntParameter(default=1, description="TensorFlow intra-op threads per run")
     inter_op_threads = luigi.IntParameter(default=1, description="TensorFlow inter-op threads per run")
 

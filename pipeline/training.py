@@ -15,6 +15,7 @@ from luigi.parameter import ParameterVisibility
 from pipeline.data import LockedTarget, PrepareData, VerifyData
 from pipeline.params import RunSettingsParameter
 from pipeline.settings import layout, settings
+from pipeline.warm import warm_up_tensorflow
 from tasks.core.config import check_safe_name
 from tasks.core.errors import ConfigError
 from tasks.core.runfiles import EVALUATION_JSON, RUN_JSON, run_is_complete
@@ -106,7 +107,10 @@ class TrainRun(LockedTarget, RunIdentity):
 
     def complete(self):
         # run.json alone is not enough: a finished run that lost its metrics or checkpoint trains again.
-        return run_is_complete(self.run_dir, self.run_hash, self.seed)
+        done = run_is_complete(self.run_dir, self.run_hash, self.seed)
+        if not done:
+            warm_up_tensorflow()  # it will run: let its fork inherit TensorFlow (pipeline/warm.py)
+        return done
 
     def build(self):
         from tasks.training.loop import train_run  # TensorFlow loads here, never at scheduling time
@@ -152,7 +156,10 @@ class EvaluateRun(LockedTarget, RunIdentity):
 
     def complete(self):
         # An evaluation stands only while its run does: if the run lost a file, both are redone.
-        return self.output().exists() and self.requires().complete()
+        done = self.output().exists() and self.requires().complete()
+        if not done:
+            warm_up_tensorflow()
+        return done
 
     def build(self):
         from tasks.evaluation.evaluate import evaluate_run

@@ -116,6 +116,9 @@ def test_full_report_with_two_workers_on_a_real_luigid(tmp_path, luigid, synthet
         (rows,) = db.execute("select count(*) from tasks").fetchone()
         (events,) = db.execute("select count(*) from task_events where event_name = 'DONE'").fetchone()
     assert rows >= 12 and events >= 12
+    # The worker imported TensorFlow once, before forking: every run's process inherited it.
+    records = [json.loads(path.read_text()) for path in Path(luigid["root"]).glob("runs/**/run.json")]
+    assert len(records) == 3 and all(record["tensorflow_inherited"] is True for record in records)
     check_the_visualiser_shows_short_distinct_runs(chromium, luigid["port"], tmp_path)
 
 

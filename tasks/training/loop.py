@@ -4,15 +4,17 @@ Determinism: a fresh graph with a graph-level seed, the epoch's data order drawn
 alone, fixed thread counts, and the last partial batch of each epoch dropped. A run stopped after any
 epoch and resumed therefore ends with bit-identical weights (see tasks.training.checkpoints for kill safety).
 
-Speed: the training split stays resident in the graph (local variables, fed once, never checkpointed);
-each epoch assigns its order of rows once, and one Session call runs a chunk of steps in an in-graph
-loop that is fed nothing. The loop stops at the first step whose loss is NaN or inf: the run diverged.
+Speed: train.arrow stays resident in the graph (local variables, fed once straight from its memory map,
+never checkpointed); each epoch assigns its order of training rows once, and one Session call runs a
+chunk of steps in an in-graph loop that is fed nothing. The loop stops at the first step whose loss is
+NaN or inf: the run diverged.
 
 run_dir layout: attempts.json, metrics.parquet, run.json (written last: it marks completion), checkpoints/.
 """
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -63,6 +65,7 @@ def train_run(
     anything), build the graph, train the remaining epochs, and write run.json last.
     """
     started = time.perf_counter()
+    tensorflow_inherited = "tasks.training.tf1" in sys.modules
     run_dir = Path(run_dir)
     run_hash = settings_hash(settings)
     finished, repair = finished_record(run_dir, run_hash, seed)
@@ -70,7 +73,7 @@ def train_run(
         return finished
     plan = read_settings(settings)
     split = load_split(Path(train_arrow), Path(split_arrow))
-    train_rows, validation_rows = len(split.train_labels), len(split.val_labels)
+    train_rows, validation_rows = len(split.train_rows), len(split.val_rows)
     steps = train_rows // plan.batch_size
     if steps == 0:
         raise ConfigError(
@@ -82,7 +85,7 @@ def train_run(
     from tasks.training.graph import build_training_graph  # TensorFlow loads here
     from tasks.training.tf1 import tf
 
-    graph = build_training_graph(plan.model, plan.optimizer, seed, train_rows, steps, plan.batch_size)
+    graph = build_training_graph(plan.model, plan.optimizer, seed, len(split.labels), steps, plan.batch_size)
     session_config = tf.ConfigProto(
         intra_op_parallelism_threads=intra_op_threads, inter_op_parallelism_threads=inter_op_threads
     )
@@ -104,6 +107,7 @@ def train_run(
         attempt_wall_seconds=time.perf_counter() - started,
         threads=(intra_op_threads, inter_op_threads),
         tensorflow_version=tf.__version__,
+        tensorflow_inherited=tensorflow_inherited,
     )
     write_json_atomic(run_dir / RUN_JSON, record)
     return record
@@ -132,8 +136,8 @@ def _train_epochs(
     epochs = plan.epochs
     steps = int(graph.order_init.shape[0])
     rows, latest, diverged_at = list(state.rows), state.latest, None
-    session.run(graph.init, {graph.images_init: split.train_images, graph.labels_init: split.train_labels})
-    split.train_images = split.train_labels = None  # the graph holds its own copy: free ours
+    session.run(graph.init, {graph.images_init: split.images, graph.labels_init: split.labels})
+    split.images = split.labels = None  # the graph holds its own copy: drop our map
     if latest is not None:
         graph.restore(session, state.checkpoint_dir / latest["prefix"], latest["weights_sha256"])
     first_step = int(session.run(graph.global_step))
@@ -151,12 +155,11 @@ def _train_epochs(
     )
     run_chunk = session.make_callable(graph.run_chunk)
     run_chunk()  # no step yet (see train_graph): builds the executor outside the epoch's timing
-    validation = (split.val_images, split.val_labels)
     metrics_path = state.run_dir / METRICS_PARQUET
     label = f"{state.run_dir.parent.name}/{state.run_dir.name}"
     with RunProgress(label, epochs * steps, state.start_epoch * steps) as bar:
         for epoch in range(state.start_epoch + 1, epochs + 1):
-            row, diverged_at = _run_epoch(session, graph, run_chunk, bar, seed, epoch, plan.batch_size, validation)
+            row, diverged_at = _run_epoch(session, graph, run_chunk, bar, seed, epoch, plan.batch_size, split)
             if diverged_at is not None:
                 report(1.0, f"diverged: NaN or inf training loss at epoch {epoch}/{epochs}, step {diverged_at['step']}")
                 break
@@ -186,13 +189,14 @@ def _run_epoch(
     seed: int,
     epoch: int,
     batch_size: int,
-    validation: tuple[np.ndarray, np.ndarray],
+    split: SplitArrays,
 ) -> tuple[dict | None, dict | None]:
     """Train one epoch in chunks, then validate: (metrics row, None), or (None, diverged_at) on NaN/inf."""
     started = time.perf_counter()
     steps = int(graph.order_init.shape[0])
-    train_rows = int(graph.images_init.shape[0])
-    session.run(graph.new_epoch, {graph.order_init: epoch_order(seed, epoch, train_rows, batch_size)})
+    # The epoch's order of training rows, as positions among all rows of train.arrow.
+    order = split.train_rows[epoch_order(seed, epoch, len(split.train_rows), batch_size)]
+    session.run(graph.new_epoch, {graph.order_init: order})
     done = 0
     while done < steps:
         steps_after, bad_step = run_chunk()
@@ -204,7 +208,7 @@ def _run_epoch(
             return None, {"epoch": epoch, "step": step, "global_step": (epoch - 1) * steps + step}
     train_seconds = time.perf_counter() - started
     loss_sum, correct_sum = session.run([graph.loss_sum, graph.correct_sum])
-    val_loss, val_accuracy = _validate(session, graph.inference, *validation)
+    val_loss, val_accuracy = _validate(session, graph.validation, split.val_rows, split.val_labels)
     return {
         "epoch": epoch,
         "train_loss": float(loss_sum) / steps,  # mean of the batch means (all batches are full)
@@ -227,14 +231,14 @@ def epoch_order(seed: int, epoch: int, train_rows: int, batch_size: int) -> np.n
     return order[: steps * batch_size].astype(np.int32).reshape(steps, batch_size)
 
 
-def _validate(session: Any, inference: dict, images: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+def _validate(session: Any, validation: dict, rows: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
     """Example-weighted mean loss and exact accuracy on the validation rows, in large batches."""
     loss_total, correct = 0.0, 0
     for start in range(0, len(labels), VALIDATION_BATCH):
         batch_labels = labels[start : start + VALIDATION_BATCH]
         loss, predictions = session.run(
-            [inference["loss"], inference["predictions"]],
-            {inference["images"]: images[start : start + VALIDATION_BATCH], inference["labels"]: batch_labels},
+            [validation["loss"], validation["predictions"]],
+            {validation["rows"]: rows[start : start + VALIDATION_BATCH]},
         )
         loss_total += float(loss) * len(batch_labels)
         correct += int(np.sum(predictions == batch_labels))

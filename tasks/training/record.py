@@ -29,6 +29,7 @@ def run_record(
     attempt_wall_seconds: float,
     threads: tuple[int, int],
     tensorflow_version: str,
+    tensorflow_inherited: bool = False,
 ) -> dict[str, Any]:
     """The run.json record; `latest` is the final checkpoint's latest.json (None: no epoch completed)."""
     return {
@@ -49,6 +50,9 @@ def run_record(
         # (TF import, data load, graph build and restore included) is attempt_wall_seconds.
         "wall_seconds": float(sum(row["wall_seconds"] for row in rows)),
         "attempt_wall_seconds": attempt_wall_seconds,
+        # True when TensorFlow was already loaded in this process as the run began (a Luigi worker that
+        # preloaded it before forking, pipeline/warm.py), so attempt_wall_seconds holds no import.
+        "tensorflow_inherited": tensorflow_inherited,
         "examples_per_second": float(np.mean([row["examples_per_second"] for row in rows])) if rows else None,
         "versions": _versions(tensorflow_version),
         "hardware": _hardware(),
