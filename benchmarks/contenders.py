@@ -28,8 +28,7 @@ def _load_rows(train_arrow: str, split_arrow: str):
     from tasks.training.runstate import load_split
 
     split = load_split(Path(train_arrow), Path(split_arrow))
-    images, labels = split.train_images, split.train_labels
-    return images, labels
+    return split.images[split.train_rows], split.labels[split.train_rows]
 
 
 def _feed_dict_epoch(job: dict) -> float:
@@ -70,9 +69,18 @@ def _feed_dict_epoch(job: dict) -> float:
 
 
 def _keras_epoch(job: dict) -> float:
-    """(b): examples/s of one `model.fit` epoch (the last partial batch included, as fit does)."""
+    """(b): examples/s of one `model.fit` epoch, on equal terms with (c).
+
+    `steps_per_execution` is the project loop's chunk (CHUNK_STEPS steps per call), and the input
+    pipeline is built before the clock starts: the rows are one resident tensor, and each epoch
+    shuffles positions and gathers each batch, as Keras's own adapter does for in-memory arrays. The
+    last partial batch is dropped, as the project does; the trace happens in the warm-up.
+    """
     import numpy as np
+    import tensorflow as tf
     import tf_keras as keras
+
+    from tasks.training import CHUNK_STEPS  # not tasks.training.graph: it would switch TF to graph mode
 
     images, labels = _load_rows(job["train_arrow"], job["split_arrow"])
     images = images.astype(np.float32) / 255.0
@@ -95,12 +103,21 @@ def _keras_epoch(job: dict) -> float:
     model.compile(
         optimizer=optimizer(LEARNING_RATES[job["optimizer"]]),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        steps_per_execution=CHUNK_STEPS,
     )
     batch = job["batch_size"]
-    model.fit(images[: batch * 5], labels[: batch * 5], batch_size=batch, epochs=1, verbose=0)  # traces
+    steps = len(labels) // batch
+    resident_images, resident_labels = tf.constant(images), tf.constant(labels)
+
+    def epoch_of(rows: int):
+        positions = tf.data.Dataset.range(rows).shuffle(rows, seed=0).batch(batch, drop_remainder=True)
+        return positions.map(lambda p: (tf.gather(resident_images, p), tf.gather(resident_labels, p))).prefetch(2)
+
+    warm_up, epoch = epoch_of(min(batch * CHUNK_STEPS, len(labels))), epoch_of(len(labels))
+    model.fit(warm_up, epochs=1, verbose=0)  # traces the train function (same shapes as the epoch)
     started = time.perf_counter()
-    model.fit(images, labels, batch_size=batch, epochs=1, shuffle=True, verbose=0)
-    return len(labels) / (time.perf_counter() - started)
+    model.fit(epoch, epochs=1, verbose=0)
+    return steps * batch / (time.perf_counter() - started)
 
 
 def _project_epoch(job: dict) -> float:
@@ -120,6 +137,25 @@ def _project_epoch(job: dict) -> float:
     )
     settings = run_settings(config, config.optimizers[0], LEARNING_RATES[job["optimizer"]]).as_dict()
     with tempfile.TemporaryDirectory(prefix="train-bench-") as temp:
+        record = train_run(
+            settings,
+            0,
+            Path(job["train_arrow"]),
+            Path(job["split_arrow"]),
+            Path(temp) / "run",
+            intra_op_threads=job["threads"],
+            inter_op_threads=1,
+        )
+    return record["examples_per_second"]
+
+
+def _settings_epoch(job: dict) -> float:
+    """`examples_per_second` of one epoch of train_run for a run's own settings (its epochs set to 1)."""
+    from tasks.training.loop import train_run
+
+    settings = dict(job["settings"])
+    settings["training"] = {**settings["training"], "epochs": 1}
+    with tempfile.TemporaryDirectory(prefix="rate-probe-") as temp:
         record = train_run(
             settings,
             0,
@@ -177,6 +213,23 @@ def _matmul_bound(job: dict) -> float:
     return steps * batch / best
 
 
+def subset_arrays(train_arrow: Path, split_arrow: Path, rows: int, folder: Path) -> tuple[Path, Path]:
+    """A train.arrow/split pair whose training rows are the first `rows` of the real training rows."""
+    import numpy as np
+
+    from tasks.data.arrays import load_arrays, load_indices, write_arrays, write_indices
+
+    images, labels = load_arrays(train_arrow)
+    validation = load_indices(split_arrow)
+    is_training = np.ones(len(labels), dtype=bool)
+    is_training[validation] = False
+    training, held_out = np.flatnonzero(is_training)[:rows], np.sort(validation)[:1000]
+    keep = np.concatenate([training, held_out])
+    write_arrays(folder / "train.arrow", images[keep], labels[keep])
+    write_indices(folder / "split.arrow", np.arange(len(training), len(keep)))
+    return folder / "train.arrow", folder / "split.arrow"
+
+
 def _timed(function, *args) -> float:
     started = time.perf_counter()
     function(*args)
@@ -188,6 +241,7 @@ CONTENDERS = {
     "keras": _keras_epoch,
     "project": _project_epoch,
     "matmul_bound": _matmul_bound,
+    "settings_epoch": _settings_epoch,
 }
 
 

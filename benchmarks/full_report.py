@@ -9,7 +9,15 @@ the report) as one process tree, and measures its memory two ways:
   max process RSS the largest RSS of any single process of the tree: getrusage(RUSAGE_CHILDREN).ru_maxrss,
                   exact (kernel-tracked), but blind to several workers being large at the same time
 
-Goals (on this 2-core machine, configs/default.yaml): wall time <= 4 min and peak tree RSS <= 1.5 GiB.
+Efficiency: after the run, each (model, batch size, optimizer) of its runs trains alone, one epoch on the
+first --probe-rows training rows, with the project's loop (its per-run rate, as train_throughput's (c)).
+The ideal is the summed training-step time of all runs (epochs × steps × batch / that rate) divided by
+the training slots (min of --workers and luigi.cfg's [resources] training); the printed ratio is wall/ideal.
+So the ratio counts everything that is not a training step: imports, graph builds, validation,
+checkpoints, evaluation, the data stage, the report, scheduling gaps and two runs sharing the machine.
+
+Goals (on this 2-core machine, configs/default.yaml): wall/ideal <= 1.3, wall time <= 4 min and peak
+tree RSS <= 1.5 GiB.
 The artifacts root is a new temp folder (removed afterwards unless --keep), so nothing is reused;
 sources = the Debian folder, other site settings from luigi.cfg.
 
@@ -35,6 +43,7 @@ sys.path.insert(0, str(REPO_ROOT))  # run from a checkout without installing
 from goal import goal_line  # noqa: E402 - beside this script
 
 GOAL_SECONDS = 4 * 60
+GOAL_EFFICIENCY = 1.3
 GOAL_RSS_BYTES = int(1.5 * 2**30)
 DEBIAN_DIR = "/usr/share/datasets/fashion-mnist"
 GIB = 2**30
@@ -101,6 +110,72 @@ def training_summary(artifacts: Path) -> tuple[int, float, float]:
     )
 
 
+def training_slots(workers: int) -> int:
+    """min(--workers, luigi.cfg's [resources] training): how many TrainRuns run at once."""
+    import configparser
+
+    parser = configparser.ConfigParser()
+    parser.read(REPO_ROOT / "luigi.cfg")
+    return max(1, min(workers, parser.getint("resources", "training", fallback=workers)))
+
+
+def ideal_seconds(artifacts: Path, slots: int, probe_rows: int, threads: int) -> tuple[float, dict]:
+    """(summed training-step seconds of every run at its per-run rate / slots, {key: probed examples/s})."""
+    from contenders import Worker, subset_arrays
+
+    from tasks.core.layout import Layout
+
+    records = [json.loads(path.read_text()) for path in sorted(artifacts.glob("runs/**/run.json"))]
+    first_of: dict[tuple, dict] = {}
+    for record in records:
+        settings = record["settings"]
+        key = (
+            json.dumps(settings["model"], sort_keys=True),
+            settings["training"]["batch_size"],
+            settings["optimizer"]["name"],
+        )
+        first_of.setdefault(key, settings)
+    rates: dict[tuple, float] = {}
+    worker = Worker(tf2=False, threads=threads)
+    try:
+        with tempfile.TemporaryDirectory(prefix="rate-probe-data-") as temp:
+            subsets: dict[tuple, tuple[Path, Path]] = {}
+            for key, settings in first_of.items():
+                split = settings["split"]
+                source = (
+                    Layout(artifacts).train_arrow,
+                    Layout(artifacts).split_arrow(split["validation_per_class"], split["seed"]),
+                )
+                if source not in subsets:
+                    folder = Path(temp) / str(len(subsets))
+                    folder.mkdir()
+                    subsets[source] = subset_arrays(*source, probe_rows, folder)
+                train_arrow, split_arrow = subsets[source]
+                job = {
+                    "contender": "settings_epoch",
+                    "settings": settings,
+                    "threads": threads,
+                    "train_arrow": str(train_arrow),
+                    "split_arrow": str(split_arrow),
+                    "model": key[0],
+                    "optimizer": key[2],
+                }
+                rates[key] = worker.run(job)
+    finally:
+        worker.close()
+    total = 0.0
+    for record in records:
+        settings = record["settings"]
+        key = (
+            json.dumps(settings["model"], sort_keys=True),
+            settings["training"]["batch_size"],
+            settings["optimizer"]["name"],
+        )
+        examples = record["epochs_completed"] * record["steps_per_epoch"] * settings["training"]["batch_size"]
+        total += examples / rates[key]
+    return total / slots, rates
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -114,6 +189,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checksums-file", type=Path, help="[pipeline] checksums_file (default: luigi.cfg's)")
     parser.add_argument("--date", default="2026-01-02", help="FullReport --date")
     parser.add_argument("--poll", type=float, default=0.2, help="seconds between memory samples")
+    parser.add_argument(
+        "--probe-rows", type=int, default=12_800, help="training rows of each per-run rate probe (default: %(default)s)"
+    )
+    parser.add_argument("--threads", type=int, default=1, help="intra-op threads of the rate probe (luigi.cfg's: 1)")
     parser.add_argument("--keep", action="store_true", help="keep the temp artifacts root and print its path")
     parser.add_argument("--check", action="store_true", help="exit 1 when a goal is missed")
     args = parser.parse_args(argv)
@@ -151,6 +230,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"FullReport exited {result['returncode']}; log tail:\n{tail}", file=sys.stderr)
             return 1
         runs, train_seconds, rate = training_summary(artifacts)
+        slots = training_slots(args.workers)
+        ideal, rates = ideal_seconds(artifacts, slots, args.probe_rows, args.threads)
     finally:
         if args.keep:
             print(f"kept {folder}", file=sys.stderr)
@@ -173,7 +254,16 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"  {'TrainRuns':<34} {runs:8d}    ({train_seconds:.0f} s in train_run calls, mean {rate:,.0f} training ex/s)"
     )
-    met = wall <= GOAL_SECONDS and tree_rss <= GOAL_RSS_BYTES
+    print(
+        "  per-run rates (alone, examples/s): "
+        + ", ".join(
+            f"{optimizer} {value:,.0f}" for (_, _, optimizer), value in sorted(rates.items(), key=lambda kv: kv[0][2])
+        )
+    )
+    ratio = wall / ideal
+    print(f"efficiency: wall {wall:.1f} s, ideal {ideal:.1f} s, ratio {ratio:.2f} ({slots} training slots)")
+    met = wall <= GOAL_SECONDS and tree_rss <= GOAL_RSS_BYTES and ratio <= GOAL_EFFICIENCY
+    goal_line("full-report-efficiency", f"{ratio:.2f}", f"<= {GOAL_EFFICIENCY}", ratio <= GOAL_EFFICIENCY)
     goal_line("full-report-wall", f"{wall:.1f} s", f"<= {GOAL_SECONDS} s", wall <= GOAL_SECONDS)
     goal_line(
         "full-report-rss", f"{tree_rss / GIB:.2f} GiB", f"<= {GOAL_RSS_BYTES / GIB:.1f} GiB", tree_rss <= GOAL_RSS_BYTES

@@ -35,27 +35,10 @@ sys.path.insert(0, str(REPO_ROOT))  # run from a checkout without installing
 
 GOAL_VS_FEED_DICT = 2.0
 GOAL_VS_KERAS = 4.0
-from contenders import MODELS, Worker  # noqa: E402 - beside this script
+from contenders import MODELS, Worker, subset_arrays  # noqa: E402 - beside this script
 from goal import goal_line  # noqa: E402 - beside this script
 
 # --- the parent: rounds, ratios, table ------------------------------------------------------------
-
-
-def _subset_arrays(train_arrow: Path, split_arrow: Path, rows: int, folder: Path) -> tuple[Path, Path]:
-    """A train.arrow/split pair whose training rows are the first `rows` of the real training rows."""
-    import numpy as np
-
-    from tasks.data.arrays import load_arrays, load_indices, write_arrays, write_indices
-
-    images, labels = load_arrays(train_arrow)
-    validation = load_indices(split_arrow)
-    is_training = np.ones(len(labels), dtype=bool)
-    is_training[validation] = False
-    training, held_out = np.flatnonzero(is_training)[:rows], np.sort(validation)[:1000]
-    keep = np.concatenate([training, held_out])
-    write_arrays(folder / "train.arrow", images[keep], labels[keep])
-    write_indices(folder / "split.arrow", np.arange(len(training), len(keep)))
-    return folder / "train.arrow", folder / "split.arrow"
 
 
 def _median(values: list[float]) -> float:
@@ -104,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory(prefix="train-bench-data-") as temp:
             datasets = {"mlp": (train_arrow, split_arrow)}
             if args.cnn_rows:
-                datasets["cnn_2c2d"] = _subset_arrays(train_arrow, split_arrow, args.cnn_rows, Path(temp))
+                datasets["cnn_2c2d"] = subset_arrays(train_arrow, split_arrow, args.cnn_rows, Path(temp))
             for round_index in range(args.repeat):
                 for model, (train_path, split_path) in datasets.items():
                     params, batch = MODELS[model]
