@@ -1,6 +1,6 @@
 """The contenders of benchmarks/train_throughput.py, each run inside a worker process of its own.
 
-(a) feed_dict, (b) keras, (c) project, (d) matmul_bound: see train_throughput.py's docstring.
+(a) feed_dict, (b) keras, (c) project, (d) matmul_bound (MLP) or conv_bound (CNN): see train_throughput.py.
 """
 
 from __future__ import annotations
@@ -169,19 +169,21 @@ def _settings_epoch(job: dict) -> float:
 
 
 def _matmul_bound(job: dict) -> float:
-    """(d), MLP only: examples/s if a step were its matrix products alone (the forward 3, the backward 5).
+    """(d), MLP: examples/s if a step were its matrix products alone (the forward 3, the backward 5).
 
     They run in an in-graph loop with nothing else (no gather, loss, update), on a bank of real batches:
-    an upper bound for any loop on this machine, and the reason (c) cannot be much faster.
+    an upper bound for any loop on this machine, and the reason (c) cannot be much faster. One timed
+    epoch's worth of steps after a warm-up call, as every other contender.
     """
     import numpy as np
 
     from tasks.training.tf1 import tf
 
-    images, _ = _load_rows(job["train_arrow"], job["split_arrow"])
+    images, labels = _load_rows(job["train_arrow"], job["split_arrow"])
     batch, sizes = job["batch_size"], [784, *job["model_params"]["hidden"], 10]
-    bank = images[: batch * 8].astype(np.float32).reshape(8, batch, 784) / 255.0
-    steps = 400
+    banked = max(1, min(8, len(labels) // batch))  # batches in the bank
+    bank = images[: batch * banked].astype(np.float32).reshape(banked, batch, 784) / 255.0
+    steps = len(labels) // batch
     graph = tf.Graph()
     with graph.as_default():
         rng = np.random.default_rng(0)
@@ -192,7 +194,7 @@ def _matmul_bound(job: dict) -> float:
         batches = tf.constant(bank)
 
         def step(index, total):
-            activations = [tf.gather(batches, index % 8)]
+            activations = [tf.gather(batches, index % banked)]
             for weight in weights:
                 activations.append(tf.matmul(activations[-1], weight))
             delta, products = activations[-1], []
@@ -203,14 +205,69 @@ def _matmul_bound(job: dict) -> float:
                     products.append(delta)
             return index + 1, total + tf.add_n([product[0, 0] for product in products])
 
+        count = tf.placeholder(tf.int32, [])
         loop = tf.while_loop(
-            lambda index, total: index < steps, step, [tf.constant(0), tf.constant(0.0)], parallel_iterations=1
+            lambda index, total: index < count, step, [tf.constant(0), tf.constant(0.0)], parallel_iterations=1
         )
-    config = tf.ConfigProto(intra_op_parallelism_threads=job["threads"], inter_op_parallelism_threads=1)
+    return _timed_loop(graph, loop, count, steps, batch, job["threads"])
+
+
+def _conv_bound(job: dict) -> float:
+    """(d), CNN: examples/s of the bare conv net: the same layers (tasks.training.models), forward,
+    backward and the SGD update, in an in-graph loop over a bank of real batches. No data path (no
+    gather of rows, no uint8 scaling), no metrics, no NaN check: what the project's step adds to it is
+    what (c)/(d) measures.
+    """
+    import numpy as np
+
+    from tasks.training.models import MODEL_SCOPE, build_model
+    from tasks.training.tf1 import tf
+
+    images, labels = _load_rows(job["train_arrow"], job["split_arrow"])
+    batch = job["batch_size"]
+    banked = max(1, min(8, len(labels) // batch))
+    bank = images[: batch * banked].astype(np.float32).reshape(banked, batch, 784) / 255.0
+    bank_labels = labels[: batch * banked].astype(np.int64).reshape(banked, batch)
+    steps = len(labels) // batch
+    graph = tf.Graph()
+    with graph.as_default():
+        tf.set_random_seed(0)
+        with tf.variable_scope(MODEL_SCOPE):  # the variables, made outside the loop as the project does
+            build_model(job["model"], tf.zeros([1, 784]), job["model_params"])
+        variables = tf.trainable_variables()
+        batches, batch_labels = tf.constant(bank), tf.constant(bank_labels)
+        optimizer = tf.train.GradientDescentOptimizer(LEARNING_RATES["sgd"])
+
+        def step(index, total):
+            with tf.variable_scope(MODEL_SCOPE, reuse=True):
+                logits = build_model(job["model"], tf.gather(batches, index % banked), job["model_params"])
+            loss = tf.reduce_mean(
+                tf.nn.sparse_softmax_cross_entropy_with_logits(
+                    labels=tf.gather(batch_labels, index % banked), logits=logits
+                )
+            )
+            with tf.control_dependencies([optimizer.minimize(loss, var_list=variables)]):
+                return index + 1, total + loss
+
+        count = tf.placeholder(tf.int32, [])
+        loop = tf.while_loop(
+            lambda index, total: index < count, step, [tf.constant(0), tf.constant(0.0)], parallel_iterations=1
+        )
+        init = tf.global_variables_initializer()
+    return _timed_loop(graph, loop, count, steps, batch, job["threads"], init)
+
+
+def _timed_loop(graph, loop, count, steps: int, batch: int, threads: int, init=None) -> float:
+    """examples/s of one call of `loop` running `steps` steps, after a one-step warm-up call."""
+    from tasks.training.tf1 import tf
+
+    config = tf.ConfigProto(intra_op_parallelism_threads=threads, inter_op_parallelism_threads=1)
     with tf.Session(graph=graph, config=config) as session:
-        session.run(loop)
-        best = min(_timed(session.run, loop) for _ in range(3))
-    return steps * batch / best
+        if init is not None:
+            session.run(init)
+        session.run(loop, {count: 1})
+        seconds = _timed(session.run, loop, {count: steps})
+    return steps * batch / seconds
 
 
 def subset_arrays(train_arrow: Path, split_arrow: Path, rows: int, folder: Path) -> tuple[Path, Path]:
@@ -241,6 +298,7 @@ CONTENDERS = {
     "keras": _keras_epoch,
     "project": _project_epoch,
     "matmul_bound": _matmul_bound,
+    "conv_bound": _conv_bound,
     "settings_epoch": _settings_epoch,
 }
 

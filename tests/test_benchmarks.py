@@ -52,12 +52,20 @@ def test_train_throughput_compares_three_loops_side_by_side(tmp_path):
         "--cnn-rows",
         "256",
     )
-    # model, batch, optimizer, three throughputs, two ratios
-    number = r"[\d,]+"
-    assert re.search(rf"mlp\s+64 sgd\s+{number}\s+{number}\s+{number}\s+\d+\.\d\d\s+\d+\.\d\d", out), out
-    assert re.search(rf"cnn_2c2d\s+128 sgd\s+{number}\s+{number}\s+{number}\s+\d+\.\d\d", out), out
+    # model, batch, optimizer, four throughputs, three ratios
+    number, ratio = r"[\d,]+", r"\d+\.\d\d"
+    row = rf"{number}\s+{number}\s+{number}\s+{number}\s+{ratio}\s+{ratio}\s+{ratio}"
+    assert re.search(rf"mlp\s+64 sgd\s+{row}", out), out
+    assert re.search(rf"cnn_2c2d\s+128 sgd\s+{row}", out), out
     assert re.search(r"msvag [\d,]+ ex/s; step time \d+\.\d\dx SGD's", out), out
-    assert re.search(r"^goal train-throughput-mlp: .* (MET|MISSED)$", out, re.MULTILINE), out
+    for goal in ("mlp-sgd-vs-matmuls", "mlp-msvag-step-vs-sgd", "mlp-svag-step-vs-sgd", "cnn-sgd-vs-bare-graph"):
+        assert re.search(rf"^goal {goal}: \d+\.\d\dx? \(goal [<>]= [\d.]+x?\) (MET|MISSED)$", out, re.MULTILINE), out
+    # The last line sums them up: MET exactly when every goal above is.
+    last = re.fullmatch(
+        r"goal train-throughput: (\d+) of (\d+) goals met \(goal all\) (MET|MISSED)", out.strip().splitlines()[-1]
+    )
+    assert last, out
+    assert (last.group(3) == "MET") == (last.group(1) == last.group(2)), out
 
 
 def test_rerun_noop_times_a_finished_dag_without_tensorflow():
@@ -94,11 +102,18 @@ def test_full_report_measures_a_cold_run(tmp_path):
     assert peak and single, out
     assert float(peak.group(1)) >= float(single.group(1)) > 0.1  # TF alone is a few hundred MB
     assert re.search(r"TrainRuns\s+2\b", out), out
+    efficiency = re.search(
+        r"^efficiency: wall (\d+\.\d) s, ideal ([\d.]+(?:e-?\d+)?) s, ratio (\d+\.\d\d)", out, re.MULTILINE
+    )
+    assert efficiency, out
+    wall, ideal, ratio = (float(value) for value in efficiency.groups())
+    assert 0 < ideal < wall and abs(ratio - wall / ideal) < 0.05 * ratio, out
+    assert re.search(r"^goal full-report-efficiency: \d+\.\d\d \(goal <= 1\.3\) (MET|MISSED)$", out, re.MULTILINE), out
     for goal in ("full-report-wall", "full-report-rss"):
         assert re.search(rf"^goal {goal}: \S+ \w+ \(goal <= [\d.]+ \w+\) (MET|MISSED)$", out, re.MULTILINE), out
 
 
-def test_data_load_times_the_gather_training_does_and_states_its_goal():
+def test_data_load_times_the_load_training_does_and_states_its_goal():
     out = _run("data_load.py", "--raw-dir", str(REAL_DATA_DIR), "--repeat", "1")
-    assert re.search(r"open \+ map \+ gather train/val rows\s+\d+\.\d\d ms", out), out
+    assert re.search(r"open \+ map \+ row positions \(load_split\)\s+\d+\.\d\d ms", out), out
     assert re.search(r"^goal data-load: \d+\.\dx \(goal >= 50x\) (MET|MISSED)$", out, re.MULTILINE), out
