@@ -79,4 +79,10 @@ with without_start_up_noise():
     tf.disable_v2_behavior()
     GPUS = tuple(device.name for device in tf.config.list_physical_devices("GPU"))  # calls cuInit once
 
-__all__ = ["tf"]
+
+def enable_op_determinism() -> None:
+    """TensorFlow's process-wide switch to deterministic kernels; compat.v1 does not export it, the v2 API does."""
+    sys.modules["tensorflow"].config.experimental.enable_op_determinism()
+
+
+__all__ = ["GPUS", "enable_op_determinism", "tf"]
