@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import luigi
 
+from tasks.core.devices import DEVICE_SETTINGS, check_device_setting
 from tasks.core.layout import Layout
 from tasks.data.checksums import published_checksums
 from tasks.data.dataset import DEBIAN_DIR, UPSTREAM_URL
@@ -36,10 +37,20 @@ class pipeline(luigi.Config):  # noqa: N801 - the class name is the luigi.cfg se
     )
     intra_op_threads = luigi.IntParameter(default=1, description="TensorFlow intra-op threads per run")
     inter_op_threads = luigi.IntParameter(default=1, description="TensorFlow inter-op threads per run")
+    device = luigi.Parameter(
+        default="auto",
+        description=f"where runs train and are scored, one of {', '.join(DEVICE_SETTINGS)}: auto takes a GPU when "
+        "TensorFlow sees one, cpu never does, gpu refuses to run without one",
+    )
 
 
 def settings() -> pipeline:
     return pipeline()
+
+
+def device_setting() -> str:
+    """`[pipeline] device`, checked: a ConfigError for anything but auto, cpu or gpu."""
+    return check_device_setting(settings().device)
 
 
 def layout() -> Layout:

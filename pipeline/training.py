@@ -14,14 +14,29 @@ from luigi.parameter import ParameterVisibility
 
 from pipeline.data import LockedTarget, PrepareData, VerifyData
 from pipeline.params import RunSettingsParameter
-from pipeline.settings import layout, settings
+from pipeline.settings import device_setting, layout, settings
 from pipeline.warm import warm_up_tensorflow
 from tasks.core.config import check_safe_name
+from tasks.core.devices import gpu_device_nodes, wants_gpu
 from tasks.core.errors import ConfigError
 from tasks.core.runfiles import EVALUATION_JSON, RUN_JSON, run_is_complete
 from tasks.core.runs import RunSpec
 
 TRAINING_RESOURCE = "training"  # [resources] training = N caps the runs that train at once
+GPU_RESOURCE = "gpu"  # [resources] gpu = N caps the runs that train on a GPU at once: N = the GPUs
+
+
+def run_resources(device: str, gpus_seen: int) -> dict[str, int]:
+    """A TrainRun's luigid resources for `[pipeline] device` on a host showing `gpus_seen` GPUs: a training
+    slot, and a GPU slot when the run will want a GPU (tasks.core.devices.wants_gpu)."""
+    if wants_gpu(device, gpus_seen):
+        return {TRAINING_RESOURCE: 1, GPU_RESOURCE: 1}
+    return {TRAINING_RESOURCE: 1}
+
+
+@functools.cache
+def _gpus_here() -> int:
+    return gpu_device_nodes()  # device nodes, not TensorFlow: resources are read while scheduling
 
 
 class RunIdentity(luigi.Task):
@@ -73,6 +88,21 @@ class RunIdentity(luigi.Task):
         return layout().run_dir(self.spec, self.night)
 
 
+class OnDevice(LockedTarget):
+    """A LockedTarget whose work runs a TensorFlow session on the `[pipeline] device`.
+
+    run() fails the task when the setting is `gpu` and this host's TensorFlow sees no GPU, before the lock
+    file or the run folder is made. (A bad value never gets this far: the tasks' complete() refuses it while
+    scheduling.) A mixin, like LockedTarget.
+    """
+
+    def run(self):
+        from tasks.training.devices import usable_device  # TensorFlow loads here, never at scheduling time
+
+        usable_device(device_setting())
+        super().run()
+
+
 class Nightly:
     """Makes a run a nightly one: dated folders under runs/nightly/<date>/, and data re-verified first."""
 
@@ -83,7 +113,7 @@ class Nightly:
         return self.date.isoformat()
 
 
-class TrainRun(LockedTarget, RunIdentity):
+class TrainRun(OnDevice, RunIdentity):
     """Train one (model, optimizer, hyper-parameters, seed) run; run.json, written last, marks it done.
 
     It trains under its run folder's lock, so two commands (or hosts) that both want this run never
@@ -95,8 +125,9 @@ class TrainRun(LockedTarget, RunIdentity):
     @property
     def resources(self):
         # luigid keeps one resource setting per task, not per worker: a per-host name cannot work, so a
-        # host's own cap is its --workers (README, "Several workers, several machines").
-        return {TRAINING_RESOURCE: 1}
+        # host's own cap is its --workers (README, "Several workers, several machines"). A bad device value
+        # asks for no GPU here; complete() refuses it.
+        return run_resources(settings().device, _gpus_here())
 
     def requires(self):
         split = self.spec.settings.split
@@ -106,6 +137,7 @@ class TrainRun(LockedTarget, RunIdentity):
         return luigi.LocalTarget(str(self.run_dir / RUN_JSON))
 
     def complete(self):
+        device_setting()  # a bad `[pipeline] device` stops scheduling here, before anything is written
         # run.json alone is not enough: a finished run that lost its metrics or checkpoint trains again.
         done = run_is_complete(self.run_dir, self.run_hash, self.seed)
         if not done:
@@ -125,6 +157,7 @@ class TrainRun(LockedTarget, RunIdentity):
             self.run_dir,
             intra_op_threads=site.intra_op_threads,
             inter_op_threads=site.inter_op_threads,
+            device=site.device,
             progress=self._report_progress,
         )
 
@@ -143,7 +176,7 @@ class NightlyTrainRun(Nightly, TrainRun):
         return super().input()["split"]
 
 
-class EvaluateRun(LockedTarget, RunIdentity):
+class EvaluateRun(OnDevice, RunIdentity):
     """Score one trained run on the test set from its final checkpoint."""
 
     train_task = TrainRun
@@ -155,6 +188,7 @@ class EvaluateRun(LockedTarget, RunIdentity):
         return luigi.LocalTarget(str(self.run_dir / EVALUATION_JSON))
 
     def complete(self):
+        device_setting()  # a bad `[pipeline] device` stops scheduling here, before anything is written
         # An evaluation stands only while its run does: if the run lost a file, both are redone.
         done = self.output().exists() and self.requires().complete()
         if not done:
@@ -173,6 +207,7 @@ class EvaluateRun(LockedTarget, RunIdentity):
             seed=self.seed,
             intra_op_threads=site.intra_op_threads,
             inter_op_threads=site.inter_op_threads,
+            device=site.device,
         )
 
 

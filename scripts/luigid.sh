@@ -98,6 +98,7 @@ prune_on_get_work = true
 db_connection = sqlite:///$dir/task-history.sqlite
 [resources]
 training = ${TRAINING_SLOTS:-2}
+gpu = ${GPU_SLOTS:-1}
 CFG
     LUIGI_CONFIG_PATH="$state/luigid.cfg" "$bin" --background --address "$address" --port "$port" \
       --pidfile "$pidfile" --logdir "$dir/logs" --state-path "$statefile"

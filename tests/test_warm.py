@@ -24,6 +24,9 @@ PROBE = textwrap.dedent(
     print("before:", TF_MODULE in sys.modules)
     warm_up_tensorflow()
     print("worker imported:", TF_MODULE in sys.modules)
+    if TF_MODULE in sys.modules:  # a library, not a runtime: no device was initialised (no cuInit before a fork)
+        from tensorflow.python.eager import context
+        print("devices initialised:", context.context()._physical_devices is not None)
     """
 )
 
@@ -44,6 +47,7 @@ def test_the_worker_imports_tensorflow_once_and_a_fork_never_does(tmp_path):
     assert "fork imported: False" in output
     assert "before: False" in output  # importing the DAG module alone does not load TensorFlow
     assert "worker imported: True" in output
+    assert "devices initialised: False" in output
 
 
 def test_preloading_can_be_turned_off(tmp_path):

@@ -101,12 +101,15 @@ def score_run(
     seed: int,
     intra_op_threads: int = 2,
     inter_op_threads: int = 1,
+    device: str = "auto",
     batch_size: int = 2000,
     max_misclassified: int = 100,
 ) -> dict[str, Any]:
     """The evaluation record of run (run_hash, seed): metrics summary plus test-set scores (None when diverged).
 
     `settings` are the run's settings (tasks.core.config.run_settings); the model is built from them.
+    `device` is the `[pipeline] device` setting; the record's `device` is the one scoring used (None: no
+    scoring, the run diverged).
     """
     run_dir = Path(run_dir)
     if settings_hash(settings) != run_hash:
@@ -125,6 +128,7 @@ def score_run(
         "checkpoint": run.get("final_checkpoint"),
         "metrics": None,
         "test": None,
+        "device": None,
     }
     metrics_path = run_dir / METRICS_PARQUET
     # A run that diverged in its first epoch may have no metrics file: nothing to summarise, not an error.
@@ -153,7 +157,7 @@ def score_run(
         raise EvaluationError(f"cannot read the test set: {exc}") from None
     if len(labels) == 0:
         raise EvaluationError(f"{test_arrow}: the test set has no rows; rebuild it with PrepareData")
-    predictions, loss = _predict(
+    predictions, loss, result["device"] = _predict(
         read_settings(settings).model,
         run_dir / final,
         expected_sha256,
@@ -161,6 +165,7 @@ def score_run(
         labels,
         batch_size=batch_size,
         threads=(intra_op_threads, inter_op_threads),
+        device=device,
     )
     result["test"] = score_predictions(labels, predictions, loss, max_misclassified=max_misclassified)
     return result
@@ -231,22 +236,27 @@ def _predict(
     *,
     batch_size: int,
     threads: tuple[int, int],
-) -> tuple[np.ndarray, float]:
-    """Predictions for every row and the example-weighted mean loss, from the model built by code."""
+    device: str,
+) -> tuple[np.ndarray, float, str]:
+    """Predictions for every row, the example-weighted mean loss, and the device used, from the model built by code."""
     from tasks.training.checkpoints import weights_sha256
+    from tasks.training.devices import session_config
     from tasks.training.models import inference_path
 
     tf = _tf_v1()
+    config, used_device = session_config(device, *threads)  # `gpu` without one: refused before the graph is built
     graph = tf.Graph()
     with graph.as_default():
+        # The initial weights are never used (the checkpoint replaces them), but under op determinism (GPU
+        # sessions) TensorFlow refuses to build an unseeded random initializer at all.
+        tf.set_random_seed(0)
         inference = inference_path(model["name"], model["params"], reuse=False)
         variables = tf.global_variables()
         saver = tf.train.Saver(variables)  # reads only the model's variables from a training checkpoint
     graph.finalize()
-    session_config = tf.ConfigProto(intra_op_parallelism_threads=threads[0], inter_op_parallelism_threads=threads[1])
     predictions = np.empty(len(labels), dtype=np.int64)
     loss_sum = 0.0
-    with tf.Session(graph=graph, config=session_config) as session:
+    with tf.Session(graph=graph, config=config) as session:
         try:
             saver.restore(session, str(checkpoint))
         except (tf.errors.OpError, ValueError) as exc:
@@ -271,4 +281,4 @@ def _predict(
             predictions[start:stop] = np.asarray(batch_predictions).reshape(-1)
             # `loss` is a batch mean; weighting by batch size makes the total an exact per-example mean.
             loss_sum += float(batch_loss) * (stop - start)
-    return predictions, loss_sum / len(labels)
+    return predictions, loss_sum / len(labels), used_device

@@ -56,13 +56,15 @@ def train_run(
     *,
     intra_op_threads: int = 2,
     inter_op_threads: int = 1,
+    device: str = "auto",
     progress: Progress | None = None,
 ) -> dict:
     """Train, resume or repair one run and return its run.json record.
 
     A finished run whose files are all there is returned as it is. Otherwise: read the settings and the
-    data, prepare the folder for the last whole epoch (refusing a folder of another run before changing
-    anything), build the graph, train the remaining epochs, and write run.json last.
+    data, check the device (`device` is the `[pipeline] device` setting: auto, cpu or gpu), prepare the folder
+    for the last whole epoch (refusing a folder of another run before changing anything), build the graph,
+    train the remaining epochs, and write run.json last.
     """
     started = time.perf_counter()
     tensorflow_inherited = "tasks.training.tf1" in sys.modules
@@ -80,16 +82,15 @@ def train_run(
             f"training.batch_size: {plan.batch_size} exceeds the {train_rows} training rows of "
             f"{train_arrow}; lower the batch size"
         )
-    state = prepare_resume(ensure_dir(run_dir), run_hash, seed, plan.epochs, repair)
-
-    from tasks.training.graph import build_training_graph  # TensorFlow loads here
+    from tasks.training.devices import session_config  # TensorFlow loads here
+    from tasks.training.graph import build_training_graph
     from tasks.training.tf1 import tf
 
+    # Before the folder is touched: `gpu` on a host without one is refused here, having written nothing.
+    config, used_device = session_config(device, intra_op_threads, inter_op_threads)
+    state = prepare_resume(ensure_dir(run_dir), run_hash, seed, plan.epochs, repair)
     graph = build_training_graph(plan.model, plan.optimizer, seed, len(split.labels), steps, plan.batch_size)
-    session_config = tf.ConfigProto(
-        intra_op_parallelism_threads=intra_op_threads, inter_op_parallelism_threads=inter_op_threads
-    )
-    with tf.Session(graph=graph.graph, config=session_config) as session:
+    with tf.Session(graph=graph.graph, config=config) as session:
         outcome = _train_epochs(
             session, graph, state, split, plan, seed, run_hash, progress or (lambda fraction, message: None)
         )
@@ -106,6 +107,7 @@ def train_run(
         attempts=state.attempts,
         attempt_wall_seconds=time.perf_counter() - started,
         threads=(intra_op_threads, inter_op_threads),
+        device=used_device,
         tensorflow_version=tf.__version__,
         tensorflow_inherited=tensorflow_inherited,
     )

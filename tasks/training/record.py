@@ -28,10 +28,14 @@ def run_record(
     attempts: AttemptLog,
     attempt_wall_seconds: float,
     threads: tuple[int, int],
+    device: str,
     tensorflow_version: str,
     tensorflow_inherited: bool = False,
 ) -> dict[str, Any]:
-    """The run.json record; `latest` is the final checkpoint's latest.json (None: no epoch completed)."""
+    """The run.json record; `latest` is the final checkpoint's latest.json (None: no epoch completed).
+
+    `device` is the one this attempt's session used: "cpu" or TensorFlow's name of the GPU.
+    """
     return {
         "settings": settings,
         "run_hash": run_hash,
@@ -55,7 +59,7 @@ def run_record(
         "tensorflow_inherited": tensorflow_inherited,
         "examples_per_second": float(np.mean([row["examples_per_second"] for row in rows])) if rows else None,
         "versions": _versions(tensorflow_version),
-        "hardware": _hardware(),
+        "hardware": _hardware() | {"device": device},
         "threads": {"intra_op": threads[0], "inter_op": threads[1]},
         "attempts": attempts.attempt,
         # Every start of training in this folder: the epoch it started from and the steps it ran.

@@ -12,9 +12,9 @@ and `tf.keras` still loads lazily if anything asks for it later.
 
 Silent on a CPU-only machine: TF's native libraries print their start-up notices ("Could not find cuda
 drivers", "failed call to cuInit", the oneDNN notice) through absl before its log level applies, so
-TF_CPP_MIN_LOG_LEVEL cannot hide them. The import and the first device query (which calls cuInit) run
-with file descriptor 2 captured; afterwards every captured line is written back to stderr except those
-known notices, so a warning that matters still shows.
+TF_CPP_MIN_LOG_LEVEL cannot hide them. The import and the first device query (`list_gpus`, which calls
+cuInit; never at import, see there) run with file descriptor 2 captured; afterwards every captured line
+is written back to stderr except those known notices, so a warning that matters still shows.
 
 Import this module lazily (inside functions, or from modules that only `run()` methods import):
 scheduling a finished DAG must not load TensorFlow.
@@ -77,6 +77,21 @@ with without_start_up_noise():
     tf = _import_compat_v1()
     tf.get_logger().setLevel("ERROR")  # first: disable_v2_behavior itself logs a deprecation warning
     tf.disable_v2_behavior()
-    GPUS = tuple(device.name for device in tf.config.list_physical_devices("GPU"))  # calls cuInit once
 
-__all__ = ["tf"]
+
+def list_gpus() -> tuple[str, ...]:
+    """TensorFlow's physical GPU names: the first call initialises the devices (cuInit), quietly.
+
+    Not at import: a Luigi worker imports this module before it forks its tasks (pipeline/warm.py), and a
+    CUDA context made before a fork is unusable in the child. Each task's process queries its own devices.
+    """
+    with without_start_up_noise():
+        return tuple(device.name for device in tf.config.list_physical_devices("GPU"))
+
+
+def enable_op_determinism() -> None:
+    """TensorFlow's process-wide switch to deterministic kernels; compat.v1 does not export it, the v2 API does."""
+    sys.modules["tensorflow"].config.experimental.enable_op_determinism()
+
+
+__all__ = ["enable_op_determinism", "list_gpus", "tf"]
