@@ -146,35 +146,43 @@ def build_training_graph(
             }
         tf_optimizer = make_optimizer(optimizer["name"], optimizer["learning_rate"], optimizer["params"])
 
-        def one_step(step: Any, first_bad: Any) -> tuple[Any, Any]:
+        def one_step(step: Any, finite: Any) -> tuple[Any, Any]:
             rows = tf.gather(order, step)
             batch_images = scale_images(tf.gather(train_images, rows))
             batch_labels = tf.gather(train_labels, rows)
             with tf.variable_scope(MODEL_SCOPE, reuse=True):
                 logits = build_model(model["name"], batch_images, model["params"])
             head = classification_head(logits, batch_labels)
-            minimize = tf_optimizer.minimize(head["loss"], global_step=global_step, var_list=model_variables)
+            minimize = tf_optimizer.minimize(head["loss"], var_list=model_variables)
             accumulate = [
                 tf.assign_add(loss_sum, tf.cast(head["loss"], tf.float64)),
                 tf.assign_add(correct_sum, head["correct_count"]),
             ]
             # Every loop variable waits for this step's update, so the next iteration reads updated weights.
             with tf.control_dependencies([minimize] + accumulate):
-                is_bad = tf.logical_and(first_bad < 0, tf.logical_not(tf.is_finite(head["loss"])))
-                return step + 1, tf.where_v2(is_bad, step, first_bad)
+                return step + 1, tf.is_finite(head["loss"])
 
         with tf.name_scope("train"):
             start = tf.identity(step_in_epoch)
             stop = tf.minimum(start + chunk_steps, steps)
-            step_after, first_bad = tf.while_loop(
-                lambda step, first_bad: tf.logical_and(step < stop, first_bad < 0),
+            # Run up to chunk_steps steps; stop right after a step whose loss is NaN or inf.
+            step_after, finite = tf.while_loop(
+                lambda step, finite: tf.logical_and(step < stop, finite),
                 one_step,
-                [start, tf.constant(-1, tf.int32)],
+                [start, tf.constant(True)],
                 parallel_iterations=1,
                 back_prop=False,
             )
-            # Run up to chunk_steps steps; stop right after a step whose loss is NaN or inf.
-            with tf.control_dependencies([tf.assign(step_in_epoch, step_after)]):
+            first_bad = tf.where_v2(finite, -1, step_after - 1)
+            # The global step advances once per call, by the steps the call ran (the bad one included).
+            # `start` aliases the ref variable step_in_epoch, so it is used up before that is overwritten.
+            ran = step_after - start
+            with tf.control_dependencies([ran]):
+                advance = [
+                    tf.assign(step_in_epoch, step_after),
+                    tf.assign_add(global_step, tf.cast(ran, global_step.dtype)),
+                ]
+            with tf.control_dependencies(advance):
                 run_chunk = [tf.identity(step_after), tf.identity(first_bad)]
         with tf.name_scope("epoch"):
             new_epoch = tf.group(
