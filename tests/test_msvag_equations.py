@@ -11,7 +11,14 @@ import collections
 import numpy as np
 import pytest
 
-from tasks.training.msvag import RHO_CAP, MSVAGOptimizer, SVAGOptimizer, step_scalars, variance_adapted_step
+from tasks.training.msvag import (
+    RHO_CAP,
+    MSVAGOptimizer,
+    SVAGOptimizer,
+    step_scalars,
+    variance_adaptation,
+    variance_adapted_step,
+)
 from tasks.training.tf1 import tf
 
 
@@ -84,11 +91,67 @@ def test_per_step_scalars_are_built_once_per_apply_not_per_variable(optimizer_cl
     many = _update_ops(optimizer_class, [(5, 3), (3,), (4, 4), (4,), (2, 7), (7,)])
     assert [op.type for op in few if op.type == "Pow"] == ["Pow", "Pow"]  # β^t and β^2t, once
     assert [op.type for op in many if op.type == "Pow"] == ["Pow", "Pow"]
-    # Per variable: the elementwise math, two in-place slot updates and one fused θ update, nothing scalar.
+    # Per variable: the elementwise math and the in-place updates, nothing scalar.
+    per_variable = {op.type for op in many if "/update_theta3/" in op.name}
+    assert not {"Pow", "Cast", "RealDiv"} & per_variable, per_variable
+
+
+@pytest.mark.parametrize("optimizer_class", [MSVAGOptimizer, SVAGOptimizer])
+def test_the_update_stays_at_15_elementwise_ops_per_variable(optimizer_class):
+    """The step's cost is its passes over each variable; this guards their number without timing anything.
+
+    15 = m and v in place by the SGD kernel (m - g, v - g², g² and two applies), γ (8 ops) and γ·direction,
+    and the θ update. A NaN mask and select, or a separate multiply before each slot update, as an earlier
+    version had, would each cost as much as several of these.
+    """
+    operations = _update_ops(optimizer_class, [(5, 3), (3,), (4, 4)])
     per_variable = collections.Counter(
-        op.type for op in many if "/update_theta3/" in op.name and op.type not in ("Const", "NoOp")
+        op.type for op in operations if "/update_theta2/" in op.name and op.type not in ("Const", "NoOp")
     )
-    assert sum(per_variable.values()) <= 18, per_variable
-    assert per_variable["ApplyGradientDescent"] == 1 and per_variable["AssignSub"] == 2
-    assert "Assign" not in per_variable  # no copy into the slots
-    assert not {"Pow", "Cast", "Minimum", "RealDiv"} & set(per_variable), per_variable
+    assert sum(per_variable.values()) <= 15, per_variable
+    assert per_variable["ApplyGradientDescent"] == 3, per_variable  # m, v and θ, each in one kernel
+    assert not {"Assign", "AssignSub", "IsNan", "Select", "SelectV2"} & set(per_variable), per_variable
+
+
+@pytest.mark.parametrize("momentum", [True, False], ids=["msvag", "svag"])
+def test_gamma_is_the_cancelled_formula_bit_for_bit_where_nothing_overflows(momentum):
+    """γ as the docstring's first formula, m²/(m² + w·max(c v - m², 0)), in float32 op by op: equal bits.
+
+    The NaN-free form only adds a clamp that is the identity on finite m² and a multiply that differs from
+    a plain one only where w = 0 and the excess is infinite; an edit that reorders the arithmetic fails here.
+    """
+    rng = np.random.default_rng(5)
+    count = 20000
+    m_t = (rng.normal(0.0, 1.0, count) * 10.0 ** rng.integers(-6, 6, count)).astype(np.float32)
+    v_t = (m_t.astype(np.float64) ** 2 * rng.uniform(0.5, 50.0, count)).astype(np.float32)
+    m_t[:20], v_t[:20] = 0.0, 0.0
+    with tf.Graph().as_default(), tf.Session() as session:
+        t = tf.placeholder(tf.float32, [])
+        scalars = step_scalars(t, tf.constant(0.9), momentum).cast(tf.float32)
+        m_const, v_const = tf.constant(m_t), tf.constant(v_t)
+        found = variance_adaptation(m_const, v_const, scalars)
+        m_sq = tf.square(m_const)
+        excess = tf.maximum(scalars.bias_correction * v_const - m_sq, 0.0)
+        literal = tf.math.divide_no_nan(m_sq, m_sq + scalars.variance_weight * excess)
+        for step in (1.0, 2.0, 5.0, 300.0):
+            got, want = session.run([found, literal], {t: step})
+            assert np.all(np.isfinite(want))
+            np.testing.assert_array_equal(got.view(np.int32), want.view(np.int32), err_msg=f"t={step}")
+            if step == 1.0:
+                assert np.all(got[20:] == 1.0)  # w_1 = 0: the plain first step
+            else:
+                assert 0.01 < np.mean(got) < 0.99  # the adaptation is exercised
+
+
+def test_overflow_gives_the_documented_gamma():
+    """m_t² overflowing: γ = 0; v_t overflowing: γ = 0 for t > 1, 1 at t = 1 (module docstring)."""
+    m_t = np.array([2e19, -2e19, 1e10, 1e10, 3.0], np.float32)
+    v_t = np.array([1.0, np.inf, np.inf, 1e30, 95.0], np.float32)
+    with tf.Graph().as_default(), tf.Session() as session:
+        t = tf.placeholder(tf.float32, [])
+        for momentum in (True, False):
+            scalars = step_scalars(t, tf.constant(0.9), momentum).cast(tf.float32)
+            gamma = variance_adaptation(tf.constant(m_t), tf.constant(v_t), scalars)
+            first, later = (session.run(gamma, {t: step}) for step in (1.0, 2.0))
+            np.testing.assert_array_equal(first, [0.0, 0.0, 1.0, 1.0, 1.0])
+            assert list(later[:3]) == [0.0, 0.0, 0.0] and np.all((later[3:] > 0.0) & (later[3:] < 1.0)), later

@@ -17,6 +17,22 @@ def densify_sparse_gradient(values, indices, var):
     return tf.scatter_nd(tf.expand_dims(indices, -1), values, tf.shape(var, out_type=indices.dtype))
 
 
+def decrement_in_place(state, alpha, delta, use_locking: bool):
+    """state ← state − delta·alpha in one pass (the SGD kernel, on a slot); returns the updated value.
+
+    One kernel instead of a multiply and an assign_sub, with the same rounding: the kernel too rounds
+    delta·alpha to the dtype first, then subtracts.
+    """
+    if state.dtype == state.dtype.base_dtype:  # a resource variable (a ref variable's dtype is a ref type)
+        update = tf.raw_ops.ResourceApplyGradientDescent(
+            var=state.handle, alpha=alpha, delta=delta, use_locking=use_locking
+        )
+        with tf.control_dependencies([update]):
+            return state.read_value()
+    # A ref variable: the op's output is the variable itself, read by each consumer after the update.
+    return tf.raw_ops.ApplyGradientDescent(var=state, alpha=alpha, delta=delta, use_locking=use_locking)
+
+
 class DenseStepOptimizer(tf.train.Optimizer):
     """A tf.compat.v1 Optimizer whose update rule is written once, in `_update`, with an optional β."""
 
