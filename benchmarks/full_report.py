@@ -200,7 +200,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--date", default="2026-01-02", help="FullReport --date")
     parser.add_argument("--poll", type=float, default=0.2, help="seconds between memory samples")
     parser.add_argument(
-        "--probe-rows", type=int, default=12_800, help="training rows of each per-run rate probe (default: %(default)s)"
+        "--probe-rows",
+        type=int,
+        default=60_000,
+        help="training rows of each per-run rate probe (default: all; a short epoch over-states its fixed costs)",
     )
     parser.add_argument("--threads", type=int, default=1, help="intra-op threads of the rate probe (luigi.cfg's: 1)")
     parser.add_argument("--keep", action="store_true", help="keep the temp artifacts root and print its path")
