@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -67,3 +69,24 @@ def test_ensure_dir_makes_missing_parents_and_names_the_folder_it_cannot_make(tm
     blocker.write_text("not a folder")
     with pytest.raises(StorageError, match=str(blocker / "sub")):
         storage.ensure_dir(blocker / "sub")
+
+
+def test_a_durable_write_is_flushed_and_a_bookkeeping_write_is_not(tmp_path, monkeypatch):
+    synced: list[str] = []
+    monkeypatch.setattr(storage, "_fsync_file", lambda path: synced.append(f"file {Path(path).name}"))
+    monkeypatch.setattr(storage, "_fsync_dir", lambda path: synced.append(f"dir {Path(path).name}"))
+    storage.write_json_atomic(tmp_path / "kept.json", {"a": 1})
+    assert synced[0].startswith("file .kept.json") and synced[1:] == [f"dir {tmp_path.name}"]
+    synced.clear()
+    storage.write_json_atomic(tmp_path / "notes.json", {"a": 1}, durable=False)
+    assert synced == [] and json.loads((tmp_path / "notes.json").read_text()) == {"a": 1}
+
+
+def test_a_run_flushes_its_results_but_not_its_attempt_log(tmp_path, monkeypatch):
+    from tasks.training.runstate import AttemptLog
+
+    synced: list[str] = []
+    monkeypatch.setattr(storage, "_fsync_file", lambda path: synced.append(Path(path).name))
+    monkeypatch.setattr(storage, "_fsync_dir", lambda path: None)
+    AttemptLog(tmp_path / "attempts.json", [{"attempt": 1, "from_epoch": 0, "steps_run": 3}]).save()
+    assert synced == [] and json.loads((tmp_path / "attempts.json").read_text())[0]["steps_run"] == 3

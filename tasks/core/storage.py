@@ -77,11 +77,13 @@ def _make_temp(final: Path, suffix: str) -> Path:
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike, suffix: str = "", durable: bool = True) -> Iterator[Path]:
     """Yield a temp path beside `path`; on success move it onto `path` atomically.
 
     The temp name keeps `suffix` (for writers that choose a format by extension). On any exception the
-    temp file is removed and `path` is untouched.
+    temp file is removed and `path` is untouched. `durable`: the file and the rename are flushed to disk
+    (fsync) before this returns. Without it the file is still never seen half-written after a kill, but a
+    power cut may leave the previous version: for bookkeeping that nothing else is checked against.
     """
     final = Path(path)
     ensure_dir(final.parent)
@@ -91,10 +93,12 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
         raise storage_error(final, exc) from None
     try:
         yield temp
-        _fsync_file(temp)
+        if durable:
+            _fsync_file(temp)
         crash_point("storage.temp-written")
         os.replace(temp, final)
-        _fsync_dir(final.parent)
+        if durable:
+            _fsync_dir(final.parent)
     except OSError as exc:
         temp.unlink(missing_ok=True)
         raise storage_error(final, exc) from None
@@ -104,9 +108,9 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[BinaryIO]:
+def atomic_open(path: str | os.PathLike, mode: str = "wb", durable: bool = True) -> Iterator[BinaryIO]:
     """Open a temp file for writing; it replaces `path` only if the block finishes without error."""
-    with atomic_path(path) as temp:
+    with atomic_path(path, durable=durable) as temp:
         try:
             with open(temp, mode) as handle:
                 yield handle
@@ -114,10 +118,10 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[BinaryIO]
             raise storage_error(Path(path), exc) from None
 
 
-def write_json_atomic(path: str | os.PathLike, payload: Any) -> None:
-    """Write `payload` as indented, key-sorted JSON, atomically."""
+def write_json_atomic(path: str | os.PathLike, payload: Any, durable: bool = True) -> None:
+    """Write `payload` as indented, key-sorted JSON, atomically (see atomic_path for `durable`)."""
     text = json.dumps(payload, indent=2, sort_keys=True, allow_nan=False) + "\n"
-    with atomic_open(path, "w") as handle:
+    with atomic_open(path, "w", durable=durable) as handle:
         handle.write(text)
 
 

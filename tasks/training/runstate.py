@@ -178,7 +178,9 @@ class AttemptLog:
         self.save()
 
     def save(self) -> None:
-        write_json_atomic(self.path, self.entries)
+        # Bookkeeping, written every epoch: atomic, but not flushed to disk (no fsync), so a run pays no
+        # disk wait for it. After a power cut it may show an earlier epoch's count; no result depends on it.
+        write_json_atomic(self.path, self.entries, durable=False)
 
 
 @dataclass
