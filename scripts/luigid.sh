@@ -82,8 +82,16 @@ case "${1:-}" in
     esac
     disconnect_delay=$(seconds LUIGID_DISCONNECT_DELAY 60)
     retry_delay=$(seconds LUIGID_RETRY_DELAY 30)
-    mkdir -p "$root/scheduler"
+    mkdir -p "$root/scheduler/logs"
     dir=$(cd "$root/scheduler" && pwd)
+    # luigid --background runs under umask 0, so files it creates would be world-writable. Create its log
+    # and task-history database first, with this shell's umask (it reopens existing files, keeping their
+    # mode; SQLite gives its journal the database's mode), and take write access from others on old ones.
+    for file in "$dir/logs/luigi-server.log" "$dir/task-history.sqlite"; do
+      [ -L "$file" ] && die "$file is a symbolic link; move it aside"
+      [ -e "$file" ] || : > "$file"
+      chmod go-w "$file"
+    done
     # luigid reads its settings from this file; paths are absolute because --background changes directory.
     cat > "$state/luigid.cfg" <<CFG
 [scheduler]

@@ -170,6 +170,10 @@ def test_luigid_keeps_its_pickled_state_private_and_out_of_the_artifacts_root(tm
     assert stat.S_IMODE((state / "state.pickle").stat().st_mode) == 0o600
     assert not list(root.rglob("*.pickle")), "a pickle in the (possibly shared) artifacts root"
     assert (root / "scheduler" / "task-history.sqlite").exists()  # the history stays with the artifacts
+    # The daemon runs under umask 0: nothing it leaves in the artifacts root may be writable by others.
+    written = [path for path in (root / "scheduler").rglob("*") if path.is_file()]
+    assert {path.name for path in written} >= {"task-history.sqlite", "luigi-server.log"}
+    assert [path for path in written if stat.S_IMODE(path.stat().st_mode) & 0o022] == []
 
 
 def test_stop_never_signals_a_process_that_merely_reuses_a_stale_pid(tmp_path):
