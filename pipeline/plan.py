@@ -26,13 +26,18 @@ from tasks.core.errors import PipelineError
 from tasks.core.runs import RunSpec, final_specs, grid_specs, tuned_entries
 
 TRAIN_ROWS = 60_000  # the Fashion-MNIST training file, before the validation rows are taken out
-# Training examples/s of one run on the 2-core reference machine, two runs at once, measured 2026-11-29
-# (README, "Configs and what they cost"), by (model, batch size); and a run's fixed cost in seconds.
-REFERENCE_RATES = {("mlp", 64): 150_000.0, ("mlp", 128): 165_000.0, ("cnn_p1", 128): 1_300.0}
-REFERENCE_OVERHEAD_SECONDS = 2.5
-EVALUATION_SECONDS = 3.0  # one EvaluateRun: its own process, TensorFlow import, restore, 10,000 test images
-# M-SVAG and SVAG do more work per step than the rest (measured: about 1.3x SGD's step time).
-SLOWER = {"msvag": 1.3, "svag": 1.3}
+# Training examples/s of one SGD run on the 2-core reference machine, alone on a core, measured 2026-11-29
+# (benchmarks/full_report.py's rate probe and train_throughput.py), by (model, batch size); the other
+# optimizers' step time relative to SGD's, from the same measurements.
+REFERENCE_RATES = {("mlp", 64): 158_000.0, ("mlp", 128): 165_000.0, ("cnn_p1", 128): 1_300.0}
+SLOWER = {"momentum": 1.04, "adam": 1.2, "msvag": 1.5, "svag": 1.5}
+# A run's fixed cost in seconds (graph build, session, data load; TensorFlow already imported by the
+# worker, pipeline/warm.py) and, per epoch, its checkpoint and metrics writes; validation is costed from
+# the rate (a forward pass is about a third of a training step).
+REFERENCE_OVERHEAD_SECONDS = 0.7
+EPOCH_WRITE_SECONDS = 0.04
+VALIDATION_SPEEDUP = 3.0
+EVALUATION_SECONDS = 1.0  # one EvaluateRun: its fork, graph build, restore, 10,000 test images
 
 
 def planned_runs(config: ExperimentConfig, config_path: str) -> tuple[list[RunSpec], list[RunSpec]]:
@@ -92,8 +97,10 @@ def estimate_seconds(spec: RunSpec, rates: dict) -> tuple[float, str]:
         fixed, source = REFERENCE_OVERHEAD_SECONDS, "reference machine"
     else:
         return float("nan"), f"no rate known for {settings_.model.name} at batch {settings_.training.batch_size}"
-    train_rows = TRAIN_ROWS - 10 * settings_.split.validation_per_class
-    return fixed + settings_.training.epochs * train_rows / rate, source
+    validation_rows = 10 * settings_.split.validation_per_class
+    train_rows = TRAIN_ROWS - validation_rows
+    per_epoch = train_rows / rate + validation_rows / (VALIDATION_SPEEDUP * rate) + EPOCH_WRITE_SECONDS
+    return fixed + settings_.training.epochs * per_epoch, source
 
 
 def main(argv: list[str] | None = None) -> int:
