@@ -17,6 +17,8 @@ built (`variance_adapted_step_op`).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import threading
@@ -39,13 +41,30 @@ def library_path(tf_version: str) -> Path:
     return BUILD_ROOT / f"tf-{tf_version}" / LIBRARY_NAME
 
 
+def stamp_path(library: Path) -> Path:
+    """The build's record beside the library: the sha256 of the source it was built from, and the command."""
+    return library.with_name(library.name + ".json")
+
+
+def read_stamp(library: Path) -> dict | None:
+    """The stamp of `library` (see `stamp_path`), or None if it is missing or unreadable."""
+    try:
+        return json.loads(stamp_path(library).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def source_sha256() -> str:
+    return hashlib.sha256(SOURCE.read_bytes()).hexdigest()
+
+
 def pure_tf_forced() -> bool:
     """True when FMNIST_PURE_TF is set to anything but empty or 0."""
     return os.environ.get(PURE_TF_ENV, "").strip() not in ("", "0")
 
 
 def load_library(path: Path) -> Any:
-    """The op library at `path`, loaded once per process; None, with one warning, if it is missing or broken."""
+    """The op library at `path`, loaded once per process; None, with one warning, if missing, stale or broken."""
     path = Path(path)
     with _lock:
         if path not in _libraries:
@@ -68,6 +87,16 @@ def _load(path: Path) -> Any:
             "fused M-SVAG/SVAG kernel not built: expected %s (TensorFlow %s); run `make kernels`. %s",
             path,
             tf.__version__,
+            fallback,
+        )
+        return None
+    stamp = read_stamp(path) or {}
+    if stamp.get("source_sha256") != source_sha256():
+        # A library from another version of the .cc may compute something else: the pure path is the reference.
+        LOG.warning(
+            "fused M-SVAG/SVAG kernel %s was not built from the current %s; run `make kernels`. %s",
+            path,
+            SOURCE.name,
             fallback,
         )
         return None

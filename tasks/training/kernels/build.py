@@ -14,14 +14,15 @@ The flags, and why they matter (variance_adapted_step.cc explains the arithmetic
 - TensorFlow's own `tf.sysconfig` compile and link flags: its headers, its C++ ABI, its Eigen alignment, and
   libtensorflow_framework, so the op registers with the running TF.
 
-Up to date means: the library exists and was built from this source with this exact command (a stamp
-beside it holds their sha256). It is compiled to a temporary file, loaded once as a check, then renamed
-into place, so no process ever loads a half-written library.
+Up to date means: the library exists and was built from this source with this exact command (both are in
+the stamp beside it, `<library>.json`; the loader refuses a library built from another source). It is
+compiled to a temporary file, loaded once as a check, then renamed into place, so no process ever loads a
+half-written library.
 """
 
 from __future__ import annotations
 
-import hashlib
+import json
 import os
 import shlex
 import shutil
@@ -30,7 +31,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from tasks.training.kernels import SOURCE, library_path
+from tasks.training.kernels import SOURCE, library_path, read_stamp, source_sha256, stamp_path
 
 OPTIMISATION_FLAGS = ("-O2", "-fvect-cost-model=dynamic", "-ffp-contract=off")
 BASE_FLAGS = ("-std=c++17", "-shared", "-fPIC")
@@ -50,13 +51,6 @@ def compile_command(compiler: str, source: Path, output: Path, compile_flags, li
     ]
 
 
-def _stamp(source: Path, command: list[str]) -> str:
-    """sha256 of the source and of the command that builds the library to its final path."""
-    digest = hashlib.sha256(source.read_bytes())
-    digest.update(b"\0".join(part.encode() for part in command))
-    return digest.hexdigest()
-
-
 def build(compiler: str | None = None, *, force: bool = False) -> int:
     """Build the library if it is missing or stale; return the exit status (see the module docstring)."""
     compiler = compiler or os.environ.get("CXX") or "g++"
@@ -65,16 +59,18 @@ def build(compiler: str | None = None, *, force: bool = False) -> int:
     output = library_path(tf.__version__)
     if shutil.which(compiler) is None:
         print(
-            f"warning: no C++ compiler ({compiler!r} not found): the fused M-SVAG/SVAG kernel is not built, "
-            f"so training uses the pure-TF path (same weights, slower steps) and `make test` fails its "
-            f"kernel test. Install one (e.g. `apt-get install g++`) and run `make kernels` to build {output}.",
+            f"warning: no C++ compiler ({compiler!r} not found), so {output} cannot be built: where it is "
+            f"missing, M-SVAG/SVAG use the pure-TF path (same weights, slower steps) and `make test` fails its "
+            f"kernel test. Install one (e.g. `apt-get install g++`), then run `make kernels`.",
             file=sys.stderr,
         )
         return 0
     compile_flags, link_flags = tf.sysconfig.get_compile_flags(), tf.sysconfig.get_link_flags()
-    stamp_path = output.with_name(output.name + ".sha256")
-    stamp = _stamp(SOURCE, compile_command(compiler, SOURCE, output, compile_flags, link_flags))
-    if not force and output.is_file() and stamp_path.is_file() and stamp_path.read_text().strip() == stamp:
+    stamp = {
+        "source_sha256": source_sha256(),
+        "command": compile_command(compiler, SOURCE, output, compile_flags, link_flags),
+    }
+    if not force and output.is_file() and read_stamp(output) == stamp:
         return 0
     output.parent.mkdir(parents=True, exist_ok=True)
     descriptor, temporary = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent)
@@ -99,7 +95,7 @@ def build(compiler: str | None = None, *, force: bool = False) -> int:
         os.replace(temporary, output)
     finally:
         temporary.unlink(missing_ok=True)
-    stamp_path.write_text(stamp + "\n")
+    stamp_path(output).write_text(json.dumps(stamp, indent=1) + "\n")
     return 0
 
 
