@@ -7,7 +7,7 @@ CONFIG ?= configs/default.yaml
 WORKERS ?= 2
 STAMP := $(VENV)/.installed
 
-.PHONY: install report prepare nightly lint test bench mutation data luigid-start luigid-stop clean-venv
+.PHONY: install kernels report prepare nightly lint test bench mutation data luigid-start luigid-stop clean-venv
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -15,7 +15,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
 	touch $(STAMP)
 
-install: $(STAMP)
+install: $(STAMP) kernels
+
+# The fused M-SVAG/SVAG op (tasks/training/kernels) for the installed TensorFlow, in build/kernels/tf-<version>/:
+# quiet when up to date; without g++ a warning, and training keeps the pure-TF path (same weights, slower).
+kernels: $(STAMP)
+	@$(BIN)/python -m tasks.training.kernels build
 
 # The dataset: the Debian package when we can install it, else FetchFile falls back to the upstream URL.
 data:

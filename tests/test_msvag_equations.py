@@ -76,19 +76,26 @@ def test_one_step_matches_the_literal_equations(momentum):
             assert found[2].min() >= 0.0 and found[2].max() <= 1.0
 
 
-def _update_ops(optimizer_class, shapes):
+def _update_ops(optimizer_class, shapes, use_kernel: bool = True):
     graph = tf.Graph()
     with graph.as_default():
         variables = [tf.Variable(tf.ones(shape), name=f"theta{index}") for index, shape in enumerate(shapes)]
         loss = tf.add_n([tf.reduce_sum(tf.square(variable)) for variable in variables])
-        optimizer_class(0.1).minimize(loss)
+        optimizer_class(0.1, use_kernel=use_kernel).minimize(loss)
     return graph.get_operations()
 
 
+def _per_variable_op_counts(operations, variable: str = "theta2") -> collections.Counter:
+    return collections.Counter(
+        op.type for op in operations if f"/update_{variable}/" in op.name and op.type not in ("Const", "NoOp")
+    )
+
+
+@pytest.mark.parametrize("use_kernel", [True, False], ids=["kernel", "pure-tf"])
 @pytest.mark.parametrize("optimizer_class", [MSVAGOptimizer, SVAGOptimizer])
-def test_per_step_scalars_are_built_once_per_apply_not_per_variable(optimizer_class):
-    few = _update_ops(optimizer_class, [(5, 3), (3,)])
-    many = _update_ops(optimizer_class, [(5, 3), (3,), (4, 4), (4,), (2, 7), (7,)])
+def test_per_step_scalars_are_built_once_per_apply_not_per_variable(optimizer_class, use_kernel):
+    few = _update_ops(optimizer_class, [(5, 3), (3,)], use_kernel)
+    many = _update_ops(optimizer_class, [(5, 3), (3,), (4, 4), (4,), (2, 7), (7,)], use_kernel)
     assert [op.type for op in few if op.type == "Pow"] == ["Pow", "Pow"]  # β^t and β^2t, once
     assert [op.type for op in many if op.type == "Pow"] == ["Pow", "Pow"]
     # Per variable: the elementwise math and the in-place updates, nothing scalar.
@@ -97,20 +104,31 @@ def test_per_step_scalars_are_built_once_per_apply_not_per_variable(optimizer_cl
 
 
 @pytest.mark.parametrize("optimizer_class", [MSVAGOptimizer, SVAGOptimizer])
-def test_the_update_stays_at_15_elementwise_ops_per_variable(optimizer_class):
+def test_the_pure_tf_update_stays_at_15_elementwise_ops_per_variable(optimizer_class):
     """The step's cost is its passes over each variable; this guards their number without timing anything.
 
     15 = m and v in place by the SGD kernel (m - g, v - g², g² and two applies), γ (8 ops) and γ·direction,
     and the θ update. A NaN mask and select, or a separate multiply before each slot update, as an earlier
-    version had, would each cost as much as several of these.
+    version had, would each cost as much as several of these. This is the path without the fused kernel
+    (use_kernel=False, as FMNIST_PURE_TF=1 or a missing library give); the next test guards the kernel's.
     """
-    operations = _update_ops(optimizer_class, [(5, 3), (3,), (4, 4)])
-    per_variable = collections.Counter(
-        op.type for op in operations if "/update_theta2/" in op.name and op.type not in ("Const", "NoOp")
-    )
+    per_variable = _per_variable_op_counts(_update_ops(optimizer_class, [(5, 3), (3,), (4, 4)], use_kernel=False))
     assert sum(per_variable.values()) <= 15, per_variable
     assert per_variable["ApplyGradientDescent"] == 3, per_variable  # m, v and θ, each in one kernel
     assert not {"Assign", "AssignSub", "IsNan", "Select", "SelectV2"} & set(per_variable), per_variable
+    assert "VarianceAdaptedStep" not in per_variable
+
+
+@pytest.mark.parametrize("optimizer_class", [MSVAGOptimizer, SVAGOptimizer])
+def test_the_kernel_update_is_one_fused_op_and_the_theta_update_per_variable(optimizer_class):
+    """With the library built (tests/test_msvag_kernel.py checks that it is): one pass, then the SGD kernel."""
+    operations = _update_ops(optimizer_class, [(5, 3), (3,), (4, 4)])
+    for variable in ("theta0", "theta1", "theta2"):
+        per_variable = _per_variable_op_counts(operations, variable)
+        if variable == "theta0":  # the first variable's scope also holds the step's scalars, cast once
+            del per_variable["Cast"]
+        assert per_variable == {"VarianceAdaptedStep": 1, "ApplyGradientDescent": 1}, (variable, per_variable)
+    assert sum(op.type == "VarianceAdaptedStep" for op in operations) == 3
 
 
 @pytest.mark.parametrize("momentum", [True, False], ids=["msvag", "svag"])

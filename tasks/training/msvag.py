@@ -38,10 +38,15 @@ elementwise, per coordinate i of the parameters θ, and t = 1, 2, ... counts the
   constant-zero gradient) gives γ = 0.
 
 Together: 15 elementwise ops per variable and step, the θ update included, where the equations read
-literally take about 30. They run once per variable. A flat layout (every variable's m, v and g in one
-vector each, so each op runs once per step) measured no faster on the MLP: an op costs ~0.2 µs to
-dispatch, and the time goes to the passes over the large variables, which concatenating the gradients
-only adds to.
+literally take about 30. That is the pure-TF path. On ref variables (the product's case) with the op
+library built (`make kernels`; tasks/training/kernels), one custom op, VarianceAdaptedStep, does the first
+14 of them in a single pass over memory, with the same float operations in the same order, so the weights
+are bit-identical; the θ update stays ApplyGradientDescent. Resource variables, dtypes other than float32
+and float64, a library that is missing or fails to load, and FMNIST_PURE_TF=1 take the pure-TF path.
+
+Either way the ops run once per variable. A flat layout (every variable's m, v and g in one vector each, so
+each op runs once per step) measured no faster on the MLP: an op costs ~0.2 µs to dispatch, and the time
+goes to the passes over the large variables, which concatenating the gradients only adds to.
 
 State: slots "m" and "v" per variable, and one non-slot counter "<name>_step" (steps taken so far), all
 global variables, so a `tf.train.Saver` checkpoints them and a resumed run continues bit-identically.
@@ -51,10 +56,12 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from tasks.training.stepping import DenseStepOptimizer, decrement_in_place
+from tasks.training import kernels
+from tasks.training.stepping import DenseStepOptimizer, decrement_in_place, is_ref_variable
 from tasks.training.tf1 import tf
 
 RHO_CAP = 1.0 - 1e-7
+KERNEL_DTYPES = (tf.float32, tf.float64)  # those VarianceAdaptedStep is registered for
 
 
 class StepScalars(NamedTuple):
@@ -120,8 +127,18 @@ class _VarianceAdaptedOptimizer(DenseStepOptimizer):
     # True: step along m̂ and weigh the variance by ρ (M-SVAG); False: step along g (SVAG).
     _USES_MOMENTUM: bool
 
-    def __init__(self, learning_rate, beta: float = 0.9, use_locking: bool = False, name: str = "VarianceAdapted"):
+    def __init__(
+        self,
+        learning_rate,
+        beta: float = 0.9,
+        use_locking: bool = False,
+        name: str = "VarianceAdapted",
+        use_kernel: bool = True,
+    ):
         super().__init__(learning_rate, beta, use_locking, name)
+        # False: always the pure-TF ops (as FMNIST_PURE_TF=1 does); the tests compare the two paths.
+        self._use_kernel = use_kernel
+        self._kernel = None
 
     def _create_slots(self, var_list):
         # Put the counter with the variable that sorts first, as Adam does, so its device is stable.
@@ -140,6 +157,8 @@ class _VarianceAdaptedOptimizer(DenseStepOptimizer):
             scalars = step_scalars(t, beta, self._USES_MOMENTUM)
             self._scalars = (scalars, tf.cast(learning_rate, tf.float64) * scalars.direction_scale)
         self._scalars_by_dtype = {}
+        # Loaded here, in the process that builds the graph, never at import (a Luigi worker forks after it).
+        self._kernel = kernels.variance_adapted_step_op() if self._use_kernel else None
 
     def _scalars_for(self, dtype):
         """(StepScalars, step size) cast to `dtype`, once per dtype per apply."""
@@ -162,6 +181,19 @@ class _VarianceAdaptedOptimizer(DenseStepOptimizer):
         m = self.get_slot(var, "m")
         v = self.get_slot(var, "v")
         scalars, step_size = self._scalars_for(var.dtype.base_dtype)
+        if self._kernel is not None and is_ref_variable(m) and m.dtype.base_dtype in KERNEL_DTYPES:
+            # The same arithmetic as below, in one pass: m and v in place, returns γ·direction.
+            delta = self._kernel(
+                m,
+                v,
+                grad,
+                scalars.one_minus_beta,
+                scalars.bias_correction,
+                scalars.variance_weight,
+                uses_momentum=self._USES_MOMENTUM,
+                use_locking=self._use_locking,
+            )
+            return apply_step(step_size, delta)
         m_difference, v_difference = moment_differences(grad, m, v)
         # In place; each returns the updated slot, read after its update.
         m_t = decrement_in_place(m, scalars.one_minus_beta, m_difference, self._use_locking)
@@ -183,8 +215,10 @@ class MSVAGOptimizer(_VarianceAdaptedOptimizer):
 
     _USES_MOMENTUM = True
 
-    def __init__(self, learning_rate, beta: float = 0.9, use_locking: bool = False, name: str = "MSVAG"):
-        super().__init__(learning_rate, beta=beta, use_locking=use_locking, name=name)
+    def __init__(
+        self, learning_rate, beta: float = 0.9, use_locking: bool = False, name: str = "MSVAG", use_kernel: bool = True
+    ):
+        super().__init__(learning_rate, beta=beta, use_locking=use_locking, name=name, use_kernel=use_kernel)
 
 
 class SVAGOptimizer(_VarianceAdaptedOptimizer):
@@ -192,5 +226,7 @@ class SVAGOptimizer(_VarianceAdaptedOptimizer):
 
     _USES_MOMENTUM = False
 
-    def __init__(self, learning_rate, beta: float = 0.9, use_locking: bool = False, name: str = "SVAG"):
-        super().__init__(learning_rate, beta=beta, use_locking=use_locking, name=name)
+    def __init__(
+        self, learning_rate, beta: float = 0.9, use_locking: bool = False, name: str = "SVAG", use_kernel: bool = True
+    ):
+        super().__init__(learning_rate, beta=beta, use_locking=use_locking, name=name, use_kernel=use_kernel)

@@ -17,13 +17,18 @@ def densify_sparse_gradient(values, indices, var):
     return tf.scatter_nd(tf.expand_dims(indices, -1), values, tf.shape(var, out_type=indices.dtype))
 
 
+def is_ref_variable(state) -> bool:
+    """True for a ref variable (graph mode under disable_v2_behavior), whose dtype is a ref type."""
+    return state.dtype != state.dtype.base_dtype
+
+
 def decrement_in_place(state, alpha, delta, use_locking: bool):
     """state ← state − delta·alpha in one pass (the SGD kernel, on a slot); returns the updated value.
 
     One kernel instead of a multiply and an assign_sub, with the same rounding: the kernel too rounds
     delta·alpha to the dtype first, then subtracts.
     """
-    if state.dtype == state.dtype.base_dtype:  # a resource variable (a ref variable's dtype is a ref type)
+    if not is_ref_variable(state):
         update = tf.raw_ops.ResourceApplyGradientDescent(
             var=state.handle, alpha=alpha, delta=delta, use_locking=use_locking
         )
