@@ -160,6 +160,20 @@ def test_session_configs_hide_gpus_for_cpu_and_share_them_for_gpu():
     assert (gpu.intra_op_parallelism_threads, gpu.inter_op_parallelism_threads) == (1, 2)
 
 
+def test_a_gpu_process_never_uses_the_cpu_only_fused_kernel(monkeypatch, tf_sees):
+    from tasks.training import kernels
+
+    monkeypatch.setattr(kernels, "_forbidden", None)  # restored afterwards: the switch is per process
+    monkeypatch.setattr(devices, "enable_op_determinism", lambda: None)  # process-wide: not in the test's process
+    monkeypatch.delenv(kernels.PURE_TF_ENV, raising=False)
+    tf_sees()
+    devices.session_config("auto", 1, 1)  # no GPU: the kernel stays in use
+    assert not kernels.pure_tf_forced()
+    tf_sees(FAKE_GPU)
+    devices.session_config("auto", 1, 1)
+    assert kernels.pure_tf_forced()
+
+
 def test_a_run_asks_luigid_for_a_gpu_slot_only_when_it_will_want_a_gpu(device_set):
     training_only, with_gpu = {TRAINING_RESOURCE: 1}, {TRAINING_RESOURCE: 1, GPU_RESOURCE: 1}
     assert run_resources("gpu", 0) == with_gpu  # refused later, when the run starts, if TF sees none

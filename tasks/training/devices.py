@@ -16,6 +16,7 @@ Import lazily: it loads TensorFlow. None of the GPU branch has run on a GPU (non
 from __future__ import annotations
 
 from tasks.core.devices import CPU, resolve_device
+from tasks.training import kernels
 from tasks.training.tf1 import enable_op_determinism, list_gpus, tf
 
 GPUS: tuple[str, ...] | None = None  # the GPUs TensorFlow lists, queried on first use in this process
@@ -38,6 +39,7 @@ def session_config(setting: str, intra_op_threads: int, inter_op_threads: int) -
     device = usable_device(setting)
     if device != CPU:
         enable_op_determinism()  # process-wide: every session of a GPU process
+        kernels.forbid("this process trains on a GPU, and the fused M-SVAG/SVAG op has CPU kernels only")
     return device_config(device, intra_op_threads, inter_op_threads), device
 
 

@@ -58,9 +58,19 @@ def source_sha256() -> str:
     return hashlib.sha256(SOURCE.read_bytes()).hexdigest()
 
 
+_forbidden: str | None = None  # why this process must not use the kernel (see `forbid`)
+
+
+def forbid(reason: str) -> None:
+    """Use the pure-TF path for the rest of this process: e.g. its sessions train on a GPU, and the op has
+    CPU kernels only (it would pin the optimizer's slots, and with them the step, to the CPU)."""
+    global _forbidden  # noqa: PLW0603 - a once-per-process switch
+    _forbidden = reason
+
+
 def pure_tf_forced() -> bool:
-    """True when FMNIST_PURE_TF is set to anything but empty or 0."""
-    return os.environ.get(PURE_TF_ENV, "").strip() not in ("", "0")
+    """True when FMNIST_PURE_TF is set to anything but empty or 0, or `forbid` was called in this process."""
+    return _forbidden is not None or os.environ.get(PURE_TF_ENV, "").strip() not in ("", "0")
 
 
 def load_library(path: Path) -> Any:
