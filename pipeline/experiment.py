@@ -1,7 +1,9 @@
-"""Experiment configs at scheduling time; learning-rate tuning (TuneLearningRate); TrainExperiment.
+"""Experiment configs at scheduling time; learning-rate tuning (TuneLearningRate, TunedRuns); TrainExperiment.
 
 A tuned entry's final runs depend on the rate its tuning chose, so they are dynamic dependencies: the
-task that needs them yields them from run() once every TuneLearningRate is done.
+task that needs them yields them from run() once its TuneLearningRate is done. TunedRuns does it per
+entry, so one entry's final runs start while others are still tuning, and no training slot waits for
+the slowest grid.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from pathlib import Path
 import luigi
 
 from pipeline.settings import layout
-from pipeline.training import train_task
+from pipeline.training import evaluate_task, train_task
 from tasks.core.config import ExperimentConfig, load_config
 from tasks.core.runs import HASH_LENGTH, entry_named, final_specs, grid_specs, tuned_entries
 from tasks.core.storage import read_json
@@ -68,6 +70,27 @@ class TuneLearningRate(luigi.Task):
             for spec, task in zip(self.grid(), self.requires())
         ]
         choose_learning_rate(self.name, self.experiment.tuning_seeds, runs, self.output().path)
+
+
+class TunedRuns(luigi.Task):
+    """One tuned entry's final runs at its chosen rate, trained and evaluated as soon as its own tuning is
+    done; nothing of its own is written (complete: the tuning and every one of those evaluations are)."""
+
+    config = luigi.Parameter(default=DEFAULT_CONFIG)
+    name = luigi.Parameter(description="the tuned optimizer entry")
+
+    def requires(self):
+        return TuneLearningRate(config=self.config, name=self.name)
+
+    def final_tasks(self):
+        choices = chosen_rates(read_tuning([self.requires()]))
+        return [evaluate_task(spec) for spec in final_specs(load_experiment(self.config)[0], choices, only=self.name)]
+
+    def complete(self):
+        return self.requires().complete() and all(task.complete() for task in self.final_tasks())
+
+    def run(self):
+        yield self.final_tasks()
 
 
 def tuning_tasks(config_path: str) -> list[TuneLearningRate]:

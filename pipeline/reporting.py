@@ -7,12 +7,20 @@ from pathlib import Path
 
 import luigi
 
-from pipeline.experiment import DEFAULT_CONFIG, chosen_rates, config_hash, load_experiment, read_tuning, tuning_tasks
+from pipeline.experiment import (
+    DEFAULT_CONFIG,
+    TunedRuns,
+    chosen_rates,
+    config_hash,
+    load_experiment,
+    read_tuning,
+    tuning_tasks,
+)
 from pipeline.settings import layout
 from pipeline.training import EvaluateRun, evaluate_task
 from tasks.core.config import ExperimentConfig
 from tasks.core.runfiles import RUN_JSON
-from tasks.core.runs import final_specs
+from tasks.core.runs import final_specs, tuned_entries
 from tasks.core.storage import read_json
 
 
@@ -60,7 +68,9 @@ class ExperimentReport(luigi.Task):
 
     def requires(self):
         untuned = [evaluate_task(spec) for spec in final_specs(self.experiment)]
-        return {"tuning": tuning_tasks(self.config), "runs": untuned}
+        # Each tuned entry's final runs start when its own tuning is done (TunedRuns), not all entries'.
+        tuned = [TunedRuns(config=self.config, name=entry.name) for entry in tuned_entries(self.experiment)]
+        return {"tuning": tuning_tasks(self.config), "runs": untuned, "tuned": tuned}
 
     def output(self):
         out_dir = layout().report_dir(self.experiment.experiment, self.date.isoformat())

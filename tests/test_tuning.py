@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from pipeline import FullReport, TuneLearningRate
+from pipeline import FullReport, TunedRuns, TuneLearningRate
 from tasks.core.config import parse_config
 from tasks.core.errors import ConfigError
 from tasks.core.layout import Layout
@@ -127,3 +127,19 @@ def test_a_kill_during_tuning_then_a_rerun_gives_the_same_choice_and_numbers(sit
         return [(r["entry"], r["chosen_learning_rate"], r["grid"]) for r in records], report["statistics"]
 
     assert outcome(root) == outcome(site)
+
+
+def test_an_entrys_final_runs_wait_for_its_own_tuning_only(site, ran_tasks, tmp_path):
+    """TunedRuns(entry) needs that entry's tuning alone: its final runs can start while others still tune."""
+    config_path = _tuned_config(tmp_path)
+    raw = yaml.safe_load(config_path.read_text())
+    raw["optimizers"][1]["learning_rate"] = [0.0003, 0.001]  # adam is tuned too now
+    config_path.write_text(yaml.safe_dump(raw))
+    build([TunedRuns(config=str(config_path), name="sgd")], workers=1)
+    trained = {(task.name, task.seed) for task in ran_tasks.tasks if task.task_family == "TrainRun"}
+    assert trained == {("sgd", 0), ("sgd", 1), ("sgd", 2)}, "only sgd's grid and its chosen rate on seed 2"
+    assert not [task for task in ran_tasks.tasks if getattr(task, "name", "") == "adam"]
+    evaluated = sorted(task.seed for task in ran_tasks.tasks if task.task_family == "EvaluateRun")
+    assert evaluated == [0, 1, 2]
+    assert TunedRuns(config=str(config_path), name="sgd").complete()
+    assert not TunedRuns(config=str(config_path), name="adam").complete()

@@ -196,15 +196,21 @@ def grid_specs(config: ExperimentConfig, entry: OptimizerEntry) -> list[RunSpec]
 
 
 def final_specs(
-    config: ExperimentConfig, choices: Mapping[str, float] | None = None, date: dt.date | None = None
+    config: ExperimentConfig,
+    choices: Mapping[str, float] | None = None,
+    date: dt.date | None = None,
+    only: str | None = None,
 ) -> list[RunSpec]:
     """The runs the report compares: tuned entries at their chosen rate, the others at every grid point.
 
     `choices` maps each tuned entry's name to its chosen learning rate; without it, only untuned entries
-    are returned (what can be scheduled before tuning has finished).
+    are returned (what can be scheduled before tuning has finished). `only`: the runs of that entry alone
+    (then `choices` needs only its rate).
     """
     specs = []
     for entry in config.optimizers:
+        if only is not None and entry.name != only:
+            continue
         if is_tuned(config, entry):
             if choices is None:
                 continue
