@@ -124,7 +124,6 @@ def _project_epoch(job: dict) -> float:
     """(c): `examples_per_second` of one epoch of tasks.training.loop.train_run."""
     from tasks.core.config import parse_config
     from tasks.core.runs import run_settings
-    from tasks.training.loop import train_run
 
     config = parse_config(
         {
@@ -136,17 +135,7 @@ def _project_epoch(job: dict) -> float:
         }
     )
     settings = run_settings(config, config.optimizers[0], LEARNING_RATES[job["optimizer"]]).as_dict()
-    with tempfile.TemporaryDirectory(prefix="train-bench-") as temp:
-        record = train_run(
-            settings,
-            0,
-            Path(job["train_arrow"]),
-            Path(job["split_arrow"]),
-            Path(temp) / "run",
-            intra_op_threads=job["threads"],
-            inter_op_threads=1,
-        )
-    return record["examples_per_second"]
+    return _settings_epoch({**job, "settings": settings})
 
 
 def _settings_epoch(job: dict) -> float:
@@ -155,7 +144,7 @@ def _settings_epoch(job: dict) -> float:
 
     settings = dict(job["settings"])
     settings["training"] = {**settings["training"], "epochs": 1}
-    with tempfile.TemporaryDirectory(prefix="rate-probe-") as temp:
+    with tempfile.TemporaryDirectory(prefix="train-bench-") as temp:
         record = train_run(
             settings,
             0,

@@ -119,6 +119,15 @@ def training_slots(workers: int) -> int:
     return max(1, min(workers, parser.getint("resources", "training", fallback=workers)))
 
 
+def _rate_key(settings: dict) -> tuple:
+    """What a run's training rate depends on: model, batch size, optimizer."""
+    return (
+        json.dumps(settings["model"], sort_keys=True),
+        settings["training"]["batch_size"],
+        settings["optimizer"]["name"],
+    )
+
+
 def ideal_seconds(artifacts: Path, slots: int, probe_rows: int, threads: int) -> tuple[float, dict]:
     """(summed training-step seconds of every run at its per-run rate / slots, {key: probed examples/s})."""
     from contenders import Worker, subset_arrays
@@ -128,13 +137,7 @@ def ideal_seconds(artifacts: Path, slots: int, probe_rows: int, threads: int) ->
     records = [json.loads(path.read_text()) for path in sorted(artifacts.glob("runs/**/run.json"))]
     first_of: dict[tuple, dict] = {}
     for record in records:
-        settings = record["settings"]
-        key = (
-            json.dumps(settings["model"], sort_keys=True),
-            settings["training"]["batch_size"],
-            settings["optimizer"]["name"],
-        )
-        first_of.setdefault(key, settings)
+        first_of.setdefault(_rate_key(record["settings"]), record["settings"])
     rates: dict[tuple, float] = {}
     worker = Worker(tf2=False, threads=threads)
     try:
@@ -166,13 +169,8 @@ def ideal_seconds(artifacts: Path, slots: int, probe_rows: int, threads: int) ->
     total = 0.0
     for record in records:
         settings = record["settings"]
-        key = (
-            json.dumps(settings["model"], sort_keys=True),
-            settings["training"]["batch_size"],
-            settings["optimizer"]["name"],
-        )
         examples = record["epochs_completed"] * record["steps_per_epoch"] * settings["training"]["batch_size"]
-        total += examples / rates[key]
+        total += examples / rates[_rate_key(settings)]
     return total / slots, rates
 
 
