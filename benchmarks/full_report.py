@@ -130,7 +130,8 @@ def _rate_key(settings: dict) -> tuple:
 
 def ideal_seconds(artifacts: Path, slots: int, probe_rows: int, threads: int) -> tuple[float, dict]:
     """(summed training-step seconds of every run at its per-run rate / slots, {key: probed examples/s})."""
-    from contenders import Worker, subset_arrays
+    from contenders import subset_arrays
+    from workers import Worker
 
     from tasks.core.layout import Layout
 

@@ -42,8 +42,9 @@ GOAL_VS_MATMULS = 0.90  # MLP, (c)/(d)
 GOAL_VARIANCE_ADAPTED = 1.35  # M-SVAG and SVAG step time over SGD's, MLP
 GOAL_CNN_VS_FEED_DICT = 1.0
 GOAL_CNN_VS_BARE = 0.95  # CNN, (c)/(d)
-from contenders import MODELS, Worker, subset_arrays  # noqa: E402 - beside this script
+from contenders import MODELS, subset_arrays  # noqa: E402 - beside this script
 from goal import goal_line  # noqa: E402 - beside this script
+from workers import Worker  # noqa: E402 - beside this script
 
 # --- the parent: rounds, ratios, table ------------------------------------------------------------
 
