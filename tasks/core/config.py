@@ -46,9 +46,7 @@ class ModelConfig(_Strict):
 
     @model_validator(mode="after")
     def _known_model(self) -> ModelConfig:
-        if self.name not in MODEL_PARAMS:
-            raise ValueError(_unknown_choice("model name", self.name, MODEL_PARAMS))
-        object.__setattr__(self, "params", resolve_params(MODEL_PARAMS[self.name], self.params, "params"))
+        object.__setattr__(self, "params", known_params("model name", self.name, self.params, MODEL_PARAMS))
         return self
 
 
@@ -221,6 +219,14 @@ def _describe(error: dict[str, Any], raw: Any) -> str:
 def _clip(message: str, limit: int = 400) -> str:
     """A validator's message or a key may quote a value in full: keep one problem to a few lines."""
     return message if len(message) <= limit else message[: limit - 3] + "..."
+
+
+def known_params(what: str, name: str, params: dict[str, Any], table: dict[str, Any]) -> dict[str, Any]:
+    """`params` checked and completed from `name`'s entry of `table`; a ValueError listing the choices for an
+    unknown `name` (`what` names the kind of choice in it)."""
+    if name not in table:
+        raise ValueError(_unknown_choice(what, name, table))
+    return resolve_params(table[name], params, "params")
 
 
 def _unknown_choice(what: str, value: Any, table: dict[str, Any]) -> str:

@@ -28,10 +28,10 @@ from tasks.core.config import (
     SplitConfig,
     TrainingConfig,
     _Strict,
-    _unknown_choice,
+    known_params,
 )
 from tasks.core.errors import ConfigError
-from tasks.core.registry import OPTIMIZER_PARAMS, resolve_params
+from tasks.core.registry import OPTIMIZER_PARAMS
 
 # Bump when the training code changes what a given config produces, so that old runs are not reused.
 RUN_SCHEMA_VERSION = 2
@@ -52,9 +52,7 @@ class OptimizerSettings(_Strict):
 
     @model_validator(mode="after")
     def _known(self) -> OptimizerSettings:
-        if self.name not in OPTIMIZER_PARAMS:
-            raise ValueError(_unknown_choice("optimizer", self.name, OPTIMIZER_PARAMS))
-        object.__setattr__(self, "params", resolve_params(OPTIMIZER_PARAMS[self.name], self.params, "params"))
+        object.__setattr__(self, "params", known_params("optimizer", self.name, self.params, OPTIMIZER_PARAMS))
         return self
 
 
