@@ -17,8 +17,9 @@ from __future__ import annotations
 import os
 import sys
 
+from tasks.training import TF_MODULE
+
 WORKER_PID = os.getpid()  # the process that imported the DAG module: Luigi's worker (or a test's process)
-TF_MODULE = "tasks.training.tf1"
 
 
 def warm_up_tensorflow() -> None:

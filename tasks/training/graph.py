@@ -37,11 +37,10 @@ class TrainingGraph:
     labels_init: Any
     order_init: Any
     new_epoch: Any
-    validation: dict  # `rows` (int32 positions, fed) → `loss`, `predictions`, `labels` (int64)
+    validation: dict  # `rows` (int32 positions, fed) → `loss`, `predictions`
     run_chunk: list  # fetch → [steps done in the epoch, 0-based step of a NaN/inf loss or -1]
     loss_sum: Any
     correct_sum: Any
-    inference: dict
     model_variables: list
     saver: Any
     global_step: Any  # steps run since the run began, restored with the checkpoint
@@ -128,7 +127,7 @@ def build_training_graph(
         global_step = tf.train.get_or_create_global_step()
         # The inference path creates the model variables; the training loop below reuses them, so that no
         # variable is created inside the while loop (the optimizer's slots are made outside it, too).
-        inference = inference_path(model["name"], model["params"], reuse=False)
+        inference_path(model["name"], model["params"], reuse=False)
         model_variables = tf.trainable_variables()
         with tf.name_scope("validation"):
             validation_rows = tf.placeholder(tf.int32, [None], name="rows")
@@ -142,7 +141,6 @@ def build_training_graph(
                 "rows": validation_rows,
                 "loss": validation_head["loss"],
                 "predictions": validation_head["predictions"],
-                "labels": validation_labels,
             }
         tf_optimizer = make_optimizer(optimizer["name"], optimizer["learning_rate"], optimizer["params"])
 
@@ -206,7 +204,6 @@ def build_training_graph(
         run_chunk=run_chunk,
         loss_sum=loss_sum,
         correct_sum=correct_sum,
-        inference=inference,
         model_variables=model_variables,
         saver=saver,
         global_step=global_step,

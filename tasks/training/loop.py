@@ -28,7 +28,7 @@ from tasks.core.faults import crash_point
 from tasks.core.runfiles import METRICS_PARQUET, RUN_JSON
 from tasks.core.runs import RunSettings, settings_hash
 from tasks.core.storage import disk_errors_as_storage_errors, ensure_dir, write_json_atomic
-from tasks.training import checkpoints
+from tasks.training import TF_MODULE, checkpoints
 from tasks.training.progress import RunProgress
 from tasks.training.record import run_record
 from tasks.training.runstate import (
@@ -67,7 +67,7 @@ def train_run(
     train the remaining epochs, and write run.json last.
     """
     started = time.perf_counter()
-    tensorflow_inherited = "tasks.training.tf1" in sys.modules
+    tensorflow_inherited = TF_MODULE in sys.modules
     run_dir = Path(run_dir)
     run_hash = settings_hash(settings)
     finished, repair = finished_record(run_dir, run_hash, seed)
