@@ -159,14 +159,12 @@ def subset_arrays(train_arrow: Path, split_arrow: Path, rows: int, folder: Path)
     """A train.arrow/split pair whose training rows are the first `rows` of the real training rows."""
     import numpy as np
 
-    from tasks.data.arrays import load_arrays, load_indices, write_arrays, write_indices
+    from tasks.data.arrays import write_arrays, write_indices
+    from tasks.training.runstate import load_split
 
-    images, labels = load_arrays(train_arrow)
-    validation = load_indices(split_arrow)
-    is_training = np.ones(len(labels), dtype=bool)
-    is_training[validation] = False
-    training, held_out = np.flatnonzero(is_training)[:rows], np.sort(validation)[:1000]
+    split = load_split(Path(train_arrow), Path(split_arrow))
+    training, held_out = split.train_rows[:rows], np.sort(split.val_rows)[:1000]
     keep = np.concatenate([training, held_out])
-    write_arrays(folder / "train.arrow", images[keep], labels[keep])
+    write_arrays(folder / "train.arrow", split.images[keep], split.labels[keep])
     write_indices(folder / "split.arrow", np.arange(len(training), len(keep)))
     return folder / "train.arrow", folder / "split.arrow"

@@ -99,9 +99,13 @@ def run_and_watch(command: list[str], env: dict, poll: float, log_path: Path) ->
     }
 
 
-def training_summary(artifacts: Path) -> tuple[int, float, float]:
-    """(TrainRuns finished, sum of their attempt wall seconds, mean examples/s) from the run.json files."""
-    records = [json.loads(path.read_text()) for path in artifacts.glob("runs/**/run.json")]
+def run_records(artifacts: Path) -> list[dict]:
+    """Every finished run's run.json under the artifacts root, read once."""
+    return [json.loads(path.read_text()) for path in sorted(artifacts.glob("runs/**/run.json"))]
+
+
+def training_summary(records: list[dict]) -> tuple[int, float, float]:
+    """(TrainRuns finished, sum of their attempt wall seconds, mean examples/s) from their run.json records."""
     rates = [record["examples_per_second"] for record in records if record.get("examples_per_second")]
     return (
         len(records),
@@ -128,14 +132,15 @@ def _rate_key(settings: dict) -> tuple:
     )
 
 
-def ideal_seconds(artifacts: Path, slots: int, probe_rows: int, threads: int) -> tuple[float, dict]:
+def ideal_seconds(
+    artifacts: Path, records: list[dict], slots: int, probe_rows: int, threads: int
+) -> tuple[float, dict]:
     """(summed training-step seconds of every run at its per-run rate / slots, {key: probed examples/s})."""
     from contenders import subset_arrays
     from workers import Worker
 
     from tasks.core.layout import Layout
 
-    records = [json.loads(path.read_text()) for path in sorted(artifacts.glob("runs/**/run.json"))]
     first_of: dict[tuple, dict] = {}
     for record in records:
         first_of.setdefault(_rate_key(record["settings"]), record["settings"])
@@ -175,11 +180,10 @@ def ideal_seconds(artifacts: Path, slots: int, probe_rows: int, threads: int) ->
     return total / slots, rates
 
 
-def in_run_step_seconds(artifacts: Path) -> float:
+def in_run_step_seconds(records: list[dict]) -> float:
     """Summed training-step seconds of every run as the runs timed themselves (run.json's examples/s)."""
     total = 0.0
-    for path in artifacts.glob("runs/**/run.json"):
-        record = json.loads(path.read_text())
+    for record in records:
         examples = record["epochs_completed"] * record["steps_per_epoch"] * record["settings"]["training"]["batch_size"]
         total += examples / record["examples_per_second"] if record["examples_per_second"] else 0.0
     return total
@@ -241,10 +245,11 @@ def main(argv: list[str] | None = None) -> int:
             tail = (folder / "luigi.log").read_text(errors="replace")[-3000:]
             print(f"FullReport exited {result['returncode']}; log tail:\n{tail}", file=sys.stderr)
             return 1
-        runs, train_seconds, rate = training_summary(artifacts)
+        records = run_records(artifacts)
+        runs, train_seconds, rate = training_summary(records)
         slots = training_slots(args.workers)
-        ideal, rates = ideal_seconds(artifacts, slots, args.probe_rows, args.threads)
-        in_run = in_run_step_seconds(artifacts)
+        ideal, rates = ideal_seconds(artifacts, records, slots, args.probe_rows, args.threads)
+        in_run = in_run_step_seconds(records)
     finally:
         if args.keep:
             print(f"kept {folder}", file=sys.stderr)
