@@ -93,8 +93,18 @@ class OnDevice(LockedTarget):
 
     run() fails the task when the setting is `gpu` and this host's TensorFlow sees no GPU, before the lock
     file or the run folder is made. (A bad value never gets this far: the tasks' complete() refuses it while
-    scheduling.) A mixin, like LockedTarget.
+    scheduling.) A mixin, like LockedTarget: a subclass says in `done()` whether its target stands.
     """
+
+    def done(self) -> bool:
+        raise NotImplementedError
+
+    def complete(self):
+        device_setting()  # a bad `[pipeline] device` stops scheduling here, before anything is written
+        done = self.done()
+        if not done:
+            warm_up_tensorflow()  # it will run: let its fork inherit TensorFlow (pipeline/warm.py)
+        return done
 
     def run(self):
         from tasks.training.devices import usable_device  # TensorFlow loads here, never at scheduling time
@@ -136,13 +146,9 @@ class TrainRun(OnDevice, RunIdentity):
     def output(self):
         return luigi.LocalTarget(str(self.run_dir / RUN_JSON))
 
-    def complete(self):
-        device_setting()  # a bad `[pipeline] device` stops scheduling here, before anything is written
+    def done(self) -> bool:
         # run.json alone is not enough: a finished run that lost its metrics or checkpoint trains again.
-        done = run_is_complete(self.run_dir, self.run_hash, self.seed)
-        if not done:
-            warm_up_tensorflow()  # it will run: let its fork inherit TensorFlow (pipeline/warm.py)
-        return done
+        return run_is_complete(self.run_dir, self.run_hash, self.seed)
 
     def build(self):
         from tasks.training.loop import train_run  # TensorFlow loads here, never at scheduling time
@@ -187,13 +193,9 @@ class EvaluateRun(OnDevice, RunIdentity):
     def output(self):
         return luigi.LocalTarget(str(self.run_dir / EVALUATION_JSON))
 
-    def complete(self):
-        device_setting()  # a bad `[pipeline] device` stops scheduling here, before anything is written
+    def done(self) -> bool:
         # An evaluation stands only while its run does: if the run lost a file, both are redone.
-        done = self.output().exists() and self.requires().complete()
-        if not done:
-            warm_up_tensorflow()
-        return done
+        return self.output().exists() and self.requires().complete()
 
     def build(self):
         from tasks.evaluation.evaluate import evaluate_run
