@@ -55,8 +55,8 @@ class ExperimentReport(luigi.Task):
     """Every final run of one experiment config, evaluated and compared in one dated report folder.
 
     The folder is `reports/<experiment>/<date>/`; `report.json`, written last, records the config hash,
-    so editing the config the same day makes the report (and only the affected runs) rerun. Tuned
-    entries are tuned first; their final runs are yielded once the chosen rates are known.
+    so editing the config the same day makes the report (and only the affected runs) rerun. Each tuned
+    entry's final runs come from its TunedRuns, which starts them as soon as that entry's tuning is done.
     """
 
     config = luigi.Parameter(default=DEFAULT_CONFIG)

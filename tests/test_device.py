@@ -172,6 +172,14 @@ def test_a_gpu_process_never_uses_the_cpu_only_fused_kernel(monkeypatch, tf_sees
     tf_sees(FAKE_GPU)
     devices.session_config("auto", 1, 1)
     assert kernels.pure_tf_forced()
+    # And an M-SVAG step built afterwards in this process holds none of the CPU-only op.
+    from tasks.training.optimizers import make_optimizer
+    from tasks.training.tf1 import tf
+
+    with tf.Graph().as_default() as graph:
+        make_optimizer("msvag", 0.1, {"beta": 0.9}).minimize(tf.reduce_sum(tf.square(tf.Variable(tf.ones([3])))))
+    op_types = {op.type for op in graph.get_operations()}
+    assert "VarianceAdaptedStep" not in op_types and "ApplyGradientDescent" in op_types
 
 
 def test_a_run_asks_luigid_for_a_gpu_slot_only_when_it_will_want_a_gpu(device_set):

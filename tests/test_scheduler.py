@@ -159,6 +159,10 @@ def test_luigid_keeps_its_pickled_state_private_and_out_of_the_artifacts_root(tm
     assert LUIGID, "luigid is not installed beside this Python"
     root, state = tmp_path / "artifacts", tmp_path / "private" / "luigid"
     env = dict(os.environ, ARTIFACTS_ROOT=str(root), LUIGID=LUIGID, LUIGID_STATE_DIR=str(state))
+    old_log = root / "scheduler" / "logs" / "luigi-server.log"  # left world-writable by an older start
+    old_log.parent.mkdir(parents=True)
+    old_log.write_text("an older start's log\n")
+    old_log.chmod(0o666)
     started = subprocess.run(
         [str(SCRIPT), "start", str(_free_port())], env=env, capture_output=True, text=True, timeout=60
     )

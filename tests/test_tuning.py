@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from pipeline import FullReport, TunedRuns, TuneLearningRate
+from pipeline import ExperimentReport, FullReport, TunedRuns, TuneLearningRate
 from tasks.core.config import parse_config
 from tasks.core.errors import ConfigError
 from tasks.core.layout import Layout
@@ -143,3 +143,9 @@ def test_an_entrys_final_runs_wait_for_its_own_tuning_only(site, ran_tasks, tmp_
     assert evaluated == [0, 1, 2]
     assert TunedRuns(config=str(config_path), name="sgd").complete()
     assert not TunedRuns(config=str(config_path), name="adam").complete()
+    # The report asks for each tuned entry's TunedRuns, so the scheduler sees them before the report runs.
+    report = ExperimentReport(config=str(config_path), date=dt.date(2026, 2, 1))
+    assert {task for task in luigi.task.flatten(report.requires()) if isinstance(task, TunedRuns)} == {
+        TunedRuns(config=str(config_path), name="sgd"),
+        TunedRuns(config=str(config_path), name="adam"),
+    }
