@@ -22,15 +22,14 @@ half-written library.
 
 from __future__ import annotations
 
-import json
 import os
 import shlex
 import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
+from tasks.core.storage import atomic_path, write_json_atomic
 from tasks.training.kernels import SOURCE, library_path, read_stamp, source_sha256, stamp_path
 
 OPTIMISATION_FLAGS = ("-O2", "-fvect-cost-model=dynamic", "-ffp-contract=off")
@@ -72,31 +71,31 @@ def build(compiler: str | None = None, *, force: bool = False) -> int:
     }
     if not force and output.is_file() and read_stamp(output) == stamp:
         return 0
-    output.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent)
-    os.close(descriptor)
-    temporary = Path(temporary)
     try:
-        command = compile_command(compiler, SOURCE, temporary, compile_flags, link_flags)
-        result = subprocess.run(command, capture_output=True, text=True)
-        if result.returncode != 0:
-            print(
-                f"error: compiling {SOURCE} failed (exit {result.returncode}); the pure-TF path still works.\n"
-                f"command: {shlex.join(command)}\n{result.stderr[-20000:]}",
-                file=sys.stderr,
-            )
-            return 1
-        try:
-            tf.load_op_library(str(temporary))
-        except (tf.errors.OpError, OSError) as error:
-            print(f"error: {SOURCE} compiled, but the library does not load: {error}", file=sys.stderr)
-            return 1
-        temporary.chmod(0o755)  # mkstemp made it private
-        os.replace(temporary, output)
-    finally:
-        temporary.unlink(missing_ok=True)
-    stamp_path(output).write_text(json.dumps(stamp, indent=1) + "\n")
+        # Built under a temp name beside the library, swept like any other dead writer's temp file, and
+        # moved onto it only once it compiled and loaded; the stamp, atomic too, is written after it.
+        with atomic_path(output, suffix=".tmp") as temporary:
+            command = compile_command(compiler, SOURCE, temporary, compile_flags, link_flags)
+            result = subprocess.run(command, capture_output=True, text=True)
+            if result.returncode != 0:
+                raise _BuildFailed(
+                    f"error: compiling {SOURCE} failed (exit {result.returncode}); the pure-TF path still works.\n"
+                    f"command: {shlex.join(command)}\n{result.stderr[-20000:]}"
+                )
+            try:
+                tf.load_op_library(str(temporary))
+            except (tf.errors.OpError, OSError) as error:
+                raise _BuildFailed(f"error: {SOURCE} compiled, but the library does not load: {error}") from None
+            temporary.chmod(0o755)
+    except _BuildFailed as failure:
+        print(failure, file=sys.stderr)
+        return 1
+    write_json_atomic(stamp_path(output), stamp)
     return 0
+
+
+class _BuildFailed(Exception):
+    """A compile or load failure: the temp library is removed and the installed one left as it was."""
 
 
 def main(argv: list[str] | None = None) -> int:
