@@ -67,7 +67,6 @@ KERNEL_DTYPES = (tf.float32, tf.float64)  # those VarianceAdaptedStep is registe
 class StepScalars(NamedTuple):
     """What step t needs beyond the per-coordinate state: scalars of one dtype, shared by all variables."""
 
-    beta: tf.Tensor  # β
     one_minus_beta: tf.Tensor  # 1-β
     bias_correction: tf.Tensor  # c = 1-β^t
     variance_weight: tf.Tensor  # w_t (0 at t = 1)
@@ -90,7 +89,7 @@ def step_scalars(t, beta, uses_momentum: bool) -> StepScalars:
     weight = (rho if uses_momentum else one) / (one - rho)
     weight = tf.where_v2(t > one, weight, tf.zeros_like(weight))  # s_1 = 0: see the module docstring
     direction_scale = one / bias_correction if uses_momentum else one
-    return StepScalars(beta, one - beta, bias_correction, weight, direction_scale)
+    return StepScalars(one - beta, bias_correction, weight, direction_scale)
 
 
 def moment_differences(grad, m, v):
