@@ -63,6 +63,7 @@ def conv_bound(job: dict) -> float:
     """
     import numpy as np
 
+    from tasks.core.config import ModelConfig
     from tasks.training.models import MODEL_SCOPE, build_model
     from tasks.training.tf1 import tf
 
@@ -72,18 +73,19 @@ def conv_bound(job: dict) -> float:
     bank = images[: batch * banked].astype(np.float32).reshape(banked, batch, 784) / 255.0
     bank_labels = labels[: batch * banked].astype(np.int64).reshape(banked, batch)
     steps = len(labels) // batch
+    model = ModelConfig(name=job["model"], params=job["model_params"])
     graph = tf.Graph()
     with graph.as_default():
         tf.set_random_seed(0)
         with tf.variable_scope(MODEL_SCOPE):  # the variables, made outside the loop as the project does
-            build_model(job["model"], tf.zeros([1, 784]), job["model_params"])
+            build_model(model, tf.zeros([1, 784]))
         variables = tf.trainable_variables()
         batches, batch_labels = tf.constant(bank), tf.constant(bank_labels)
         optimizer = tf.train.GradientDescentOptimizer(LEARNING_RATES["sgd"])
 
         def step(index, total):
             with tf.variable_scope(MODEL_SCOPE, reuse=True):
-                logits = build_model(job["model"], tf.gather(batches, index % banked), job["model_params"])
+                logits = build_model(model, tf.gather(batches, index % banked))
             loss = tf.reduce_mean(
                 tf.nn.sparse_softmax_cross_entropy_with_logits(
                     labels=tf.gather(batch_labels, index % banked), logits=logits

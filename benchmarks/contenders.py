@@ -33,6 +33,8 @@ def feed_dict_epoch(job: dict) -> float:
     """(a): examples/s of one epoch of the original style's loop."""
     import numpy as np
 
+    from tasks.core.config import ModelConfig
+    from tasks.core.runs import OptimizerSettings
     from tasks.training.models import build_model
     from tasks.training.optimizers import make_optimizer
     from tasks.training.tf1 import tf
@@ -47,9 +49,10 @@ def feed_dict_epoch(job: dict) -> float:
         tf.set_random_seed(0)
         x = tf.placeholder(tf.float32, [None, 784], name="x")
         y = tf.placeholder(tf.int64, [None], name="y")
-        logits = build_model(job["model"], x, job["model_params"])
+        logits = build_model(ModelConfig(name=job["model"], params=job["model_params"]), x)
         loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits))
-        train_op = make_optimizer(job["optimizer"], LEARNING_RATES[job["optimizer"]], {}).minimize(loss)
+        optimizer = OptimizerSettings(name=job["optimizer"], learning_rate=LEARNING_RATES[job["optimizer"]])
+        train_op = make_optimizer(optimizer).minimize(loss)
         init = tf.global_variables_initializer()
     config = tf.ConfigProto(intra_op_parallelism_threads=job["threads"], inter_op_parallelism_threads=1)
     rng = np.random.default_rng(0)

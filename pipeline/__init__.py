@@ -11,7 +11,7 @@ from pipeline.data import DecodeData, FetchFile, PrepareData, VerifyData
 from pipeline.experiment import TrainExperiment, TunedRuns, TuneLearningRate
 from pipeline.nightly import NightlyHistory, NightlyReport
 from pipeline.reporting import ExperimentReport, FullReport
-from pipeline.settings import pipeline as PipelineSettings  # noqa: N812 - luigi names the class by its section
+from pipeline.site import pipeline as PipelineSettings  # noqa: N812 - luigi names the class by its section
 from pipeline.training import EvaluateRun, NightlyEvaluateRun, NightlyTrainRun, TrainRun
 
 __all__ = [

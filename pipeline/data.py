@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import luigi
 
-from pipeline.settings import expected_checksums, layout, settings
+from pipeline.site import expected_checksums, layout, site_settings
 from tasks.core.locks import DEFAULT_LOCK_TIMEOUT, target_lock
 from tasks.core.storage import read_json
 from tasks.data.dataset import RAW_FILE_NAMES
@@ -39,19 +39,17 @@ class FetchFile(LockedTarget, luigi.Task):
         return luigi.LocalTarget(str(layout().raw_file(self.name)))
 
     def build(self):
-        from tasks.data.fetch import fetch_raw_file
+        from tasks.data.fetch import FetchLimits, fetch_raw_file
 
         payload_sha256, gz_md5 = expected_checksums(self.name)
-        site = settings()
+        site = site_settings()
         fetch_raw_file(
             self.name,
             list(site.sources),
             layout().raw_dir,
             expected_payload_sha256=payload_sha256,
             expected_gz_md5=gz_md5,
-            timeout=site.fetch_timeout,
-            retries=site.fetch_retries,
-            deadline=site.fetch_deadline,
+            limits=FetchLimits(timeout=site.fetch_timeout, retries=site.fetch_retries, deadline=site.fetch_deadline),
         )
 
 

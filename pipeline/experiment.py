@@ -1,4 +1,4 @@
-"""Experiment configs at scheduling time; learning-rate tuning (TuneLearningRate, TunedRuns); TrainExperiment.
+"""Learning-rate tuning in the DAG (TuneLearningRate, TunedRuns) and TrainExperiment.
 
 A tuned entry's final runs depend on the rate its tuning chose, so they are dynamic dependencies: the
 task that needs them yields them from run() once its TuneLearningRate is done. TunedRuns does it per
@@ -8,40 +8,29 @@ the slowest grid.
 
 from __future__ import annotations
 
-import functools
-import hashlib
-from pathlib import Path
-
 import luigi
 
-from pipeline.settings import layout
+from pipeline.site import layout
 from pipeline.training import evaluate_task, train_task
-from tasks.core.config import ExperimentConfig, load_config
-from tasks.core.runs import HASH_LENGTH, entry_named, final_specs, grid_specs, tuned_entries
-from tasks.core.storage import read_json
-
-DEFAULT_CONFIG = "configs/default.yaml"
-
-
-@functools.lru_cache(maxsize=32)
-def _load(path: str, mtime_ns: int) -> tuple[ExperimentConfig, str]:
-    config = load_config(path)
-    return config, Path(path).read_text(encoding="utf-8")
-
-
-def load_experiment(path: str) -> tuple[ExperimentConfig, str]:
-    """The validated config and its text, cached per file version (scheduling asks for it often)."""
-    config_path = Path(path)
-    mtime_ns = config_path.stat().st_mtime_ns if config_path.exists() else -1
-    return _load(str(config_path), mtime_ns)
-
-
-def config_hash(config: ExperimentConfig) -> str:
-    return hashlib.sha256(config.model_dump_json().encode("utf-8")).hexdigest()[:HASH_LENGTH]
+from tasks.core.config import ExperimentConfig
+from tasks.core.experiment import (
+    DEFAULT_CONFIG,
+    chosen_rates,
+    load_experiment,
+    read_tuning,
+    tuning_record_path,
+    tuning_record_problem,
+)
+from tasks.core.runs import RunOnDisk, entry_named, final_specs, grid_specs, tuned_entries
+from tasks.core.storage import quarantine
 
 
 class TuneLearningRate(luigi.Task):
-    """Train one entry's learning-rate grid on the tuning seeds and choose a rate on validation accuracy."""
+    """Train one entry's learning-rate grid on the tuning seeds and choose a rate on validation accuracy.
+
+    Done when its record stands: a record that does not cover its grid, or whose choice the selection rule
+    would not make (edited by hand, or damaged), is moved to quarantine and the choice is made again.
+    """
 
     config = luigi.Parameter(default=DEFAULT_CONFIG)
     name = luigi.Parameter(description="the tuned optimizer entry")
@@ -58,18 +47,23 @@ class TuneLearningRate(luigi.Task):
         return [train_task(spec) for spec in self.grid()]
 
     def output(self):
-        hashes = ",".join(f"{spec.run_hash}:{spec.seed}" for spec in self.grid())
-        grid_hash = hashlib.sha256(hashes.encode()).hexdigest()[:HASH_LENGTH]
-        return luigi.LocalTarget(str(layout().tuning_record(self.experiment.experiment, self.name, grid_hash)))
+        return luigi.LocalTarget(str(tuning_record_path(layout(), self.experiment, self.name)))
+
+    def complete(self):
+        return tuning_record_problem(self.path, self.experiment, self.name) is None
+
+    @property
+    def path(self):
+        return tuning_record_path(layout(), self.experiment, self.name)
 
     def run(self):
-        from tasks.reporting.tuning import choose_learning_rate
+        from tasks.training.tuning import choose_learning_rate
 
-        runs = [
-            {"learning_rate": spec.learning_rate, "run_hash": spec.run_hash, "seed": spec.seed, "run_dir": task.run_dir}
-            for spec, task in zip(self.grid(), self.requires())
-        ]
-        choose_learning_rate(self.name, self.experiment.tuning_seeds, runs, self.output().path)
+        if self.path.exists():
+            problem = tuning_record_problem(self.path, self.experiment, self.name)
+            quarantine(self.path, f"{problem}; the grid's choice was made again")
+        runs = [RunOnDisk(spec, task.folder) for spec, task in zip(self.grid(), self.requires())]
+        choose_learning_rate(self.name, self.experiment.tuning_seeds, runs, self.path)
 
 
 class TunedRuns(luigi.Task):
@@ -83,7 +77,7 @@ class TunedRuns(luigi.Task):
         return TuneLearningRate(config=self.config, name=self.name)
 
     def final_tasks(self):
-        choices = chosen_rates(read_tuning([self.requires()]))
+        choices = chosen_rates(tuning_of([self.requires()]))
         return [evaluate_task(spec) for spec in final_specs(load_experiment(self.config)[0], choices, only=self.name)]
 
     def complete(self):
@@ -98,13 +92,11 @@ def tuning_tasks(config_path: str) -> list[TuneLearningRate]:
     return [TuneLearningRate(config=config_path, name=entry.name) for entry in tuned_entries(config)]
 
 
-def read_tuning(tasks: list[TuneLearningRate]) -> dict[str, dict]:
-    """Each tuned entry's tuning record (written by a finished TuneLearningRate)."""
-    return {task.name: read_json(task.output().path) for task in tasks}
-
-
-def chosen_rates(tuning: dict[str, dict]) -> dict[str, float]:
-    return {name: float(record["chosen_learning_rate"]) for name, record in tuning.items()}
+def tuning_of(tasks: list[TuneLearningRate]) -> dict[str, dict]:
+    """Each tuned entry's tuning record (written by a finished TuneLearningRate), checked."""
+    if not tasks:
+        return {}
+    return read_tuning([(task.name, task.path) for task in tasks], tasks[0].experiment)
 
 
 class TrainExperiment(luigi.Task):
@@ -116,7 +108,7 @@ class TrainExperiment(luigi.Task):
         return tuning_tasks(self.config)
 
     def final_tasks(self):
-        choices = chosen_rates(read_tuning(self.requires()))
+        choices = chosen_rates(tuning_of(self.requires()))
         return [train_task(spec) for spec in final_specs(load_experiment(self.config)[0], choices)]
 
     def complete(self):

@@ -15,11 +15,12 @@ from pathlib import Path
 
 import luigi
 
-from pipeline.experiment import DEFAULT_CONFIG, chosen_rates, config_hash, load_experiment, read_tuning, tuning_tasks
+from pipeline.experiment import tuning_of, tuning_tasks
 from pipeline.reporting import collect_runs, report_record
-from pipeline.settings import layout
+from pipeline.site import layout
 from pipeline.training import evaluate_task
 from tasks.core.errors import ConfigError, PipelineError
+from tasks.core.experiment import DEFAULT_CONFIG, chosen_rates, config_hash, load_experiment
 from tasks.core.runs import final_specs
 
 
@@ -46,7 +47,7 @@ class NightTask(luigi.Task):
 
     def night_runs(self, tuning: dict | None = None):
         """The night's evaluation tasks (tuned entries at the rate their tuning chose)."""
-        tuning = read_tuning(tuning_tasks(self.config)) if tuning is None else tuning
+        tuning = tuning_of(tuning_tasks(self.config)) if tuning is None else tuning
         specs = final_specs(self.experiment, chosen_rates(tuning), self.date)
         return [evaluate_task(spec, self.date) for spec in specs]
 
@@ -102,11 +103,11 @@ class NightlyReport(NightTask):
 
     def run(self):
         from tasks.reporting import figures, history
-        from tasks.reporting.report import publish_report
+        from tasks.reporting.report import ReportInputs, publish_report
 
         config, text = load_experiment(self.config)
         paths = layout()
-        tuning = read_tuning(tuning_tasks(self.config))
+        tuning = tuning_of(tuning_tasks(self.config))
         runs = collect_runs(self.night_runs(tuning))
         stored = history.read_history(paths.history_dir(config.experiment))
         nights = [row for row in stored if row["date"] <= self.night]
@@ -122,17 +123,19 @@ class NightlyReport(NightTask):
             result = publish_report(
                 out_dir,
                 report_record(self.config, config, tuning),
-                experiment=config.experiment,
-                title=f"Nightly retraining: {config.experiment}",
-                date=self.night,
-                config_hash=config_hash(config),
-                config_text=text,
-                runs=runs,
-                test_arrow=paths.test_arrow,
-                alerts=alerts,
-                extra_figures=[("Test accuracy over the nights", trend_png)],
-                targets=config.targets,
-                tuning=tuning,
+                ReportInputs(
+                    experiment=config.experiment,
+                    title=f"Nightly retraining: {config.experiment}",
+                    date=self.night,
+                    config_hash=config_hash(config),
+                    config_text=text,
+                    runs=runs,
+                    test_arrow=paths.test_arrow,
+                    alerts=alerts,
+                    extra_figures=[("Test accuracy over the nights", trend_png)],
+                    targets=config.targets,
+                    tuning=tuning,
+                ),
             )
         if alerts:
             raise RegressionAlert(

@@ -7,43 +7,18 @@ from pathlib import Path
 
 import luigi
 
-from pipeline.experiment import (
-    DEFAULT_CONFIG,
-    TunedRuns,
-    chosen_rates,
-    config_hash,
-    load_experiment,
-    read_tuning,
-    tuning_tasks,
-)
-from pipeline.settings import layout
+from pipeline.experiment import TunedRuns, tuning_of, tuning_tasks
+from pipeline.site import layout
 from pipeline.training import EvaluateRun, evaluate_task
 from tasks.core.config import ExperimentConfig
-from tasks.core.runfiles import RUN_JSON
-from tasks.core.runs import final_specs, tuned_entries
+from tasks.core.experiment import DEFAULT_CONFIG, chosen_rates, config_hash, load_experiment
+from tasks.core.runs import RunOnDisk, final_specs, tuned_entries
 from tasks.core.storage import read_json
 
 
-def collect_runs(tasks: list[EvaluateRun]) -> list[dict]:
-    """The per-run dicts that the report reads: identity, run.json and evaluation.json."""
-    runs = []
-    for task in tasks:
-        spec = task.spec
-        optimizer = spec.settings.optimizer
-        runs.append(
-            {
-                "name": spec.name,
-                "optimizer": optimizer.name,
-                "learning_rate": optimizer.learning_rate,
-                "params": dict(optimizer.params),
-                "seed": spec.seed,
-                "run_hash": spec.run_hash,
-                "run_dir": task.run_dir,
-                "run": read_json(task.run_dir / RUN_JSON),
-                "evaluation": read_json(task.output().path),
-            }
-        )
-    return runs
+def collect_runs(tasks: list[EvaluateRun]) -> list[RunOnDisk]:
+    """The runs the report reads: each run's identity and its folder."""
+    return [RunOnDisk(task.spec, task.folder) for task in tasks]
 
 
 def report_record(config_path: str, config: ExperimentConfig, tuning: dict) -> dict:
@@ -86,23 +61,25 @@ class ExperimentReport(luigi.Task):
 
     def run(self):
         config, text = load_experiment(self.config)
-        tuning = read_tuning(self.requires()["tuning"])
+        tuning = tuning_of(self.requires()["tuning"])
         finals = [evaluate_task(spec) for spec in final_specs(config, chosen_rates(tuning))]
         yield finals
-        from tasks.reporting.report import publish_report
+        from tasks.reporting.report import ReportInputs, publish_report
 
         publish_report(
             Path(self.output().path).parent,
             report_record(self.config, config, tuning),
-            experiment=config.experiment,
-            title=f"Optimizer comparison: {config.experiment}",
-            date=self.date.isoformat(),
-            config_hash=config_hash(config),
-            config_text=text,
-            runs=collect_runs(finals),
-            test_arrow=layout().test_arrow,
-            targets=config.targets,
-            tuning=tuning,
+            ReportInputs(
+                experiment=config.experiment,
+                title=f"Optimizer comparison: {config.experiment}",
+                date=self.date.isoformat(),
+                config_hash=config_hash(config),
+                config_text=text,
+                runs=collect_runs(finals),
+                test_arrow=layout().test_arrow,
+                targets=config.targets,
+                tuning=tuning,
+            ),
         )
 
 

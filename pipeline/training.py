@@ -14,12 +14,12 @@ from luigi.parameter import ParameterVisibility
 
 from pipeline.data import LockedTarget, PrepareData, VerifyData
 from pipeline.params import RunSettingsParameter
-from pipeline.settings import device_setting, layout, settings
+from pipeline.site import device_setting, layout, site_settings
 from pipeline.warm import warm_up_tensorflow
 from tasks.core.config import check_safe_name
 from tasks.core.devices import gpu_device_nodes, wants_gpu
 from tasks.core.errors import ConfigError
-from tasks.core.runfiles import EVALUATION_JSON, RUN_JSON, run_is_complete
+from tasks.core.runfolder import EVALUATION_JSON, RUN_JSON, RunFolder
 from tasks.core.runs import RunSpec
 
 TRAINING_RESOURCE = "training"  # [resources] training = N caps the runs that train at once
@@ -79,13 +79,18 @@ class RunIdentity(luigi.Task):
                 f"{self.task_family}: --learning-rate {self.learning_rate} differs from the settings' "
                 f"{self.settings.optimizer.learning_rate}"
             )
-        if not 0 <= self.seed <= 2**31 - 1:
-            raise ConfigError(f"{self.task_family}: --seed expected in [0, 2^31-1], found {self.seed}")
-        return RunSpec(name=self.name, settings=self.settings, seed=self.seed)
+        try:
+            return RunSpec(name=self.name, settings=self.settings, seed=self.seed)
+        except ValueError as exc:
+            raise ConfigError(f"{self.task_family}: --seed {exc}") from None
 
     @property
     def run_dir(self):
         return layout().run_dir(self.spec, self.night)
+
+    @property
+    def folder(self) -> RunFolder:
+        return RunFolder(self.run_dir, self.run_hash, self.seed)
 
 
 class OnDevice(LockedTarget):
@@ -137,7 +142,7 @@ class TrainRun(OnDevice, RunIdentity):
         # luigid keeps one resource setting per task, not per worker: a per-host name cannot work, so a
         # host's own cap is its --workers (README, "Several workers, several machines"). A bad device value
         # asks for no GPU here; complete() refuses it.
-        return run_resources(settings().device, _gpus_here())
+        return run_resources(site_settings().device, _gpus_here())
 
     def requires(self):
         split = self.spec.settings.split
@@ -148,12 +153,12 @@ class TrainRun(OnDevice, RunIdentity):
 
     def done(self) -> bool:
         # run.json alone is not enough: a finished run that lost its metrics or checkpoint trains again.
-        return run_is_complete(self.run_dir, self.run_hash, self.seed)
+        return self.folder.finished
 
     def build(self):
         from tasks.training.loop import train_run  # TensorFlow loads here, never at scheduling time
 
-        site = settings()
+        site = site_settings()
         self.set_tracking_url(self.run_dir.resolve().as_uri())
         train_run(
             self.spec.settings,
@@ -195,12 +200,12 @@ class EvaluateRun(OnDevice, RunIdentity):
 
     def done(self) -> bool:
         # An evaluation stands only while its run does: if the run lost a file, both are redone.
-        return self.output().exists() and self.requires().complete()
+        return self.folder.evaluated
 
     def build(self):
         from tasks.evaluation.evaluate import evaluate_run
 
-        site = settings()
+        site = site_settings()
         evaluate_run(
             self.run_dir,
             layout().test_arrow,

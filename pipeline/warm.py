@@ -26,7 +26,7 @@ def warm_up_tensorflow() -> None:
     """Import TensorFlow in the worker process; in any other process (a task's fork), do nothing."""
     if os.getpid() != WORKER_PID or TF_MODULE in sys.modules:
         return
-    from pipeline.settings import settings
+    from pipeline.site import site_settings
 
-    if settings().preload_tensorflow:
+    if site_settings().preload_tensorflow:
         import tasks.training.tf1  # noqa: F401 - the import itself is the point

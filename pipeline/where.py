@@ -9,9 +9,9 @@ import argparse
 import datetime as dt
 import sys
 
-from pipeline.experiment import DEFAULT_CONFIG, load_experiment
-from pipeline.settings import layout
+from pipeline.site import layout
 from tasks.core.errors import PipelineError
+from tasks.core.experiment import DEFAULT_CONFIG, load_experiment
 
 
 def main(argv: list[str] | None = None) -> int:

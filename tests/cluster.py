@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from tasks.core.locks import lock_path
-from tasks.core.runfiles import RUN_JSON
+from tasks.core.runfolder import RUN_JSON
 from tests.conftest import REPO_ROOT
 from tests.netns import Host
 

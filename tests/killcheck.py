@@ -8,10 +8,10 @@ from pathlib import Path
 import pyarrow.parquet as pq
 from PIL import Image
 
+from tasks.core.runfolder import LATEST_JSON
 from tasks.core.storage import QUARANTINE_DIR, TEMP_MARKER, sha256_file
 from tasks.data.arrays import load_arrays, load_indices
 from tasks.data.fetch import verify_raw_file
-from tasks.training.checkpoints import LATEST_JSON
 from tests.conftest import SYNTHETIC_TEST_ROWS
 
 DATE = "2026-01-05"

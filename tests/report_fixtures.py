@@ -16,10 +16,14 @@ import pyarrow.parquet as pq
 import pytest
 import scipy.stats
 
+from tasks.core.config import ModelConfig, SplitConfig, TrainingConfig
+from tasks.core.runfolder import RunFolder
+from tasks.core.runs import RUN_SCHEMA_VERSION, OptimizerSettings, RunOnDisk, RunSettings, RunSpec
 from tasks.data.arrays import load_arrays, write_arrays
-from tasks.evaluation.evaluate import read_metrics, score_predictions, summarize_metrics
+from tasks.evaluation.evaluate import score_predictions, summarize_metrics
 from tasks.reporting import statistics
 from tasks.reporting.comparison import summary_targets
+from tasks.reporting.report import ReportInputs
 from tasks.reporting.targets import summarize
 from tests.synthetic import make_images_labels
 
@@ -117,25 +121,34 @@ def write_run(
     seconds: float,
     outcome: tuple,
 ) -> dict:
-    """One run folder; returns the run dict that build_report expects."""
-    run_hash = f"{name[:4]}{int(learning_rate * 1e4):06d}"
-    run_dir = root / f"mlp-{name}-{run_hash}" / f"seed-{seed}"
+    """One run folder (its checkpoint files empty stand-ins); returns what was written, with the RunSpec."""
+    settings = RunSettings(
+        schema_version=RUN_SCHEMA_VERSION,
+        model=ModelConfig(name="mlp", params={"hidden": [128, 128]}),
+        training=TrainingConfig(epochs=EPOCHS, batch_size=64),
+        split=SplitConfig(),
+        optimizer=OptimizerSettings(name=optimizer, learning_rate=learning_rate, params=params),
+    )
+    spec = RunSpec(name, settings, seed)
+    run_hash = spec.run_hash
+    run_dir = root / spec.relative_dir
     run_dir.mkdir(parents=True)
     diverged = outcome[1] == "diverged"
     epochs = 1 if diverged else EPOCHS
     pq.write_table(_metrics(0.5 if diverged else outcome[1], epochs, seconds), run_dir / "metrics.parquet")
+    if not diverged:
+        (run_dir / "checkpoints").mkdir()
+        for suffix in (".index", ".data-00000-of-00001"):
+            (run_dir / "checkpoints" / f"epoch-{EPOCHS:04d}{suffix}").write_bytes(b"")
     run = {
-        "settings": {
-            "model": {"name": "mlp", "params": {"hidden": [128, 128]}},
-            "training": {"epochs": EPOCHS, "batch_size": 64},
-            "optimizer": {"name": optimizer, "learning_rate": learning_rate, "params": params},
-        },
+        "settings": settings.as_dict(),
         "run_hash": run_hash,
         "seed": seed,
         "status": "diverged" if diverged else "completed",
         "diverged_at": {"epoch": 2, "step": 37} if diverged else None,
         "epochs_completed": epochs,
         "final_checkpoint": None if diverged else f"checkpoints/epoch-{EPOCHS:04d}",
+        "weights_sha256": None if diverged else "0" * 64,
         "wall_seconds": seconds * epochs + 1.5,
         "examples_per_second": 1000.0 / seconds,
         "versions": {"python": "3.11.2", "tensorflow": "2.21.0", "numpy": "2.4.6"},
@@ -152,7 +165,7 @@ def write_run(
         "diverged_at": run["diverged_at"],
         "epochs_completed": epochs,
         "checkpoint": run["final_checkpoint"],
-        "metrics": summarize_metrics(read_metrics(run_dir / "metrics.parquet")),
+        "metrics": summarize_metrics(RunFolder(run_dir, run_hash, seed).metrics()),
         "test": None,
     }
     if not diverged:
@@ -162,6 +175,7 @@ def write_run(
         evaluation["test"] = score_predictions(labels, predictions, 0.3 + (1 - outcome[2]), max_misclassified=100)
     (run_dir / "evaluation.json").write_text(json.dumps(evaluation))
     return {
+        "spec": spec,
         "name": name,
         "optimizer": optimizer,
         "learning_rate": learning_rate,
@@ -196,17 +210,18 @@ def write_scenario(root: Path, test_arrow: Path, scenario=SCENARIO) -> list[dict
 
 
 def build_kwargs(tmp_path: Path, runs: list[dict], test_arrow: Path, **overrides) -> dict:
+    """build_report's arguments for the runs written by write_run, with `overrides` of ReportInputs' fields."""
     kwargs = {
         "experiment": "unit",
         "title": "Optimizer comparison <unit test>",
         "date": "2024-05-01",
         "config_hash": "c0ffee1234",
         "config_text": "experiment: unit\nseeds: [0, 1]\n# a <tag> & more\n",
-        "runs": runs,
+        "runs": [RunOnDisk(run["spec"], RunFolder(run["run_dir"], run["run_hash"], run["seed"])) for run in runs],
         "test_arrow": test_arrow,
     }
     kwargs.update(overrides)
-    return kwargs
+    return {"inputs": ReportInputs(**kwargs)}
 
 
 class TableParser(HTMLParser):

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tasks.core.errors import TrainingError
+from tasks.core.errors import RunFolderError
+from tasks.core.runfolder import read_latest
 from tasks.training import checkpoints
 
 GOOD = {
@@ -21,9 +22,9 @@ GOOD = {
 
 
 def test_read_latest_returns_a_well_formed_record(tmp_path):
-    assert checkpoints.read_latest(tmp_path) is None
+    assert read_latest(tmp_path) is None
     (tmp_path / "latest.json").write_text(json.dumps(GOOD))
-    assert checkpoints.read_latest(tmp_path) == GOOD
+    assert read_latest(tmp_path) == GOOD
 
 
 @pytest.mark.parametrize(
@@ -42,9 +43,9 @@ def test_read_latest_returns_a_well_formed_record(tmp_path):
 def test_read_latest_refuses_a_malformed_record(tmp_path, content):
     (tmp_path / "latest.json").write_text(content)
     with pytest.raises(
-        TrainingError, match=r"latest\.json: .*(not readable JSON|expected keys).*delete the run folder"
+        RunFolderError, match=r"latest\.json: .*(not readable JSON|expected keys).*delete the run folder"
     ):
-        checkpoints.read_latest(tmp_path)
+        read_latest(tmp_path)
 
 
 def _touch(path: Path) -> Path:

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from pipeline import EvaluateRun, TrainRun
-from pipeline.settings import device_setting
+from pipeline.site import device_setting
 from pipeline.training import GPU_RESOURCE, TRAINING_RESOURCE, run_resources
 from tasks.core.config import parse_config
 from tasks.core.devices import gpu_device_nodes, resolve_device
@@ -173,11 +173,14 @@ def test_a_gpu_process_never_uses_the_cpu_only_fused_kernel(monkeypatch, tf_sees
     devices.session_config("auto", 1, 1)
     assert kernels.pure_tf_forced()
     # And an M-SVAG step built afterwards in this process holds none of the CPU-only op.
+    from tasks.core.runs import OptimizerSettings
     from tasks.training.optimizers import make_optimizer
     from tasks.training.tf1 import tf
 
     with tf.Graph().as_default() as graph:
-        make_optimizer("msvag", 0.1, {"beta": 0.9}).minimize(tf.reduce_sum(tf.square(tf.Variable(tf.ones([3])))))
+        make_optimizer(OptimizerSettings(name="msvag", learning_rate=0.1, params={"beta": 0.9})).minimize(
+            tf.reduce_sum(tf.square(tf.Variable(tf.ones([3]))))
+        )
     op_types = {op.type for op in graph.get_operations()}
     assert "VarianceAdaptedStep" not in op_types and "ApplyGradientDescent" in op_types
 

@@ -16,11 +16,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tasks.core.config import parse_config
+from tasks.core.config import ModelConfig, parse_config
 from tasks.core.errors import EvaluationError
+from tasks.core.runfolder import METRICS_SCHEMA, RunFolder
 from tasks.core.runs import run_settings, settings_hash
 from tasks.data.arrays import write_arrays
-from tasks.evaluation.evaluate import evaluate_run, read_metrics, summarize_metrics
+from tasks.evaluation.evaluate import evaluate_run, summarize_metrics
 from tasks.training import models
 from tasks.training.checkpoints import weights_sha256
 from tasks.training.tf1 import tf
@@ -67,7 +68,7 @@ def _save_logreg(run_dir: Path, weights: np.ndarray, bias: np.ndarray) -> str:
     """Save the real logreg model's variables, holding these values, at CHECKPOINT; return their sha256."""
     graph = tf.Graph()
     with graph.as_default():
-        models.inference_path("logreg", {}, reuse=False)
+        models.inference_path(ModelConfig(name="logreg"), reuse=False)
         variables = {variable.op.name: variable for variable in tf.global_variables()}
         saver = tf.train.Saver()
         with tf.Session(graph=graph) as session:
@@ -103,7 +104,8 @@ def _write_run_record(
             "val_accuracy": val_accuracy,
             "wall_seconds": [10.0, 12.0, 14.0, 16.0][:epochs],
             "examples_per_second": [100.0] * epochs,
-        }
+        },
+        schema=METRICS_SCHEMA,
     )
     pq.write_table(table, run_dir / "metrics.parquet")
 
@@ -261,7 +263,7 @@ def test_a_stored_graph_in_the_run_folder_is_never_run(saved_run, run_copy, tmp_
         images = tf.placeholder(tf.uint8, [None, 784], name="images")
         labels = tf.placeholder(tf.int64, [None], name="labels")
         with tf.variable_scope(models.MODEL_SCOPE):
-            logits = models.build_model("logreg", models.scale_images(images))
+            logits = models.build_model(ModelConfig(name="logreg"), models.scale_images(images))
         head = models.classification_head(logits, labels)
         with tf.control_dependencies([tf.io.write_file(str(marker), "the stored graph ran")]):
             tf.identity(head["loss"], name="loss")
@@ -295,4 +297,4 @@ def test_unreadable_or_mismatched_checkpoints_are_evaluation_errors(saved_run, r
 
 def test_metrics_summary_of_an_empty_run_is_none(tmp_path):
     _write_run_record(tmp_path, status="diverged", epochs=0)
-    assert summarize_metrics(read_metrics(tmp_path / "metrics.parquet")) is None
+    assert summarize_metrics(RunFolder(tmp_path, "any", 0).metrics()) is None

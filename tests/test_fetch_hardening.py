@@ -14,7 +14,7 @@ import pytest
 
 from tasks.core.errors import FetchError
 from tasks.core.storage import QUARANTINE_DIR
-from tasks.data.fetch import fetch_raw_file
+from tasks.data.fetch import FetchLimits, fetch_raw_file
 from tasks.data.partfile import QUARANTINE_KEEP_BYTES
 from tests import synthetic
 from tests.httpserver import serve
@@ -79,7 +79,7 @@ def test_a_hard_linked_part_is_never_appended_to(tmp_path, raw_dir, server, payl
     server.add(f"m/{NAME}", synthetic.gz(payload))
     (raw_dir / f"{NAME}.part.json").write_text(f'{{"url": "{server.url(f"m/{NAME}")}", "validator": ""}}')
 
-    fetch_raw_file(NAME, [server.url("m")], raw_dir, retries=0, **expected)
+    fetch_raw_file(NAME, [server.url("m")], raw_dir, **expected, limits=FetchLimits(retries=0))
 
     assert outside.read_bytes() == b"precious"
     assert [r.range for r in server.requests] == [None]  # not resumed from the linked bytes
@@ -144,7 +144,7 @@ def test_a_device_or_folder_source_is_refused_without_reading_it(tmp_path, raw_d
         (odd / NAME).mkdir()
 
     with pytest.raises(FetchError) as failed:
-        fetch_raw_file(NAME, [str(odd)], raw_dir, max_bytes=1 << 20, **expected)
+        fetch_raw_file(NAME, [str(odd)], raw_dir, **expected, limits=FetchLimits(max_bytes=1 << 20))
 
     words = "a character device" if kind == "device" else "a folder"
     assert f"{odd / NAME}: it is {words}, not a regular file; refused without reading it" in str(failed.value)
@@ -163,14 +163,18 @@ def test_a_trickling_server_fails_at_the_deadline_and_the_next_source_is_used(
     sources = [server.url("slow"), str(good_source)]
 
     started = time.monotonic()
-    record = fetch_raw_file(NAME, sources, raw_dir, timeout=5.0, retries=2, backoff=0.01, deadline=1.0, **expected)
+    record = fetch_raw_file(
+        NAME, sources, raw_dir, **expected, limits=FetchLimits(timeout=5.0, retries=2, backoff=0.01, deadline=1.0)
+    )
 
     assert time.monotonic() - started < 3
     assert record["source"] == str(good_source / NAME)
     assert len(server.requests) == 1  # the deadline is not retried
 
     with pytest.raises(FetchError) as failed:
-        fetch_raw_file(NAME, [server.url("slow")], raw_dir / "again", timeout=5.0, deadline=0.5, **expected)
+        fetch_raw_file(
+            NAME, [server.url("slow")], raw_dir / "again", **expected, limits=FetchLimits(timeout=5.0, deadline=0.5)
+        )
     assert "not finished within the deadline of 0.5 s (`[pipeline] fetch_deadline`)" in str(failed.value)
 
 
@@ -180,7 +184,7 @@ def test_an_oversized_body_keeps_only_its_head_in_quarantine(server, raw_dir, ex
     server.add(f"big/{NAME}", junk, chunked=True)
 
     with pytest.raises(FetchError) as failed:
-        fetch_raw_file(NAME, [server.url("big")], raw_dir, max_bytes=2 << 20, retries=0, **expected)
+        fetch_raw_file(NAME, [server.url("big")], raw_dir, **expected, limits=FetchLimits(max_bytes=2 << 20, retries=0))
 
     assert "the body exceeds max_bytes=2097152; refused" in str(failed.value)
     [kept] = quarantined(raw_dir)

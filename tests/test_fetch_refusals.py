@@ -9,7 +9,7 @@ import pytest
 
 from tasks.core.errors import DataError, FetchError
 from tasks.core.layout import raw_record_path
-from tasks.data.fetch import fetch_raw_file, verify_raw_file
+from tasks.data.fetch import FetchLimits, fetch_raw_file, verify_raw_file
 from tests import synthetic
 from tests.fetchkit import FAST, NAME, assert_landed, closed_port_url, quarantined
 
@@ -20,7 +20,9 @@ def test_corrupt_bytes_are_quarantined_and_the_next_source_used(server, local_so
     server.add(f"mirror/{NAME}", gz, corrupt_at=len(gz) // 2)
     url = server.url(f"mirror/{NAME}")
 
-    record = fetch_raw_file(NAME, [server.url("mirror"), str(local_source)], raw_dir, **FAST, **expected)
+    record = fetch_raw_file(
+        NAME, [server.url("mirror"), str(local_source)], raw_dir, **expected, limits=FetchLimits(**FAST)
+    )
 
     assert record["source"] == str(local_source / NAME)
     assert_landed(raw_dir, gz, payload, record)
@@ -37,7 +39,7 @@ def test_payload_mismatch_message_names_both_digests_and_the_quarantine(server, 
     server.add(f"mirror/{NAME}", other)
 
     with pytest.raises(FetchError) as failed:
-        fetch_raw_file(NAME, [server.url("mirror")], raw_dir, **FAST, **expected)
+        fetch_raw_file(NAME, [server.url("mirror")], raw_dir, **expected, limits=FetchLimits(**FAST))
 
     [bad] = quarantined(raw_dir)
     found = hashlib.sha256(gzip.decompress(other)).hexdigest()
@@ -84,7 +86,7 @@ def test_all_sources_failing_lists_each_one_and_the_fix(server, tmp_path, raw_di
     sources = [str(missing_dir), server.url("empty"), refused, "ftp://example.org/pub", server.url("bad")]
 
     with pytest.raises(FetchError) as failed:
-        fetch_raw_file(NAME, sources, raw_dir, **FAST, **expected)
+        fetch_raw_file(NAME, sources, raw_dir, **expected, limits=FetchLimits(**FAST))
 
     message = str(failed.value)
     assert f"cannot fetch {NAME} from any of 5 source(s)" in message

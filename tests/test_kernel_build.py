@@ -73,9 +73,10 @@ def test_importing_the_optimizers_loads_no_library_building_a_graph_does():
 from tensorflow.python.framework import op_def_registry
 from tasks.training import kernels
 import pipeline, pipeline.warm, tasks.training.tf1, tasks.training.msvag
+from tasks.core.runs import OptimizerSettings
 from tasks.training.optimizers import make_optimizer
 from tasks.training.tf1 import tf
-optimizer = make_optimizer("msvag", 0.1, {"beta": 0.9})
+optimizer = make_optimizer(OptimizerSettings(name="msvag", learning_rate=0.1, params={"beta": 0.9}))
 assert kernels.loaded_libraries() == {} and op_def_registry.get("VarianceAdaptedStep") is None
 with tf.Graph().as_default():
     optimizer.minimize(tf.reduce_sum(tf.square(tf.Variable(tf.ones([3])))))

@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 
+from tasks.core.config import ModelConfig
 from tasks.core.errors import ConfigError
 from tasks.core.registry import MODEL_PARAMS
 from tasks.training import models
@@ -33,7 +34,7 @@ def _build(name: str, params: dict, batch: int = 3):
         tf.set_random_seed(0)
         images = tf.placeholder(tf.float32, [None, 784])
         with tf.variable_scope(models.MODEL_SCOPE):
-            logits = models.build_model(name, images, params)
+            logits = models.build_model(ModelConfig(name=name, params=params), images)
         assert logits.shape.as_list() == [None, 10]
         with tf.Session() as session:
             session.run(tf.global_variables_initializer())
@@ -62,7 +63,7 @@ def test_cnn_p1_is_the_papers_network_layer_by_layer():
     with graph.as_default():
         images = tf.placeholder(tf.float32, [2, 784])
         with tf.variable_scope(models.MODEL_SCOPE):
-            models.build_model("cnn_p1", images, {})
+            models.build_model(ModelConfig(name="cnn_p1"), images)
     ops = [op for op in graph.get_operations() if op.name.startswith("model/cnn_p1/")]
     convs = [op for op in ops if op.type == "Conv2D"]
     pools = [op for op in ops if op.type == "MaxPool"]
@@ -88,7 +89,7 @@ def test_cnn_p1_and_cnn_2c2d_differ_only_in_the_pooling_window():
             tf.set_random_seed(0)
             images = tf.placeholder(tf.float32, [None, 784])
             with tf.variable_scope(models.MODEL_SCOPE):
-                output = models.build_model(name, images, {})
+                output = models.build_model(ModelConfig(name=name), images)
             variables = sorted(tf.global_variables(), key=lambda v: v.op.name.split("/", 2)[2])
             with tf.Session() as session:
                 session.run(tf.global_variables_initializer())
@@ -113,21 +114,21 @@ def test_weights_are_glorot_uniform_and_biases_zero():
 
 
 def test_unknown_model_or_parameter_is_a_config_error():
+    # Names and params are checked once, by the schema; the builder checks only its input tensor.
+    with pytest.raises(ConfigError, match="unknown model name 'resnet'"):
+        ModelConfig.parse({"name": "resnet"})
+    with pytest.raises(ConfigError, match=r"params.width: unknown parameter"):
+        ModelConfig.parse({"name": "mlp", "params": {"width": 3}})
     graph = tf.Graph()
     with graph.as_default():
-        images = tf.placeholder(tf.float32, [None, 784])
-        with pytest.raises(ConfigError, match="unknown model 'resnet'"):
-            models.build_model("resnet", images, {})
-        with pytest.raises(ConfigError, match=r"unknown parameter\(s\) \['width'\]"):
-            models.build_model("mlp", images, {"width": 3})
         with pytest.raises(ConfigError, match="expected a \\[batch, 784\\] tensor"):
-            models.build_model("logreg", tf.placeholder(tf.float32, [None, 28, 28]), {})
+            models.build_model(ModelConfig(name="logreg"), tf.placeholder(tf.float32, [None, 28, 28]))
 
 
 def test_the_inference_path_holds_only_the_named_inference_tensors():
     graph = tf.Graph()
     with graph.as_default():
-        models.inference_path("mlp", {"hidden": [8]}, reuse=False)
+        models.inference_path(ModelConfig(name="mlp", params={"hidden": [8]}), reuse=False)
         assert sorted(v.op.name for v in tf.global_variables()) == [
             "model/mlp/hidden_0/biases",
             "model/mlp/hidden_0/weights",

@@ -12,8 +12,10 @@ import tensorflow.compat.v1 as tf
 
 from tasks.core.errors import ConfigError
 from tasks.core.registry import OPTIMIZER_PARAMS, resolve_params
+from tasks.core.runs import OptimizerSettings
 from tasks.training.msvag import MSVAGOptimizer, SVAGOptimizer
-from tasks.training.optimizers import OPTIMIZER_NAMES, make_optimizer
+from tasks.training.optimizers import OPTIMIZER_NAMES
+from tasks.training.optimizers import make_optimizer as make_from_settings
 from tasks.training.sign import MSSDOptimizer, SSDOptimizer
 
 tf.disable_v2_behavior()
@@ -46,6 +48,13 @@ CUSTOM_PARAMS = {
     "ssd": {},
     "mssd": {"beta": ("_beta", 0.6)},
 }
+
+
+def make_optimizer(name, learning_rate, params):
+    """The optimizer of settings checked as the schema checks them (the one check, with its ConfigError)."""
+    return make_from_settings(
+        OptimizerSettings.parse({"name": name, "learning_rate": learning_rate, "params": params}, source="optimizer")
+    )
 
 
 def test_names_equal_the_registry():

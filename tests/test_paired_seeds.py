@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tasks.core.config import parse_config
-from tasks.core.registry import MODEL_PARAMS, OPTIMIZER_PARAMS, resolve_params
-from tasks.core.runs import run_settings
+from tasks.core.config import ModelConfig, parse_config
+from tasks.core.registry import MODEL_PARAMS, OPTIMIZER_PARAMS
+from tasks.core.runs import OptimizerSettings, run_settings
 from tasks.data.arrays import write_arrays, write_indices
 from tasks.training import loop
 from tasks.training.graph import build_training_graph
@@ -33,8 +33,8 @@ MODELS = {"logreg": {}, "mlp": {"hidden": [8, 4]}, "cnn_2c2d": {}, "cnn_p1": {}}
 def initial_weights(model: str, optimizer: str, seed: int) -> dict[str, np.ndarray]:
     """The model variables right after the graph's `init`, as the training loop runs it."""
     graph = build_training_graph(
-        {"name": model, "params": MODELS[model]},
-        {"name": optimizer, "learning_rate": 0.01, "params": resolve_params(OPTIMIZER_PARAMS[optimizer], {}, "p")},
+        ModelConfig(name=model, params=MODELS[model]),
+        OptimizerSettings(name=optimizer, learning_rate=0.01),
         seed,
         TRAIN_ROWS,
         TRAIN_ROWS // BATCH,

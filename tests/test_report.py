@@ -6,6 +6,8 @@ momentum has a 2-point grid with one diverged run (see tests/report_fixtures.py)
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
@@ -185,8 +187,12 @@ def test_no_sgd_single_rate_and_all_diverged_entry(tmp_path):
     ]
     runs = write_scenario(tmp_path / "runs", test_arrow, scenario)
     first_epoch_divergence = runs[-1]  # diverged before any epoch finished: no metrics at all
-    (first_epoch_divergence["run_dir"] / "metrics.parquet").unlink()
+    run_dir = first_epoch_divergence["run_dir"]
+    (run_dir / "metrics.parquet").unlink()
     first_epoch_divergence["evaluation"]["metrics"] = None
+    first_epoch_divergence["run"]["epochs_completed"] = first_epoch_divergence["evaluation"]["epochs_completed"] = 0
+    (run_dir / "run.json").write_text(json.dumps(first_epoch_divergence["run"]))
+    (run_dir / "evaluation.json").write_text(json.dumps(first_epoch_divergence["evaluation"]))
     out = build_report(tmp_path / "out", **build_kwargs(tmp_path, runs, test_arrow))
     parser = TableParser()
     parser.feed(out["html"].read_text())

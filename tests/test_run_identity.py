@@ -11,7 +11,6 @@ import yaml
 from pipeline import EvaluateRun, NightlyTrainRun, TrainRun
 from tasks.core.config import parse_config
 from tasks.core.errors import ConfigError
-from tasks.core.runfiles import read_metrics
 from tasks.core.runs import RunSettings, expand_runs, run_settings
 from tests.conftest import REPO_ROOT, build, luigi_cli
 
@@ -82,11 +81,11 @@ def test_a_finished_run_that_lost_its_metrics_is_not_complete_and_trains_again(s
     task = TrainRun.of(spec)
     build([EvaluateRun.of(spec)])
     metrics = task.run_dir / "metrics.parquet"
-    first = read_metrics(metrics)
+    first = task.folder.metrics()
     weights = json.loads((task.run_dir / "run.json").read_text())["weights_sha256"]
     metrics.unlink()
     assert not task.complete() and (task.run_dir / "run.json").exists()
     assert not EvaluateRun.of(spec).complete(), "an evaluation stands only while its run does"
     build([EvaluateRun.of(spec)])
-    assert task.complete() and read_metrics(metrics)["val_accuracy"].tolist() == first["val_accuracy"].tolist()
+    assert task.complete() and task.folder.metrics()["val_accuracy"].tolist() == first["val_accuracy"].tolist()
     assert json.loads((task.run_dir / "run.json").read_text())["weights_sha256"] == weights

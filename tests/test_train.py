@@ -12,10 +12,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from tasks.core import faults
-from tasks.core.config import parse_config
+from tasks.core.config import ModelConfig, parse_config
 from tasks.core.errors import ConfigError, DataError
 from tasks.core.registry import OPTIMIZER_PARAMS
-from tasks.core.runfiles import METRICS_SCHEMA, run_is_complete
+from tasks.core.runfolder import METRICS_SCHEMA, RunFolder, read_latest
 from tasks.core.runs import run_settings, settings_hash
 from tasks.data.arrays import write_arrays, write_indices
 from tasks.training import checkpoints, models
@@ -147,13 +147,13 @@ def test_a_huge_learning_rate_diverges_without_raising(data, tmp_path):
     assert json.loads((run_dir / "run.json").read_text())["status"] == "diverged"
     # The steps it ran, up to and including the bad one, are counted from the graph's global step.
     assert record["attempt_history"] == [{"attempt": 1, "from_epoch": 0, "steps_run": record["diverged_at"]["step"]}]
-    assert run_is_complete(run_dir, record["run_hash"], 0)  # nothing to rerun: no metrics, no checkpoint needed
+    assert RunFolder(run_dir, record["run_hash"], 0).finished  # nothing to rerun: no metrics, no checkpoint needed
 
 
 def test_a_later_divergence_keeps_the_completed_epochs(data, tmp_path, monkeypatch):
     # SGD whose rate jumps to 1e6 once epoch 1 (20 steps) is done: a divergence in the middle of epoch 2.
-    def make_optimizer(name, learning_rate, params):
-        rate = tf.where_v2(tf.train.get_global_step() >= 20, 1e6, learning_rate)
+    def make_optimizer(settings):
+        rate = tf.where_v2(tf.train.get_global_step() >= 20, 1e6, settings.learning_rate)
         return tf.train.GradientDescentOptimizer(lambda: rate)
 
     monkeypatch.setattr(train_graph, "make_optimizer", make_optimizer)
@@ -163,7 +163,7 @@ def test_a_later_divergence_keeps_the_completed_epochs(data, tmp_path, monkeypat
     assert record["diverged_at"]["global_step"] == 20 + record["diverged_at"]["step"]
     assert record["epochs_completed"] == 1 and read_metrics(run_dir)["epoch"] == [1]
     assert record["final_checkpoint"] == "checkpoints/epoch-0001"
-    latest = checkpoints.read_latest(run_dir / "checkpoints")
+    latest = read_latest(run_dir / "checkpoints")
     assert latest["epoch"] == 1 and latest["weights_sha256"] == record["weights_sha256"]
     assert (
         checkpoints.checkpoint_weights_sha256(run_dir / record["final_checkpoint"], latest["variables"])
@@ -202,7 +202,7 @@ def test_the_checkpoint_restored_into_the_code_built_model_reproduces_the_valida
     settings = record["settings"]["model"]
     graph = tf.Graph()
     with graph.as_default():
-        inference = models.inference_path(settings["name"], settings["params"], reuse=False)
+        inference = models.inference_path(ModelConfig.parse(settings), reuse=False)
         saver = tf.train.Saver()
         with tf.Session() as session:
             saver.restore(session, str(run_dir / record["final_checkpoint"]))
@@ -213,7 +213,7 @@ def test_the_checkpoint_restored_into_the_code_built_model_reproduces_the_valida
     metrics = read_metrics(run_dir)
     assert accuracy == pytest.approx(metrics["val_accuracy"][-1], abs=1e-7)
     assert loss == pytest.approx(metrics["val_loss"][-1], rel=1e-6)
-    latest = checkpoints.read_latest(run_dir / "checkpoints")
+    latest = read_latest(run_dir / "checkpoints")
     prefix = run_dir / record["final_checkpoint"]
     assert checkpoints.checkpoint_weights_sha256(prefix, latest["variables"]) == record["weights_sha256"]
     # The checkpoint holds the model and the global step (SGD has no slots), never the resident data.

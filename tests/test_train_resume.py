@@ -17,8 +17,7 @@ import pytest
 
 from tasks.core import faults
 from tasks.core.errors import TrainingError
-from tasks.core.runfiles import METRICS_SCHEMA, run_is_complete
-from tasks.training import checkpoints
+from tasks.core.runfolder import METRICS_SCHEMA, RunFolder, read_latest
 from tests.test_train import make_settings, read_metrics, train, train_until_stopped, write_data
 
 
@@ -51,7 +50,7 @@ def test_a_stopped_run_resumes_to_bit_identical_weights(data, tmp_path, straight
     run_dir = tmp_path / "run"
     train_until_stopped(data, run_dir)
     assert not (run_dir / "run.json").exists()
-    assert checkpoints.read_latest(run_dir / "checkpoints")["epoch"] == 1
+    assert read_latest(run_dir / "checkpoints")["epoch"] == 1
     first_epoch_seconds = read_metrics(run_dir)["wall_seconds"]
     resumed = train(data, run_dir)
     assert resumed["weights_sha256"] == straight[1]["weights_sha256"]
@@ -108,7 +107,7 @@ def test_a_run_folder_of_another_run_is_refused(data, tmp_path):
     shutil.rmtree(run_dir / "checkpoints")
     (run_dir / "metrics.parquet").unlink()
     finished = train(data, run_dir, make_settings(model="logreg", epochs=1))
-    with pytest.raises(TrainingError, match="records run"):
+    with pytest.raises(TrainingError, match="expected the record of run"):
         train(data, run_dir, make_settings(model="logreg", epochs=2))
     assert finished["status"] == "completed"
 
@@ -118,7 +117,7 @@ def test_a_kill_between_the_save_and_latest_json_resumes_from_the_epoch_before(d
     with faults.stop_at("train.checkpoint-saved", 2), pytest.raises(faults.FailpointStop):
         train(data, run_dir)
     folder = run_dir / "checkpoints"
-    assert checkpoints.read_latest(folder)["epoch"] == 1 and (folder / "epoch-0002.index").is_file()
+    assert read_latest(folder)["epoch"] == 1 and (folder / "epoch-0002.index").is_file()
     resumed = train(data, run_dir)
     assert resumed["weights_sha256"] == straight[1]["weights_sha256"]
     assert resumed["resumes"] == [{"attempt": 2, "from_epoch": 1, "steps_run": 20}]
@@ -140,9 +139,9 @@ def test_a_finished_run_that_lost_its_metrics_trains_again_to_the_same_weights(d
     shutil.copytree(straight[0], run_dir)
     record = straight[1]
     (run_dir / "metrics.parquet").unlink()
-    assert not run_is_complete(run_dir, record["run_hash"], 0)
+    assert not RunFolder(run_dir, record["run_hash"], 0).finished
     repaired = train(data, run_dir)
-    assert run_is_complete(run_dir, record["run_hash"], 0)
+    assert RunFolder(run_dir, record["run_hash"], 0).finished
     assert repaired["weights_sha256"] == record["weights_sha256"]
     assert read_metrics(run_dir)["train_loss"] == read_metrics(straight[0])["train_loss"]
     # Metrics of every epoch are needed, so nothing could be resumed: both epochs ran again.
@@ -171,9 +170,9 @@ def test_a_finished_run_that_lost_its_final_checkpoint_trains_again_to_the_same_
     shutil.copytree(straight[0], run_dir)
     record = straight[1]
     (run_dir / "checkpoints" / "epoch-0002.index").unlink()
-    assert not run_is_complete(run_dir, record["run_hash"], 0)
+    assert not RunFolder(run_dir, record["run_hash"], 0).finished
     repaired = train(data, run_dir)
-    assert run_is_complete(run_dir, record["run_hash"], 0)
+    assert RunFolder(run_dir, record["run_hash"], 0).finished
     assert repaired["weights_sha256"] == record["weights_sha256"]
     last = repaired["attempt_history"][-1]
     assert (last["from_epoch"], last["steps_run"]) == (0, 40) and "epoch-0002.index not found" in last["repair"]
@@ -208,19 +207,19 @@ def test_a_symlinked_checkpoint_is_never_restored_by_a_resume(data, tmp_path, st
 
 def test_run_is_complete_names_one_run_with_all_its_files(tmp_path, straight):
     run_dir, record = straight
-    assert run_is_complete(run_dir, record["run_hash"], 0)
-    assert not run_is_complete(run_dir, record["run_hash"], 1)
-    assert not run_is_complete(run_dir, "0123456789", 0)
-    assert not run_is_complete(tmp_path / "nothing", record["run_hash"], 0)
+    assert RunFolder(run_dir, record["run_hash"], 0).finished
+    assert not RunFolder(run_dir, record["run_hash"], 1).finished
+    assert not RunFolder(run_dir, "0123456789", 0).finished
+    assert not RunFolder(tmp_path / "nothing", record["run_hash"], 0).finished
     copy = tmp_path / "copy"
     shutil.copytree(run_dir, copy)
     data_file = next((copy / "checkpoints").glob("epoch-0002.data-*"))
     shutil.copy(data_file, tmp_path / data_file.name)
     data_file.unlink()
     data_file.symlink_to(tmp_path / data_file.name)
-    assert not run_is_complete(copy, record["run_hash"], 0)
+    assert not RunFolder(copy, record["run_hash"], 0).finished
     (copy / "run.json").write_text("{not json")
-    assert not run_is_complete(copy, record["run_hash"], 0)
+    assert not RunFolder(copy, record["run_hash"], 0).finished
 
 
 def test_a_checkpoint_relabelled_as_an_earlier_epoch_is_refused_by_its_global_step(data, tmp_path, straight):

@@ -20,7 +20,7 @@ from pipeline import ExperimentReport, FullReport, TunedRuns, TuneLearningRate
 from tasks.core.config import parse_config
 from tasks.core.errors import ConfigError
 from tasks.core.layout import Layout
-from tasks.core.runfiles import read_metrics
+from tasks.core.runfolder import RunFolder
 from tasks.core.runs import expand_runs, final_specs, grid_specs
 from tests.conftest import REPO_ROOT, build
 
@@ -69,7 +69,9 @@ def test_full_report_tunes_then_runs_the_chosen_rate_on_every_seed(site, ran_tas
     mean_val = {}
     for rate in GRID:
         specs = [s for s in grid_specs(config, config.optimizers[0]) if s.learning_rate == rate]
-        mean_val[rate] = sum(read_metrics(layout.run_dir(s) / "metrics.parquet")["val_accuracy"][-1] for s in specs) / 2
+        mean_val[rate] = (
+            sum(RunFolder(layout.run_dir(s), s.run_hash, s.seed).metrics()["val_accuracy"][-1] for s in specs) / 2
+        )
     assert mean_val[GRID[0]] != mean_val[GRID[1]]
     chosen = max(GRID, key=lambda rate: (mean_val[rate], -rate))
     (tune,) = [task for task in ran_tasks.tasks if isinstance(task, TuneLearningRate)][:1]

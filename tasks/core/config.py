@@ -9,12 +9,14 @@ the settings that define its result, so editing one optimizer reruns that optimi
 from __future__ import annotations
 
 import difflib
+import json
 import math
 import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from tasks.core.configfile import quote_value, read_config_yaml
 from tasks.core.errors import ConfigError
@@ -36,8 +38,57 @@ def check_safe_name(value: str, what: str) -> str:
     return value
 
 
+MAX_SEED = 2**31 - 1
+
+
+def check_seed(value: Any) -> int:
+    """A seed: an int in [0, 2^31-1] (numpy's and TensorFlow's seeds take any of them). The one seed check."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_SEED:
+        raise ValueError(f"expected a seed, an integer in [0, 2^31-1], found {quote_value(value)}")
+    return value
+
+
+def check_learning_rate(value: Any) -> float:
+    """A learning rate: a finite number > 0, as a float. The one learning-rate check."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"expected a number > 0, found {value!r}")
+    if not (value > 0 and math.isfinite(value)):
+        raise ValueError(f"expected a finite number > 0, found {value!r}")
+    return float(value)
+
+
+Seed = Annotated[int, BeforeValidator(check_seed)]
+LearningRate = Annotated[float, BeforeValidator(check_learning_rate)]
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    _parse_hint: ClassVar[str] = "check it against the config schema (tasks/core/config.py)"
+
+    @classmethod
+    def parse(cls: type[_Parsed], data: str | Mapping[str, Any], source: str = "settings") -> _Parsed:
+        """Validate data given as JSON text or a mapping; a ConfigError names what is wrong."""
+        try:
+            return cls.model_validate(json.loads(data) if isinstance(data, str) else plain(data))
+        except (ValueError, TypeError, ValidationError) as exc:
+            problems = exc.errors() if isinstance(exc, ValidationError) else [{"loc": (), "msg": str(exc)}]
+            detail = "; ".join(
+                f"{'.'.join(str(part) for part in problem['loc']) or '(top level)'}: {problem['msg']}"
+                for problem in problems[:5]
+            )
+            raise ConfigError(f"{source}: not valid {cls.__name__} ({detail[:500]}); {cls._parse_hint}") from None
+
+
+_Parsed = TypeVar("_Parsed", bound=_Strict)
+
+
+def plain(data: Any) -> Any:
+    """Luigi's frozen mappings and tuples as plain dicts and lists."""
+    if isinstance(data, Mapping):
+        return {key: plain(value) for key, value in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [plain(value) for value in data]
+    return data
 
 
 class ModelConfig(_Strict):
@@ -57,7 +108,7 @@ class TrainingConfig(_Strict):
 
 class SplitConfig(_Strict):
     validation_per_class: int = Field(default=600, ge=1, le=5000)
-    seed: int = Field(default=0, ge=0, le=2**31 - 1)
+    seed: Seed = 0
 
 
 class OptimizerEntry(_Strict):
@@ -69,17 +120,14 @@ class OptimizerEntry(_Strict):
     @field_validator("learning_rate", mode="before")
     @classmethod
     def _positive_rates(cls, value: Any) -> Any:
-        rates = value if isinstance(value, list) else [value]
-        if not rates:
+        if not isinstance(value, list):
+            return check_learning_rate(value)
+        if not value:
             raise ValueError("expected a number > 0 or a non-empty list of them, found an empty list")
-        for rate in rates:
-            if isinstance(rate, bool) or not isinstance(rate, (int, float)):
-                raise ValueError(f"expected a number > 0, found {rate!r}")
-            if not (rate > 0 and math.isfinite(rate)):
-                raise ValueError(f"expected a finite number > 0, found {rate!r}")
+        rates = [check_learning_rate(rate) for rate in value]
         if len(set(rates)) != len(rates):
-            raise ValueError(f"the grid lists a learning rate twice: {rates}")
-        return [float(r) for r in rates] if isinstance(value, list) else float(value)
+            raise ValueError(f"the grid lists a learning rate twice: {value}")
+        return rates
 
     @model_validator(mode="after")
     def _known_optimizer(self) -> OptimizerEntry:
@@ -108,10 +156,10 @@ class ExperimentConfig(_Strict):
     model: ModelConfig
     training: TrainingConfig
     split: SplitConfig = Field(default_factory=SplitConfig)
-    seeds: list[int] = Field(min_length=1)
+    seeds: list[Seed] = Field(min_length=1)
     optimizers: list[OptimizerEntry] = Field(min_length=1)
     # Seeds on which a learning-rate grid is tuned (validation only) before its chosen point runs on `seeds`.
-    tuning_seeds: list[int] | None = None
+    tuning_seeds: list[Seed] | None = None
     # Validation-accuracy targets for time-to-target; a reporting setting, so no run's hash covers it.
     targets: list[float] = Field(default_factory=lambda: list(DEFAULT_TARGETS), min_length=1, max_length=8)
     nightly: NightlyConfig = Field(default_factory=NightlyConfig)
@@ -123,11 +171,8 @@ class ExperimentConfig(_Strict):
 
     @field_validator("seeds", "tuning_seeds")
     @classmethod
-    def _seed_values(cls, value: list[int] | None) -> list[int] | None:
-        for seed in value or []:
-            if not 0 <= seed <= 2**31 - 1:
-                raise ValueError(f"expected seeds in [0, 2^31-1], found {seed}")
-        if len(set(value)) != len(value):
+    def _distinct_seeds(cls, value: list[int] | None) -> list[int] | None:
+        if value is not None and len(set(value)) != len(value):
             raise ValueError(f"a seed is listed twice: {value}")
         return value
 

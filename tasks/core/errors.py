@@ -34,3 +34,7 @@ class ReportError(PipelineError):
 
 class StorageError(PipelineError):
     """The artifacts root cannot be written (permissions, full disk)."""
+
+
+class RunFolderError(PipelineError):
+    """A run folder does not hold what it should: a file is missing, unreadable, of another run or unsafe."""

@@ -14,24 +14,28 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from tasks.core.config import (
+    MAX_SEED,
     ExperimentConfig,
+    LearningRate,
     ModelConfig,
     OptimizerEntry,
     SplitConfig,
     TrainingConfig,
     _Strict,
+    check_seed,
     known_params,
+    plain,
 )
 from tasks.core.errors import ConfigError
 from tasks.core.registry import OPTIMIZER_PARAMS
+from tasks.core.runfolder import RunFolder
 
 # Bump when the training code changes what a given config produces, so that old runs are not reused.
 RUN_SCHEMA_VERSION = 2
@@ -40,15 +44,8 @@ HASH_LENGTH = 10
 
 class OptimizerSettings(_Strict):
     name: str
-    learning_rate: float = Field(gt=0)
+    learning_rate: LearningRate
     params: dict[str, Any] = Field(default_factory=dict)
-
-    @field_validator("learning_rate")
-    @classmethod
-    def _finite(cls, value: float) -> float:
-        if not math.isfinite(value):
-            raise ValueError(f"expected a finite number > 0, found {value!r}")
-        return value
 
     @model_validator(mode="after")
     def _known(self) -> OptimizerSettings:
@@ -86,39 +83,14 @@ class RunSettings(_Strict):
     def __hash__(self) -> int:  # frozen, but holds dicts: hash the canonical form
         return hash(self.canonical_json())
 
-    @classmethod
-    def parse(cls, data: str | Mapping[str, Any], source: str = "run settings") -> RunSettings:
-        """Validate settings given as JSON text or a mapping; a ConfigError names what is wrong."""
-        try:
-            if isinstance(data, str):
-                return cls.model_validate(json.loads(data))
-            return cls.model_validate(_plain(data))
-        except (ValueError, TypeError, ValidationError) as exc:
-            problems = exc.errors() if isinstance(exc, ValidationError) else [{"loc": (), "msg": str(exc)}]
-            detail = "; ".join(
-                f"{'.'.join(str(part) for part in problem['loc']) or '(top level)'}: {problem['msg']}"
-                for problem in problems[:5]
-            )
-            raise ConfigError(
-                f"{source}: not valid run settings ({detail[:500]}); build them from an experiment config "
-                "(tasks.core.runs.run_settings) rather than by hand"
-            ) from None
-
-
-def _plain(data: Any) -> Any:
-    """Luigi's frozen mappings and tuples as plain dicts and lists."""
-    if isinstance(data, Mapping):
-        return {key: _plain(value) for key, value in data.items()}
-    if isinstance(data, (list, tuple)):
-        return [_plain(value) for value in data]
-    return data
+    _parse_hint = "build them from an experiment config (tasks.core.runs.run_settings) rather than by hand"
 
 
 def settings_hash(settings: Mapping[str, Any] | RunSettings) -> str:
     """The run hash of settings given as a RunSettings or as its plain-JSON form."""
     if isinstance(settings, RunSettings):
         return settings.run_hash
-    canonical = json.dumps(_plain(settings), sort_keys=True, separators=(",", ":"), allow_nan=False)
+    canonical = json.dumps(plain(settings), sort_keys=True, separators=(",", ":"), allow_nan=False)
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:HASH_LENGTH]
 
 
@@ -129,6 +101,9 @@ class RunSpec:
     name: str
     settings: RunSettings
     seed: int
+
+    def __post_init__(self) -> None:
+        check_seed(self.seed)  # ValueError
 
     @property
     def run_hash(self) -> str:
@@ -147,6 +122,13 @@ class RunSpec:
         return f"{self.dir_name}/seed-{self.seed}"
 
 
+class RunOnDisk(NamedTuple):
+    """A run and the folder that holds it: what the report and the nightly history read."""
+
+    spec: RunSpec
+    folder: RunFolder
+
+
 def run_settings(config: ExperimentConfig, entry: OptimizerEntry, learning_rate: float) -> RunSettings:
     """The settings of one grid point, every default resolved."""
     return RunSettings(
@@ -163,7 +145,7 @@ def seeds_for(config: ExperimentConfig, date: dt.date | None = None) -> list[int
     if date is None or config.nightly.seed_policy == "fixed":
         return list(config.seeds)
     base = int(hashlib.sha256(date.isoformat().encode()).hexdigest()[:7], 16)
-    return [(base + index) % (2**31 - 1) for index in range(len(config.seeds))]
+    return [(base + index) % MAX_SEED for index in range(len(config.seeds))]
 
 
 def is_tuned(config: ExperimentConfig, entry: OptimizerEntry) -> bool:

@@ -20,6 +20,7 @@ import logging
 import os
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from tasks.core.errors import DataError, FetchError
@@ -37,7 +38,7 @@ from tasks.data.partfile import (
     set_aside_unsafe_part,
     sidecar_path,
 )
-from tasks.data.transfer import CHUNK_BYTES, Deadline, SourceFailed, copy_local, locate
+from tasks.data.transfer import CHUNK_BYTES, Deadline, Location, SourceFailed, copy_local, locate
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,32 @@ FIX_HINT = (
 RECORD_KEYS = ("name", "source", "gz_sha256", "gz_bytes", "payload_sha256", "payload_bytes", "verified_by")
 
 
+@dataclass(frozen=True)
+class FetchLimits:
+    """How long and how much one fetch may take: per HTTP request (`timeout`), retries with `backoff`, per
+    source in all (`deadline`), the bytes of a download (`max_bytes`) and of its decompressed payload
+    (`max_payload_bytes`; None: the size of the published payload of that name, which no correct file exceeds)."""
+
+    timeout: float = 30.0
+    retries: int = 3
+    backoff: float = 0.5
+    deadline: float = 600.0
+    max_bytes: int = 200 * 2**20
+    max_payload_bytes: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.timeout <= 0 or self.retries < 0 or self.backoff < 0 or self.deadline <= 0 or self.max_bytes <= 0:
+            raise FetchError(
+                f"bad fetch settings timeout={self.timeout}, retries={self.retries}, backoff={self.backoff}, "
+                f"deadline={self.deadline}, max_bytes={self.max_bytes}; expected timeout > 0, retries >= 0, "
+                "backoff >= 0, deadline > 0, max_bytes > 0 (`[pipeline] fetch_timeout`, `fetch_retries`, "
+                "`fetch_deadline`)"
+            )
+
+    def payload_cap(self, name: str) -> int:
+        return RAW_FILES[name].payload_bytes if self.max_payload_bytes is None else self.max_payload_bytes
+
+
 def fetch_raw_file(
     name: str,
     sources: Sequence[str],
@@ -55,37 +82,23 @@ def fetch_raw_file(
     *,
     expected_payload_sha256: str,
     expected_gz_md5: str | None = None,
-    timeout: float = 30.0,
-    retries: int = 3,
-    backoff: float = 0.5,
-    deadline: float = 600.0,
-    max_bytes: int = 200 * 2**20,
-    max_payload_bytes: int | None = None,
+    limits: FetchLimits = FetchLimits(),
 ) -> dict:
     """Fetch `name` from the first source that gives a verified copy; return its record.
 
     The file lands atomically at `raw_dir/<name>` and its record at `raw_dir/<name>.json`. Each source
-    gets `deadline` seconds in all (retries included) before the next one is tried.
-    `max_payload_bytes` caps the decompressed size (a gzip bomb is refused); by default it is the size
-    of the published payload of that name, which no correct file exceeds.
+    gets `limits.deadline` seconds in all (retries included) before the next one is tried.
     """
     if name not in RAW_FILES:
         raise FetchError(f"unknown raw file name {name!r}: expected one of {', '.join(RAW_FILE_NAMES)}")
-    expected_payload_sha256 = _hex_digest(expected_payload_sha256, 64, "expected_payload_sha256", name)
-    if expected_gz_md5 is not None:
-        expected_gz_md5 = _hex_digest(expected_gz_md5, 32, "expected_gz_md5", name)
-    if timeout <= 0 or retries < 0 or backoff < 0 or deadline <= 0 or max_bytes <= 0:
-        raise FetchError(
-            f"{name}: bad fetch settings timeout={timeout}, retries={retries}, backoff={backoff}, "
-            f"deadline={deadline}, max_bytes={max_bytes}; expected timeout > 0, retries >= 0, backoff >= 0, "
-            "deadline > 0, max_bytes > 0 (`[pipeline] fetch_timeout`, `fetch_retries`, `fetch_deadline`)"
-        )
+    expected = (
+        _hex_digest(expected_payload_sha256, 64, "expected_payload_sha256", name),
+        None if expected_gz_md5 is None else _hex_digest(expected_gz_md5, 32, "expected_gz_md5", name),
+    )
     if isinstance(sources, str):  # a bare string would be tried character by character
         sources = [sources]
     if not sources:
         raise FetchError(f"cannot fetch {name}: no sources are configured. {FIX_HINT}")
-    payload_cap = RAW_FILES[name].payload_bytes if max_payload_bytes is None else max_payload_bytes
-
     raw_dir = ensure_dir(raw_dir)
     part = raw_dir / f"{name}.part"
     set_aside_unsafe_part(part)
@@ -95,31 +108,10 @@ def fetch_raw_file(
         try:
             location = locate(str(source), name)
             shown = location.shown
-            log.info("fetching %s from %s", name, shown)
-            limit = Deadline(deadline)
-            if location.url is not None:
-                download_http(
-                    location.url,
-                    part,
-                    name,
-                    timeout=timeout,
-                    retries=retries,
-                    backoff=backoff,
-                    max_bytes=max_bytes,
-                    deadline=limit,
-                )
-            else:
-                copy_local(location.path, part, name, max_bytes=max_bytes, deadline=limit)
-            crash_point("fetch.part-written")
-            record = _verify(part, expected_payload_sha256, expected_gz_md5, payload_cap)
+            record = _fetch_from(location, name, part, expected, limits)
         except SourceFailed as failure:
-            reason = str(failure)
-            if failure.bad_part and part.is_file() and part.stat().st_size > 0:
-                reason += f"; quarantined to {quarantine_part(part, name, shown, reason)}"
-            elif failure.bad_part:
-                discard_part(part)  # nothing of it was kept: there is no evidence to quarantine
-            failures.append((shown, reason))
-            log.warning("cannot use %s for %s: %s", shown, name, reason)
+            failures.append((shown, _set_aside(failure, part, name, shown)))
+            log.warning("cannot use %s for %s: %s", shown, name, failures[-1][1])
             continue
         record = {"name": name, "source": shown, **record}
         write_json_atomic(raw_record_path(raw_dir, name), record)
@@ -127,9 +119,41 @@ def fetch_raw_file(
         sidecar_path(part).unlink(missing_ok=True)
         log.info("fetched %s from %s (verified by %s)", name, shown, record["verified_by"])
         return record
-
     listing = "\n".join(f"  - {shown}: {reason}" for shown, reason in failures)
     raise FetchError(f"cannot fetch {name} from any of {len(failures)} source(s):\n{listing}\n{FIX_HINT}")
+
+
+def _fetch_from(
+    location: Location, name: str, part: Path, expected: tuple[str, str | None], limits: FetchLimits
+) -> dict:
+    """The verified record's fields, once `part` holds a verified copy from `location`."""
+    log.info("fetching %s from %s", name, location.shown)
+    deadline = Deadline(limits.deadline)
+    if location.url is not None:
+        download_http(
+            location.url,
+            part,
+            name,
+            timeout=limits.timeout,
+            retries=limits.retries,
+            backoff=limits.backoff,
+            max_bytes=limits.max_bytes,
+            deadline=deadline,
+        )
+    else:
+        copy_local(location.path, part, name, max_bytes=limits.max_bytes, deadline=deadline)
+    crash_point("fetch.part-written")
+    return _verify(part, *expected, limits.payload_cap(name))
+
+
+def _set_aside(failure: SourceFailed, part: Path, name: str, shown: str) -> str:
+    """Why a source failed; a bad part file is quarantined (with evidence) or discarded (without)."""
+    reason = str(failure)
+    if failure.bad_part and part.is_file() and part.stat().st_size > 0:
+        reason += f"; quarantined to {quarantine_part(part, name, shown, reason)}"
+    elif failure.bad_part:
+        discard_part(part)  # nothing of it was kept: there is no evidence to quarantine
+    return reason
 
 
 def verify_raw_file(path: str | os.PathLike, record: dict) -> None:

@@ -6,15 +6,14 @@ no number is computed twice in two different ways. summary.parquet has one row p
 the runs of each entry's chosen grid point, the ones tasks.reporting.statistics compares, and the
 time-to-target columns (tasks.reporting.targets) follow, their targets in the schema metadata.
 
-Selection rule: an entry's best grid point has the fewest diverged seeds, then the highest mean final
-validation accuracy over its completed seeds, then comes first in config order. Test accuracy is never
-used to choose: it would leak the test set into model selection.
+An entry's best grid point is chosen by the one selection rule (tasks.core.selection) on validation
+accuracy; test accuracy is never used to choose.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,9 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from tasks.core.errors import ReportError
+from tasks.core.errors import ReportError, RunFolderError
+from tasks.core.runs import RunOnDisk
+from tasks.core.selection import GridScore, select
 from tasks.reporting.targets import TARGETS_METADATA_KEY
 from tasks.reporting.targets import columns as target_columns
 
@@ -45,7 +46,6 @@ SUMMARY_SCHEMA = pa.schema(
         ("chosen", pa.bool_()),
     ]
 )
-RUN_KEYS = ("name", "optimizer", "learning_rate", "params", "seed", "run_hash", "run_dir", "run", "evaluation")
 
 
 @dataclass
@@ -60,8 +60,8 @@ class RunResult:
     run_hash: str
     status: str
     run_dir: Path
-    run: dict[str, Any]
-    evaluation: dict[str, Any]
+    run: Mapping[str, Any]  # run.json, checked by its RunFolder
+    evaluation: Mapping[str, Any]  # evaluation.json, checked by its RunFolder
     test_accuracy: float | None = None
     test_loss: float | None = None
     best_val_accuracy: float | None = None
@@ -85,47 +85,37 @@ class RunResult:
         return f"diverged at epoch {where.get('epoch', '?')}, step {where.get('step', '?')}"
 
 
-def run_result(run: dict[str, Any]) -> RunResult:
-    """Check one run dict of build_report and read its numbers; ReportError names what is wrong."""
-    missing = [key for key in RUN_KEYS if key not in run]
-    if missing:
-        raise ReportError(
-            f"run {run.get('name', '?')}/seed {run.get('seed', '?')}: missing keys {missing}; "
-            f"each run needs {list(RUN_KEYS)}"
-        )
-    evaluation, where = run["evaluation"], Path(run["run_dir"]) / "evaluation.json"
-    status = evaluation.get("status")
-    if status != run["run"].get("status"):
-        raise ReportError(
-            f"{where}: status {status!r} disagrees with run.json's {run['run'].get('status')!r}; "
-            "delete evaluation.json and rerun EvaluateRun"
-        )
-    if evaluation.get("run_hash") != run["run_hash"]:
-        raise ReportError(
-            f"{where}: run_hash {evaluation.get('run_hash')!r}, expected {run['run_hash']!r}; "
-            "it belongs to another run: delete it and rerun EvaluateRun"
-        )
+def run_result(run: RunOnDisk) -> RunResult:
+    """One run's numbers, read through its RunFolder (evaluation.json and run.json, checked there)."""
+    spec, folder = run
+    try:
+        record, evaluation = folder.record(), folder.evaluation()
+    except RunFolderError as exc:
+        raise ReportError(f"{spec.name} seed {spec.seed}: {exc}; rerun EvaluateRun for it") from None
+    optimizer = spec.settings.optimizer
     result = RunResult(
-        name=run["name"],
-        optimizer=run["optimizer"],
-        learning_rate=float(run["learning_rate"]),
-        params=dict(run["params"]),
-        seed=int(run["seed"]),
-        run_hash=run["run_hash"],
-        status=status,
-        run_dir=Path(run["run_dir"]),
-        run=run["run"],
-        evaluation=evaluation,
-        wall_seconds=run["run"].get("wall_seconds"),
+        name=spec.name,
+        optimizer=optimizer.name,
+        learning_rate=optimizer.learning_rate,
+        params=dict(optimizer.params),
+        seed=spec.seed,
+        run_hash=spec.run_hash,
+        status=record.status,
+        run_dir=folder.path,
+        run=record.data,
+        evaluation=evaluation.data,
+        wall_seconds=record.get("wall_seconds"),
     )
-    metrics = evaluation.get("metrics")
+    metrics = evaluation.metrics
     if metrics:
         result.seconds_per_epoch = metrics.get("seconds_per_epoch")
-    if status == "diverged":
+    if record.diverged:
         return result
-    test = evaluation.get("test")
+    test = evaluation.test
     if not test or not metrics:
-        raise ReportError(f"{where}: a completed run without test scores or metrics; rerun EvaluateRun")
+        raise ReportError(
+            f"{folder.evaluation_json}: a completed run without test scores or metrics; rerun EvaluateRun"
+        )
     result.test_accuracy, result.test_loss = test["accuracy"], test["loss"]
     result.best_val_accuracy, result.best_val_epoch = metrics["best"]["val_accuracy"], metrics["best"]["epoch"]
     result.final_val_accuracy = metrics["final"]["val_accuracy"]
@@ -177,13 +167,9 @@ def group_grid(results: list[RunResult]) -> dict[str, list[GridPoint]]:
 
 
 def select_best(points: list[GridPoint]) -> GridPoint:
-    """The selection rule of this module's docstring; min() keeps the first of equal keys."""
-
-    def key(point: GridPoint) -> tuple[int, float]:
-        score = point.mean_final_val_accuracy
-        return point.diverged, -(score if score is not None else -np.inf)
-
-    return min(points, key=key)
+    """The grid point the one selection rule (tasks.core.selection) picks from the runs' validation accuracies."""
+    scores = [GridScore(point.learning_rate, tuple(run.final_val_accuracy for run in point.runs)) for point in points]
+    return points[select(scores)]
 
 
 def format_params(params: dict[str, Any]) -> str:
@@ -264,7 +250,7 @@ class Comparison:
     rows: list[dict[str, Any]]
 
 
-def compare(runs: list[dict[str, Any]]) -> Comparison:
+def compare(runs: Sequence[RunOnDisk]) -> Comparison:
     """Results per run, the grid per entry, each entry's best point (on validation) and the table rows."""
     results = [run_result(run) for run in runs]
     grid = group_grid(results)

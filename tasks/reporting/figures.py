@@ -102,7 +102,7 @@ def accuracy_bars(
 def lr_sensitivity(path: Path, lines: Sequence[dict]) -> Path:
     """Validation accuracy against learning rate (log x), ±std band over seeds, the chosen rate starred.
 
-    Each line (tasks.reporting.tuning.sensitivity_lines) is {"label", "learning_rates", "mean", "std" (None
+    Each line (tasks.reporting.sensitivity.sensitivity_lines) is {"label", "learning_rates", "mean", "std" (None
     where unknown), "diverged_learning_rates" (one per diverged run), "chosen_learning_rate"}. Diverged
     runs are red × on the bottom axis: a divergence is not an accuracy of zero.
     """

@@ -8,8 +8,8 @@ from typing import Any
 
 import numpy as np
 
-from tasks.core.errors import EvaluationError, ReportError
-from tasks.core.runfiles import METRICS_PARQUET, read_metrics
+from tasks.core.errors import ReportError, RunFolderError
+from tasks.core.runfolder import RunFolder
 from tasks.data.dataset import CLASS_NAMES
 from tasks.reporting import comparison, figures
 
@@ -20,14 +20,14 @@ def run_metrics(results: list[comparison.RunResult]) -> dict[Path, dict[str, np.
     """Each run's metrics.parquet, read once; None for a run that diverged before its first epoch ended."""
     metrics: dict[Path, dict[str, np.ndarray] | None] = {}
     for run in results:
-        path = run.run_dir / METRICS_PARQUET
-        if run.status == "diverged" and not path.exists():
+        folder = RunFolder(run.run_dir, run.run_hash, run.seed)
+        if run.status == "diverged" and not folder.metrics_path.exists():
             metrics[run.run_dir] = None
             continue
         try:
-            metrics[run.run_dir] = read_metrics(path)
-        except EvaluationError as exc:
-            raise ReportError(str(exc)) from None
+            metrics[run.run_dir] = folder.metrics()
+        except RunFolderError as exc:
+            raise ReportError(f"{exc}; delete the run folder and retrain") from None
     return metrics
 
 

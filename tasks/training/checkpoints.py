@@ -16,7 +16,6 @@ Layout::
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 import shutil
 from collections.abc import Iterable, Mapping
@@ -25,21 +24,14 @@ from typing import Any
 
 import numpy as np
 
-from tasks.core.errors import TrainingError
 from tasks.core.faults import crash_point
+from tasks.core.runfolder import LATEST_JSON
 from tasks.core.storage import TEMP_MARKER, fsync_files, write_json_atomic
 
-LATEST_JSON = "latest.json"
 KEEP = 3  # checkpoints kept on disk, newest first (the Saver's max_to_keep, done here across resumes)
 
 _PREFIX = re.compile(r"^epoch-(\d{4,})")
 _COMPLETE_FILE = re.compile(r"^epoch-(\d{4,})\.(index|data-\d{5}-of-\d{5})$")
-_LATEST_KEYS = ("epoch", "prefix", "weights_sha256", "variables", "run_hash", "seed")
-
-
-def prefix_name(epoch: int) -> str:
-    """The checkpoint prefix of an epoch, relative to the checkpoints folder: `epoch-0003`."""
-    return f"epoch-{epoch:04d}"
 
 
 def weights_sha256(named_values: Mapping[str, np.ndarray]) -> str:
@@ -61,31 +53,6 @@ def checkpoint_weights_sha256(prefix: str | Path, variable_names: Iterable[str])
 
     reader = tf.train.load_checkpoint(str(prefix))
     return weights_sha256({name: reader.get_tensor(name) for name in variable_names})
-
-
-def read_latest(checkpoint_dir: Path) -> dict[str, Any] | None:
-    """The contents of latest.json, or None when no epoch has been checkpointed yet."""
-    path = Path(checkpoint_dir) / LATEST_JSON
-    if not path.exists():
-        return None
-    try:
-        latest = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise TrainingError(f"{path}: not readable JSON ({exc}); delete the run folder and rerun TrainRun") from None
-    missing = [key for key in _LATEST_KEYS if not isinstance(latest, dict) or key not in latest]
-    epoch = None if missing else latest["epoch"]
-    if (
-        missing
-        or isinstance(epoch, bool)
-        or not isinstance(epoch, int)
-        or epoch < 1
-        or latest["prefix"] != prefix_name(epoch)
-    ):
-        raise TrainingError(
-            f"{path}: expected keys {list(_LATEST_KEYS)}, an epoch >= 1 and the prefix of that epoch, "
-            f"found {latest!r}; delete the run folder and rerun TrainRun"
-        )
-    return latest
 
 
 def write_latest(checkpoint_dir: Path, record: dict[str, Any]) -> None:
@@ -127,3 +94,36 @@ def clean_checkpoint_dir(checkpoint_dir: Path, latest_epoch: int, keep: int = KE
             entry.unlink(missing_ok=True)
         removed.append(entry)
     return removed
+
+
+def restore_verified(
+    session: Any,
+    saver: Any,
+    variables: Iterable[Any],
+    prefix: Path,
+    expected_sha256: str,
+    *,
+    model: Any,
+    recorded_in: str,
+    error: type[Exception],
+) -> None:
+    """Restore checkpoint `prefix` into `session` with `saver`, then check that `variables` hold the weights
+    whose sha256 `recorded_in` (latest.json or run.json) records; `error` (the caller's stage's type) names
+    the checkpoint and what is wrong. The one restore that training's resume and evaluation both use."""
+    from tasks.training.tf1 import tf, tf_error_text  # deferred: this module is imported without TF elsewhere
+
+    try:
+        saver.restore(session, str(prefix))
+    except (tf.errors.OpError, ValueError) as exc:
+        raise error(
+            f"{prefix}: checkpoint does not restore into the {model.name!r} model of the run's settings "
+            f"({tf_error_text(exc)}); it is corrupt or from another model: delete the run folder and retrain"
+        ) from None
+    variables = list(variables)
+    found = weights_sha256(dict(zip((variable.op.name for variable in variables), session.run(variables))))
+    if found != expected_sha256:
+        raise error(
+            f"{prefix}: restored weights have sha256 {found}, {recorded_in} records {expected_sha256}; the "
+            "checkpoint is not the one this run saved (copied from another run, or corrupt): delete the run "
+            "folder and retrain"
+        )

@@ -19,28 +19,22 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from tasks.core.errors import ConfigError, TrainingError
 from tasks.core.faults import crash_point
-from tasks.core.runfiles import METRICS_PARQUET, RUN_JSON
-from tasks.core.runs import RunSettings, settings_hash
+from tasks.core.runfolder import RunFolder, prefix_name
+from tasks.core.runs import RunSettings
 from tasks.core.storage import disk_errors_as_storage_errors, ensure_dir, write_json_atomic
 from tasks.training import TF_MODULE, checkpoints
 from tasks.training.progress import RunProgress
 from tasks.training.record import run_record
-from tasks.training.runstate import (
-    ResumeState,
-    RunPlan,
-    SplitArrays,
-    finished_record,
-    load_split,
-    prepare_resume,
-    read_settings,
-    write_metrics,
-)
+from tasks.training.runstate import ResumeState, SplitArrays, finished_record, load_split, prepare_resume, write_metrics
+
+if TYPE_CHECKING:
+    from tasks.training.graph import TrainingGraph
 
 VALIDATION_BATCH = 2000
 
@@ -61,25 +55,25 @@ def train_run(
 ) -> dict:
     """Train, resume or repair one run and return its run.json record.
 
-    A finished run whose files are all there is returned as it is. Otherwise: read the settings and the
-    data, check the device (`device` is the `[pipeline] device` setting: auto, cpu or gpu), prepare the folder
-    for the last whole epoch (refusing a folder of another run before changing anything), build the graph,
-    train the remaining epochs, and write run.json last.
+    `settings` are validated here once (a RunSettings, or its plain form). A finished run whose files are all
+    there is returned as it is. Otherwise: read the data, check the device (`device` is the `[pipeline] device`
+    setting: auto, cpu or gpu), prepare the folder for the last whole epoch (refusing a folder of another run
+    before changing anything), build the graph, train the remaining epochs, and write run.json last.
     """
     started = time.perf_counter()
     tensorflow_inherited = TF_MODULE in sys.modules
-    run_dir = Path(run_dir)
-    run_hash = settings_hash(settings)
-    finished, repair = finished_record(run_dir, run_hash, seed)
+    settings = settings if isinstance(settings, RunSettings) else RunSettings.parse(settings)
+    folder = RunFolder(Path(run_dir), settings.run_hash, seed)
+    finished, repair = finished_record(folder)
     if finished is not None:
-        return finished
-    plan = read_settings(settings)
+        return dict(finished.data)
     split = load_split(Path(train_arrow), Path(split_arrow))
+    batch_size = settings.training.batch_size
     train_rows, validation_rows = len(split.train_rows), len(split.val_rows)
-    steps = train_rows // plan.batch_size
+    steps = train_rows // batch_size
     if steps == 0:
         raise ConfigError(
-            f"training.batch_size: {plan.batch_size} exceeds the {train_rows} training rows of "
+            f"training.batch_size: {batch_size} exceeds the {train_rows} training rows of "
             f"{train_arrow}; lower the batch size"
         )
     from tasks.training.devices import session_config  # TensorFlow loads here
@@ -88,15 +82,16 @@ def train_run(
 
     # Before the folder is touched: `gpu` on a host without one is refused here, having written nothing.
     config, used_device = session_config(device, intra_op_threads, inter_op_threads)
-    state = prepare_resume(ensure_dir(run_dir), run_hash, seed, plan.epochs, repair)
-    graph = build_training_graph(plan.model, plan.optimizer, seed, len(split.labels), steps, plan.batch_size)
+    ensure_dir(folder.path)
+    state = prepare_resume(folder, settings.training.epochs, repair)
+    graph = build_training_graph(settings.model, settings.optimizer, seed, len(split.labels), steps, batch_size)
     with tf.Session(graph=graph.graph, config=config) as session:
         outcome = _train_epochs(
-            session, graph, state, split, plan, seed, run_hash, progress or (lambda fraction, message: None)
+            session, graph, state, split, settings, seed, progress or (lambda fraction, message: None)
         )
     record = run_record(
-        plan.settings.as_dict(),
-        run_hash,
+        settings.as_dict(),
+        settings.run_hash,
         seed,
         split_rows=(train_rows, validation_rows),
         steps_per_epoch=steps,
@@ -111,7 +106,7 @@ def train_run(
         tensorflow_version=tf.__version__,
         tensorflow_inherited=tensorflow_inherited,
     )
-    write_json_atomic(run_dir / RUN_JSON, record)
+    write_json_atomic(folder.run_json, record)
     return record
 
 
@@ -126,29 +121,17 @@ class EpochsOutcome:
 
 def _train_epochs(
     session: Any,
-    graph: Any,
+    graph: TrainingGraph,
     state: ResumeState,
     split: SplitArrays,
-    plan: RunPlan,
+    settings: RunSettings,
     seed: int,
-    run_hash: str,
     report: Progress,
 ) -> EpochsOutcome:
     """Restore the resume point, then train, validate and checkpoint each remaining epoch."""
-    epochs = plan.epochs
-    steps = int(graph.order_init.shape[0])
+    epochs, steps = settings.training.epochs, graph.steps_per_epoch
     rows, latest, diverged_at = list(state.rows), state.latest, None
-    session.run(graph.init, {graph.images_init: split.images, graph.labels_init: split.labels})
-    split.images = split.labels = None  # the graph holds its own copy: drop our map
-    if latest is not None:
-        graph.restore(session, state.checkpoint_dir / latest["prefix"], latest["weights_sha256"])
-    first_step = int(session.run(graph.global_step))
-    if latest is not None and first_step != state.start_epoch * steps:
-        raise TrainingError(
-            f"{state.checkpoint_dir / latest['prefix']}: restored global step {first_step}, expected "
-            f"{state.start_epoch} epochs × {steps} steps; the checkpoint is not this run's: delete the run folder "
-            "and retrain"
-        )
+    first_step = _start_session(session, graph, state, split, settings)
     report(
         state.start_epoch / epochs,
         f"epoch {state.start_epoch + 1}/{epochs} starting" + (" (resumed)" if latest else "")
@@ -157,20 +140,15 @@ def _train_epochs(
     )
     run_chunk = session.make_callable(graph.run_chunk)
     run_chunk()  # no step yet (see train_graph): builds the executor outside the epoch's timing
-    metrics_path = state.run_dir / METRICS_PARQUET
     label = f"{state.run_dir.parent.name}/{state.run_dir.name}"
     with RunProgress(label, epochs * steps, state.start_epoch * steps) as bar:
         for epoch in range(state.start_epoch + 1, epochs + 1):
-            row, diverged_at = _run_epoch(session, graph, run_chunk, bar, seed, epoch, plan.batch_size, split)
+            row, diverged_at = _run_epoch(session, graph, run_chunk, bar, seed, epoch, settings, split)
             if diverged_at is not None:
                 report(1.0, f"diverged: NaN or inf training loss at epoch {epoch}/{epochs}, step {diverged_at['step']}")
                 break
             rows.append(row)
-            # Order matters for kill safety: metrics, then checkpoint files, then latest.json, then pruning.
-            write_metrics(metrics_path, rows)
-            with disk_errors_as_storage_errors(state.checkpoint_dir / checkpoints.prefix_name(epoch)):
-                latest = graph.save(session, state.checkpoint_dir, epoch, run_hash, seed)
-            checkpoints.clean_checkpoint_dir(state.checkpoint_dir, epoch)
+            latest = _checkpoint_epoch(session, graph, state, rows, epoch, seed)
             state.attempts.record_steps(int(session.run(graph.global_step)) - first_step)
             message = (
                 f"epoch {epoch}/{epochs} · val_acc {row['val_accuracy']:.3f} · {row['examples_per_second']:,.0f} ex/s"
@@ -183,19 +161,50 @@ def _train_epochs(
     return EpochsOutcome(rows, latest, diverged_at)
 
 
+def _start_session(
+    session: Any, graph: TrainingGraph, state: ResumeState, split: SplitArrays, settings: RunSettings
+) -> int:
+    """Initialise the graph (resident data fed once), restore the resume point; the global step it starts at."""
+    session.run(graph.init, {graph.images_init: split.images, graph.labels_init: split.labels})
+    split.images = split.labels = None  # the graph holds its own copy: drop our map
+    latest = state.latest
+    if latest is not None:
+        graph.restore(session, state.checkpoint_dir / latest["prefix"], latest["weights_sha256"], settings.model)
+    first_step = int(session.run(graph.global_step))
+    if latest is not None and first_step != state.start_epoch * graph.steps_per_epoch:
+        raise TrainingError(
+            f"{state.checkpoint_dir / latest['prefix']}: restored global step {first_step}, expected "
+            f"{state.start_epoch} epochs × {graph.steps_per_epoch} steps; the checkpoint is not this run's: delete "
+            "the run folder and retrain"
+        )
+    return first_step
+
+
+def _checkpoint_epoch(
+    session: Any, graph: TrainingGraph, state: ResumeState, rows: list[dict], epoch: int, seed: int
+) -> dict:
+    """Write the epoch's metrics and checkpoint in the order kill safety needs: metrics, then the checkpoint's
+    files, then latest.json, then pruning. Returns the new latest.json."""
+    write_metrics(state.folder.metrics_path, rows)
+    with disk_errors_as_storage_errors(state.checkpoint_dir / prefix_name(epoch)):
+        latest = graph.save(session, state.checkpoint_dir, epoch, state.folder.run_hash, seed)
+    checkpoints.clean_checkpoint_dir(state.checkpoint_dir, epoch)
+    return latest
+
+
 def _run_epoch(
     session: Any,
-    graph: Any,
+    graph: TrainingGraph,
     run_chunk: Callable,
     bar: Any,
     seed: int,
     epoch: int,
-    batch_size: int,
+    settings: RunSettings,
     split: SplitArrays,
 ) -> tuple[dict | None, dict | None]:
     """Train one epoch in chunks, then validate: (metrics row, None), or (None, diverged_at) on NaN/inf."""
     started = time.perf_counter()
-    steps = int(graph.order_init.shape[0])
+    steps, batch_size = graph.steps_per_epoch, settings.training.batch_size
     # The epoch's order of training rows, as positions among all rows of train.arrow.
     order = split.train_rows[epoch_order(seed, epoch, len(split.train_rows), batch_size)]
     session.run(graph.new_epoch, {graph.order_init: order})

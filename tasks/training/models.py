@@ -11,10 +11,9 @@ only in their architecture.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
 
+from tasks.core.config import ModelConfig
 from tasks.core.errors import ConfigError
-from tasks.core.registry import MODEL_PARAMS
 from tasks.data.dataset import IMAGE_COLS, IMAGE_PIXELS, IMAGE_ROWS, NUM_CLASSES
 from tasks.training.tf1 import tf
 
@@ -87,20 +86,14 @@ MODEL_BUILDERS: dict[str, Callable[..., tf.Tensor]] = {
 }
 
 
-def build_model(name: str, images: tf.Tensor, params: dict[str, Any] | None = None) -> tf.Tensor:
-    """Logits of model `name` on `images` (float32 [batch, 784] in [0, 1]), with `params` as keywords."""
-    if name not in MODEL_BUILDERS:
-        raise ConfigError(f"model.name: unknown model {name!r}; choose one of: {', '.join(sorted(MODEL_BUILDERS))}")
+def build_model(model: ModelConfig, images: tf.Tensor) -> tf.Tensor:
+    """Logits of `model` (its schema-checked name and params) on `images` (float32 [batch, 784] in [0, 1])."""
     if images.shape.ndims != 2 or (images.shape[1] is not None and int(images.shape[1]) != IMAGE_PIXELS):
         raise ConfigError(f"model input: expected a [batch, {IMAGE_PIXELS}] tensor, found shape {images.shape}")
-    params = dict(params or {})
-    unknown = sorted(set(params) - set(MODEL_PARAMS[name]))
-    if unknown:
-        valid = ", ".join(sorted(MODEL_PARAMS[name])) or "none"
-        raise ConfigError(f"model.params: unknown parameter(s) {unknown} for model {name!r}; valid: {valid}")
+    params = dict(model.params)
     if "hidden" in params:
         params["hidden"] = tuple(params["hidden"])  # JSON settings carry lists
-    return MODEL_BUILDERS[name](images, **params)
+    return MODEL_BUILDERS[model.name](images, **params)
 
 
 # The scope every model's variables live under; checkpoints use the same names.
@@ -127,13 +120,13 @@ def classification_head(logits: tf.Tensor, labels: tf.Tensor) -> dict[str, tf.Te
     }
 
 
-def inference_path(name: str, params: dict[str, Any] | None, reuse: bool) -> dict[str, tf.Tensor]:
+def inference_path(model: ModelConfig, reuse: bool) -> dict[str, tf.Tensor]:
     """Placeholders `images` (uint8 [N, 784]) and `labels` (int64 [N]) → named `logits`, `loss`,
     `accuracy`, `predictions`, at the graph's root, on the variables under MODEL_SCOPE."""
     images = tf.placeholder(tf.uint8, [None, IMAGE_PIXELS], name="images")
     labels = tf.placeholder(tf.int64, [None], name="labels")
     with tf.variable_scope(MODEL_SCOPE, reuse=reuse):
-        logits = build_model(name, scale_images(images), params)
+        logits = build_model(model, scale_images(images))
     head = classification_head(logits, labels)
     return {
         "images": images,

@@ -1,4 +1,4 @@
-"""The optimizer registry: a name of `tasks.core.registry.OPTIMIZER_PARAMS` → a `tf.compat.v1.train.Optimizer`.
+"""The optimizer registry: checked `OptimizerSettings` → a `tf.compat.v1.train.Optimizer`.
 
 TensorFlow is imported inside the factories, so that the scheduler and the config code can import
 this module without loading TF.
@@ -6,12 +6,10 @@ this module without loading TF.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Any
 
-from tasks.core.errors import ConfigError
-from tasks.core.registry import OPTIMIZER_PARAMS, resolve_params
+from tasks.core.runs import OptimizerSettings
 
 
 def _tf():
@@ -88,22 +86,6 @@ _FACTORIES: dict[str, Callable[[float, dict[str, Any]], Any]] = {
 OPTIMIZER_NAMES: tuple[str, ...] = tuple(_FACTORIES)
 
 
-def make_optimizer(name: str, learning_rate: float, params: dict[str, Any]):
-    """Build the optimizer `name` with its resolved hyper-parameters; raise ConfigError naming what is wrong.
-
-    `params` normally arrive resolved by the config schema; they are checked again against the registry
-    here (a missing one takes its default) so that a caller bypassing the schema cannot slip a typo in.
-    """
-    if name not in _FACTORIES:
-        raise ConfigError(f"optimizer '{name}': unknown optimizer; valid optimizers: {', '.join(OPTIMIZER_NAMES)}")
-    if (
-        isinstance(learning_rate, bool)
-        or not isinstance(learning_rate, (int, float))
-        or not (learning_rate > 0 and math.isfinite(learning_rate))
-    ):
-        raise ConfigError(f"optimizer '{name}' learning_rate: expected a finite number > 0, found {learning_rate!r}")
-    try:
-        resolved = resolve_params(OPTIMIZER_PARAMS[name], dict(params), f"optimizer '{name}' params")
-    except ValueError as exc:
-        raise ConfigError(f"{exc}; fix the optimizer entry in the experiment config") from None
-    return _FACTORIES[name](float(learning_rate), resolved)
+def make_optimizer(settings: OptimizerSettings):
+    """The TF optimizer of `settings`, whose name, learning rate and params the config schema has checked."""
+    return _FACTORIES[settings.name](settings.learning_rate, dict(settings.params))

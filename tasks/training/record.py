@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from tasks.core.runfiles import CHECKPOINT_DIR
+from tasks.core.runfolder import CHECKPOINT_DIR
 from tasks.training.runstate import AttemptLog
 
 

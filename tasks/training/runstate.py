@@ -10,7 +10,6 @@ the same weights.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,17 +18,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tasks.core.errors import DataError, TrainingError
-from tasks.core.runfiles import (
-    CHECKPOINT_DIR,
-    METRICS_PARQUET,
-    METRICS_SCHEMA,
-    RUN_JSON,
-    checkpoint_problem,
-    read_run_record,
-    run_record_problem,
-)
-from tasks.core.runs import RunSettings
+from tasks.core.errors import DataError, RunFolderError, TrainingError
+from tasks.core.runfolder import CHECKPOINT_DIR, LATEST_JSON, METRICS_SCHEMA, RunFolder, RunRecord
 from tasks.core.storage import atomic_path, ensure_dir, quarantine, read_json, write_json_atomic
 from tasks.data.arrays import load_arrays, load_indices
 from tasks.training import checkpoints
@@ -37,33 +27,6 @@ from tasks.training import checkpoints
 log = logging.getLogger(__name__)
 
 ATTEMPTS_JSON = "attempts.json"
-
-
-@dataclass(frozen=True)
-class RunPlan:
-    """The parts of a run's settings that training uses."""
-
-    model: dict  # {name, params}
-    optimizer: dict  # {name, learning_rate, params}
-    epochs: int
-    batch_size: int
-    settings: RunSettings  # the validated whole, as run.json records it
-
-
-def read_settings(settings: RunSettings | Mapping[str, Any]) -> RunPlan:
-    """The RunPlan of a run's settings: a RunSettings, or its plain form, validated here once (ConfigError)."""
-    typed = settings if isinstance(settings, RunSettings) else RunSettings.parse(settings)
-    return RunPlan(
-        model={"name": typed.model.name, "params": dict(typed.model.params)},
-        optimizer={
-            "name": typed.optimizer.name,
-            "learning_rate": typed.optimizer.learning_rate,
-            "params": dict(typed.optimizer.params),
-        },
-        epochs=typed.training.epochs,
-        batch_size=typed.training.batch_size,
-        settings=typed,
-    )
 
 
 @dataclass
@@ -108,29 +71,22 @@ def load_split(train_arrow: Path, split_arrow: Path) -> SplitArrays:
     )
 
 
-def finished_record(run_dir: Path, run_hash: str, seed: int) -> tuple[dict | None, str | None]:
+def finished_record(folder: RunFolder) -> tuple[RunRecord | None, str | None]:
     """(run.json, None) when this run finished and every file it names is whole: nothing to do.
 
     Otherwise (None, why it must train again): a run.json that is unreadable, or whose metrics or final
     checkpoint are missing, is moved to quarantine first. A run.json of another run is refused.
     """
-    path = Path(run_dir) / RUN_JSON
-    if not path.exists():
+    if not folder.has_record():
         return None, None
-    try:
-        record = read_run_record(run_dir)
-    except (OSError, ValueError):
-        record = None
-    if isinstance(record, dict) and (record.get("run_hash"), record.get("seed")) != (run_hash, seed):
-        raise TrainingError(
-            f"{path}: records run {record.get('run_hash')} seed {record.get('seed')}, not "
-            f"{run_hash} seed {seed}; use another run folder or delete this one"
-        )
-    problem = run_record_problem(run_dir, run_hash, seed)
+    foreign = folder.foreign_record()
+    if foreign is not None:
+        raise TrainingError(foreign)
+    problem = folder.problem()
     if problem is None:
-        return record, None
-    moved = quarantine(path, f"{problem}; the run trains again to rebuild what is missing")
-    log.warning("%s: %s; moved it to %s and training again", path, problem, moved)
+        return folder.record(), None
+    moved = quarantine(folder.run_json, f"{problem}; the run trains again to rebuild what is missing")
+    log.warning("%s: %s; moved it to %s and training again", folder.run_json, problem, moved)
     return None, f"{problem}; run.json moved to {moved}"
 
 
@@ -187,29 +143,31 @@ class AttemptLog:
 class ResumeState:
     """Where this attempt starts: the checkpoint it restores (None: from scratch) and the metrics so far."""
 
-    run_dir: Path
+    folder: RunFolder
     start_epoch: int
     latest: dict | None
     rows: list[dict]
     attempts: AttemptLog
 
     @property
+    def run_dir(self) -> Path:
+        return self.folder.path
+
+    @property
     def checkpoint_dir(self) -> Path:
-        return self.run_dir / CHECKPOINT_DIR
+        return self.folder.checkpoint_dir
 
 
-def prepare_resume(run_dir: Path, run_hash: str, seed: int, epochs: int, repair: str | None) -> ResumeState:
+def prepare_resume(folder: RunFolder, epochs: int, repair: str | None) -> ResumeState:
     """Check latest.json and metrics.parquet, then (only then) clean the folder for a start at the last
     whole epoch; record this attempt."""
-    run_dir = Path(run_dir)
-    checkpoint_dir = run_dir / CHECKPOINT_DIR
-    latest = _checked_latest(checkpoint_dir, run_hash, seed, epochs)
-    metrics_path = run_dir / METRICS_PARQUET
-    rows, metrics_problem = _read_metric_rows(metrics_path)
-    damage = _resume_damage(run_dir, latest, rows, metrics_problem) if latest is not None else None
+    latest = _checked_latest(folder, epochs)
+    rows, metrics_problem = _read_metric_rows(folder)
+    damage = _resume_damage(folder, latest, rows, metrics_problem) if latest is not None else None
+    metrics_path = folder.metrics_path
     if damage is not None:
         # The checkpoint cannot be resumed from: start over, keeping what was there for inspection.
-        latest_path = checkpoint_dir / checkpoints.LATEST_JSON
+        latest_path = folder.checkpoint_dir / LATEST_JSON
         moved = quarantine(latest_path, f"{damage}; the run trains again from scratch")
         log.warning("%s; moved %s to %s and training from scratch", damage, latest_path, moved)
         repair = "; ".join(filter(None, [repair, f"{damage}: trained again from scratch"]))
@@ -225,42 +183,38 @@ def prepare_resume(run_dir: Path, run_hash: str, seed: int, epochs: int, repair:
             write_metrics(metrics_path, kept)
         else:
             metrics_path.unlink()
-    checkpoints.clean_checkpoint_dir(ensure_dir(checkpoint_dir), start_epoch)
-    return ResumeState(run_dir, start_epoch, latest, kept, AttemptLog.start(run_dir, start_epoch, repair))
+    checkpoints.clean_checkpoint_dir(ensure_dir(folder.checkpoint_dir), start_epoch)
+    return ResumeState(folder, start_epoch, latest, kept, AttemptLog.start(folder.path, start_epoch, repair))
 
 
-def _checked_latest(checkpoint_dir: Path, run_hash: str, seed: int, epochs: int) -> dict | None:
+def _checked_latest(folder: RunFolder, epochs: int) -> dict | None:
     """latest.json, refused (before anything is changed) when it is not a checkpoint of this run."""
-    latest_path = checkpoint_dir / checkpoints.LATEST_JSON
-    latest = checkpoints.read_latest(checkpoint_dir)
-    if latest is not None and (latest["run_hash"], latest["seed"]) != (run_hash, seed):
-        raise TrainingError(
-            f"{latest_path}: belongs to run {latest['run_hash']} seed {latest['seed']}, not {run_hash} seed "
-            f"{seed}; use another run folder or delete this one"
-        )
+    try:
+        latest = folder.latest()
+    except RunFolderError as exc:
+        raise TrainingError(str(exc)) from None
     if latest is not None and latest["epoch"] > epochs:
         raise TrainingError(
-            f"{latest_path}: names epoch {latest['epoch']}, but run {run_hash} trains {epochs} epochs; this "
-            "folder was not written by this run's training. Nothing was changed: move the run folder aside or "
-            "delete it, and rerun"
+            f"{folder.checkpoint_dir / LATEST_JSON}: names epoch {latest['epoch']}, but run {folder.run_hash} "
+            f"trains {epochs} epochs; this folder was not written by this run's training. Nothing was changed: "
+            "move the run folder aside or delete it, and rerun"
         )
     return latest
 
 
-def _resume_damage(run_dir: Path, latest: dict, rows: list[dict], metrics_problem: str | None) -> str | None:
+def _resume_damage(folder: RunFolder, latest: dict, rows: list[dict], metrics_problem: str | None) -> str | None:
     """Why the checkpoint latest.json names cannot be resumed from, or None when it can.
 
     It needs its files (regular files inside the run folder) and the metrics rows of epochs 1..its epoch.
     """
-    problem = checkpoint_problem(run_dir, f"{CHECKPOINT_DIR}/{latest['prefix']}")
+    problem = folder.checkpoint_problem(f"{CHECKPOINT_DIR}/{latest['prefix']}")
     if problem is not None:
         return f"checkpoint {problem}"
-    metrics_path = Path(run_dir) / METRICS_PARQUET
     if metrics_problem is not None:
-        return f"{metrics_path}: {metrics_problem}"
+        return metrics_problem
     epochs = [row["epoch"] for row in rows]
     if epochs[: latest["epoch"]] != list(range(1, latest["epoch"] + 1)):
-        return f"{metrics_path}: rows for epochs {epochs}, expected 1..{latest['epoch']} (the last checkpoint)"
+        return f"{folder.metrics_path}: rows for epochs {epochs}, expected 1..{latest['epoch']} (the last checkpoint)"
     return None
 
 
@@ -269,14 +223,9 @@ def write_metrics(path: Path, rows: list[dict]) -> None:
         pq.write_table(pa.Table.from_pylist(rows, schema=METRICS_SCHEMA), temp)
 
 
-def _read_metric_rows(path: Path) -> tuple[list[dict], str | None]:
+def _read_metric_rows(folder: RunFolder) -> tuple[list[dict], str | None]:
     """(rows, None), or ([], why the file is unusable); no file is no rows."""
-    if not path.exists():
-        return [], "not found"
     try:
-        table = pq.read_table(path)
-        if not table.schema.equals(METRICS_SCHEMA):
-            return [], f"expected the schema {METRICS_SCHEMA.names}, found {table.schema.names}"
-        return table.to_pylist(), None
-    except (pa.ArrowException, OSError) as exc:
-        return [], f"not a readable Parquet file ({exc})"
+        return folder.metric_rows(), None
+    except RunFolderError as exc:
+        return [], str(exc)

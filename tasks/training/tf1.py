@@ -94,4 +94,15 @@ def enable_op_determinism() -> None:
     sys.modules["tensorflow"].config.experimental.enable_op_determinism()
 
 
-__all__ = ["enable_op_determinism", "list_gpus", "tf"]
+_TF_BOILERPLATE = ("Graph execution error", "Detected at node", "Node:", "[[", "(most recent call last)")
+
+
+def tf_error_text(exc: BaseException) -> str:
+    """The one informative line of a TensorFlow error, without its node dump, for our own messages."""
+    text = getattr(exc, "message", None) or str(exc)
+    lines = [line.strip() for line in text.splitlines()]
+    useful = [line for line in lines if line and not any(marker in line for marker in _TF_BOILERPLATE)]
+    return f"{type(exc).__name__}: {useful[0][:300] if useful else 'no detail'}"
+
+
+__all__ = ["enable_op_determinism", "list_gpus", "tf", "tf_error_text"]

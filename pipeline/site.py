@@ -44,19 +44,19 @@ class pipeline(luigi.Config):  # noqa: N801 - the class name is the luigi.cfg se
     )
 
 
-def settings() -> pipeline:
+def site_settings() -> pipeline:
     return pipeline()
 
 
 def device_setting() -> str:
     """`[pipeline] device`, checked: a ConfigError for anything but auto, cpu or gpu."""
-    return check_device_setting(settings().device)
+    return check_device_setting(site_settings().device)
 
 
 def layout() -> Layout:
-    return Layout(settings().artifacts_root)
+    return Layout(site_settings().artifacts_root)
 
 
 def expected_checksums(name: str) -> tuple[str, str | None]:
     """(payload sha256, upstream gz md5 or None) that a raw file must match, per this site's settings."""
-    return published_checksums(name, settings().checksums_file)
+    return published_checksums(name, site_settings().checksums_file)

@@ -1,0 +1,76 @@
+"""An experiment config as the pipeline sees it: loaded once per file version, hashed, and its tuning records.
+
+A tuned entry's grid is named by the hash of its runs (run hash and seed of every point), so editing the
+grid or the tuning seeds gives a new tuning record, and the old one stays for inspection. A tuning record
+is data read back from disk: it is believed only when it covers exactly its grid and its choice is the one
+the selection rule makes (tasks.core.selection).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from tasks.core.config import ExperimentConfig, load_config
+from tasks.core.errors import ConfigError
+from tasks.core.layout import Layout
+from tasks.core.runs import HASH_LENGTH, entry_named, grid_specs
+from tasks.core.selection import check_tuning_record
+from tasks.core.storage import read_json
+
+DEFAULT_CONFIG = "configs/default.yaml"
+
+
+@functools.lru_cache(maxsize=32)
+def _load(path: str, mtime_ns: int) -> tuple[ExperimentConfig, str]:
+    config = load_config(path)
+    return config, Path(path).read_text(encoding="utf-8")
+
+
+def load_experiment(path: str) -> tuple[ExperimentConfig, str]:
+    """The validated config and its text, cached per file version (scheduling asks for it often)."""
+    config_path = Path(path)
+    mtime_ns = config_path.stat().st_mtime_ns if config_path.exists() else -1
+    return _load(str(config_path), mtime_ns)
+
+
+def config_hash(config: ExperimentConfig) -> str:
+    """The hash of a whole validated config: a report records it, and is rebuilt when it changes."""
+    return hashlib.sha256(config.model_dump_json().encode("utf-8")).hexdigest()[:HASH_LENGTH]
+
+
+def tuning_record_path(layout: Layout, config: ExperimentConfig, entry: str) -> Path:
+    """Where the tuning record of a tuned entry's current grid lives."""
+    hashes = ",".join(f"{spec.run_hash}:{spec.seed}" for spec in grid_specs(config, entry_named(config, entry)))
+    grid_hash = hashlib.sha256(hashes.encode()).hexdigest()[:HASH_LENGTH]
+    return layout.tuning_record(config.experiment, entry, grid_hash)
+
+
+def tuning_record_problem(path: Path, config: ExperimentConfig, entry: str) -> str | None:
+    """Why the tuning record at `path` cannot be believed for entry's grid, or None when it can."""
+    try:
+        record = read_json(path)
+    except FileNotFoundError:
+        return f"{path} not found"
+    except (OSError, ValueError) as exc:
+        return f"{path} is not readable JSON ({exc})"
+    problem = check_tuning_record(record, entry_named(config, entry).learning_rates)
+    return f"{path}: {problem}" if problem else None
+
+
+def read_tuning(paths: Iterable[tuple[str, Path]], config: ExperimentConfig) -> dict[str, dict[str, Any]]:
+    """Each tuned entry's tuning record, from (entry, path) pairs of finished tunings; checked."""
+    records = {}
+    for entry, path in paths:
+        problem = tuning_record_problem(path, config, entry)
+        if problem:
+            raise ConfigError(f"tuning of {entry!r}: {problem}; rerun the command to tune it again")
+        records[entry] = read_json(path)
+    return records
+
+
+def chosen_rates(tuning: dict[str, dict[str, Any]]) -> dict[str, float]:
+    return {name: float(record["chosen_learning_rate"]) for name, record in tuning.items()}

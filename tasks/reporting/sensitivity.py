@@ -1,0 +1,95 @@
+"""How the report shows learning-rate choices: the tuning records checked against the runs, and the
+sensitivity lines (validation accuracy per grid point, the choice, and why).
+
+A tuned entry comes with the `tuning` argument of build_report: its grid was run on the tuning seeds and
+judged on validation only (tasks.training.tuning), and the runs hold the chosen point on every seed. An
+untuned entry whose config lists several learning rates has its whole grid in the runs; its point is
+chosen by tasks.reporting.comparison. Both apply the one rule of tasks.core.selection.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from tasks.core.errors import ReportError
+from tasks.core.selection import RULE, check_tuning_record
+from tasks.reporting import comparison
+
+GRID_RULE = f"on all seeds of the experiment: {RULE}"
+
+
+def check_tuning(tuning: Mapping[str, Any] | None, best_points: Mapping[str, comparison.GridPoint]) -> dict:
+    """`tuning` checked against the runs and against the selection rule; ReportError names the entry at fault."""
+    if tuning is None:
+        return {}
+    if not isinstance(tuning, Mapping):
+        raise ReportError(f"tuning: expected a dict of entry name → tuning record, found {type(tuning).__name__}")
+    for name, record in tuning.items():
+        where = f"tuning[{name!r}]"
+        if name not in best_points:
+            raise ReportError(f"{where}: no runs of entry {name!r}; expected one of {sorted(best_points)}")
+        chosen, used = record.get("chosen_learning_rate"), best_points[name].learning_rate
+        if isinstance(chosen, (int, float)) and not math.isclose(float(chosen), used, rel_tol=1e-9):
+            raise ReportError(
+                f"{where}: chosen_learning_rate {chosen:g}, but the runs of {name!r} use {used:g}; "
+                "rerun the experiment so that the final runs use the tuned learning rate"
+            )
+        problem = check_tuning_record(record)
+        if problem:
+            raise ReportError(f"{where}: {problem}")
+    return dict(tuning)
+
+
+def sensitivity_lines(
+    grid: Mapping[str, list[comparison.GridPoint]],
+    best_points: Mapping[str, comparison.GridPoint],
+    tuning: Mapping[str, Any],
+) -> list[dict[str, Any]]:
+    """One line per entry with more than one learning rate: validation accuracy ± std per rate, the choice, why.
+
+    Each line: label, learning_rates, mean, std (None where no seed completed), diverged_learning_rates
+    (one per diverged run), chosen_learning_rate, rule, seeds (what the means are over), tuned.
+    """
+    lines = []
+    for name, points in grid.items():
+        if name in tuning:
+            record = tuning[name]
+            ordered = sorted(record["grid"], key=lambda point: float(point["learning_rate"]))
+            values = [[v for v in point["val_accuracies"] if v is not None] for point in ordered]
+            diverged = [
+                float(point["learning_rate"]) for point in ordered for v in point["val_accuracies"] if v is None
+            ]
+            lines.append(
+                {
+                    "label": name,
+                    "learning_rates": [float(point["learning_rate"]) for point in ordered],
+                    "mean": [point["mean_val_accuracy"] for point in ordered],
+                    "std": [point["std_val_accuracy"] if len(v) > 1 else None for point, v in zip(ordered, values)],
+                    "diverged_learning_rates": diverged,
+                    "chosen_learning_rate": float(record["chosen_learning_rate"]),
+                    "rule": str(record["rule"]),
+                    "seeds": f"seeds {', '.join(str(seed) for seed in record['tuning_seeds'])}",
+                    "tuned": True,
+                }
+            )
+        elif len(points) > 1:
+            ordered = sorted(points, key=lambda point: point.learning_rate)
+            stats = [comparison.mean_std([run.final_val_accuracy for run in point.completed]) for point in ordered]
+            lines.append(
+                {
+                    "label": name,
+                    "learning_rates": [point.learning_rate for point in ordered],
+                    "mean": [mean for mean, _ in stats],
+                    "std": [std for _, std in stats],
+                    "diverged_learning_rates": [
+                        point.learning_rate for point in ordered for _ in range(point.diverged)
+                    ],
+                    "chosen_learning_rate": best_points[name].learning_rate,
+                    "rule": GRID_RULE,
+                    "seeds": "all seeds of the experiment",
+                    "tuned": False,
+                }
+            )
+    return lines

@@ -1,0 +1,166 @@
+"""What a config will cost before it runs: the runs it will train, those done, and the CPU time still ahead.
+
+The training rate of a run (examples/s) and its fixed cost (graph build, session, data load, writes) come
+from the run.json files of earlier runs of the same model and batch size under the artifacts root; without
+any, from the rates `benchmarks/train_throughput.py` measured on the 2-core reference machine. A tuned entry
+whose tuning has not finished is costed at its first grid point (every point costs the same). No TensorFlow.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tasks.core.config import ExperimentConfig
+from tasks.core.errors import RunFolderError
+from tasks.core.experiment import chosen_rates, read_tuning, tuning_record_path, tuning_record_problem
+from tasks.core.layout import Layout
+from tasks.core.runfolder import RunFolder
+from tasks.core.runs import RunSpec, final_specs, grid_specs, tuned_entries
+from tasks.data.dataset import RAW_FILES
+
+# Training examples/s of one SGD run on the 2-core reference machine, alone on a core, measured 2026-11-29
+# (benchmarks/full_report.py's rate probe and train_throughput.py), by (model, batch size); the other
+# optimizers' step time relative to SGD's, from the same measurements.
+REFERENCE_RATES = {("mlp", 64): 158_000.0, ("mlp", 128): 165_000.0, ("cnn_p1", 128): 1_300.0}
+SLOWER = {"momentum": 1.04, "adam": 1.2, "msvag": 1.27, "svag": 1.25}  # M-SVAG/SVAG: with the fused kernel
+# A run's fixed cost in seconds (graph build, session, data load; TensorFlow already imported by the
+# worker, pipeline/warm.py) and, per epoch, its checkpoint and metrics writes; validation is costed from
+# the rate (a forward pass is about a third of a training step).
+REFERENCE_OVERHEAD_SECONDS = 0.6
+EPOCH_WRITE_SECONDS = 0.04
+VALIDATION_SPEEDUP = 3.0
+EVALUATION_SECONDS = 0.5  # one EvaluateRun: scoring took 0.07-0.19 s, plus its fork and task bookkeeping
+# The training file's rows, before the validation rows are taken out of it.
+TRAIN_ROWS = RAW_FILES["train-labels-idx1-ubyte.gz"].rows
+
+RateKey = tuple[str, int, str]  # (model as canonical JSON, batch size, optimizer name)
+
+
+@dataclass(frozen=True)
+class Rate:
+    """Training examples/s of one run and its fixed seconds, with where the numbers came from."""
+
+    examples_per_second: float
+    fixed_seconds: float
+    source: str  # "recorded", "recorded (other optimizers)" or "reference machine"
+
+
+@dataclass
+class Plan:
+    """Every run a config will train (tuning grids, then final runs), what is done, and the CPU time ahead."""
+
+    runs: list[RunSpec]
+    finals: list[RunSpec]
+    done: list[RunSpec] = field(default_factory=list)
+    evaluations_to_do: int = 0
+    cpu_seconds: float = 0.0
+    sources: list[str] = field(default_factory=list)
+    unknown: list[str] = field(default_factory=list)  # why some run's rate is unknown (then cpu_seconds is NaN)
+
+    @property
+    def to_do(self) -> list[RunSpec]:
+        return [spec for spec in self.runs if spec not in self.done]
+
+    def wall_seconds(self, slots: int) -> float:
+        return self.cpu_seconds / max(1, slots)
+
+
+def planned_runs(config: ExperimentConfig, layout: Layout) -> tuple[list[RunSpec], list[RunSpec]]:
+    """(every run the config will train: tuning grids, then final runs; the final runs, to be evaluated)."""
+    specs: dict[tuple[str, int], RunSpec] = {}
+    for entry in tuned_entries(config):
+        for spec in grid_specs(config, entry):
+            specs[(spec.run_hash, spec.seed)] = spec
+    tuned = [
+        (entry.name, tuning_record_path(layout, config, entry.name))
+        for entry in tuned_entries(config)
+        if tuning_record_problem(tuning_record_path(layout, config, entry.name), config, entry.name) is None
+    ]
+    choices = chosen_rates(read_tuning(tuned, config))
+    choices.update({e.name: e.learning_rates[0] for e in tuned_entries(config) if e.name not in choices})
+    finals = final_specs(config, choices)
+    for spec in finals:
+        specs.setdefault((spec.run_hash, spec.seed), spec)
+    return list(specs.values()), finals
+
+
+def _model_key(spec: RunSpec) -> str:
+    return json.dumps(spec.settings.model.model_dump(mode="json"), sort_keys=True)
+
+
+def recorded_rates(runs_root: Path) -> dict[RateKey, tuple[float, float]]:
+    """(model, batch, optimizer) → (median examples/s, median fixed seconds) over finished single-attempt runs."""
+    found: dict[RateKey, list[tuple[float, float]]] = {}
+    for path in Path(runs_root).glob("**/seed-*/run.json"):
+        try:
+            record = RunFolder.found_at(path.parent).record()
+            settings = record.data["settings"]
+            key = (
+                json.dumps(settings["model"], sort_keys=True),
+                int(settings["training"]["batch_size"]),
+                str(settings["optimizer"]["name"]),
+            )
+            rate = float(record.data["examples_per_second"])
+            fixed = float(record.data["attempt_wall_seconds"]) - float(record.data["wall_seconds"])
+        except (RunFolderError, ValueError, KeyError, TypeError):
+            continue  # an unfinished or unreadable record says nothing about speed
+        if rate > 0 and record.data.get("attempts") == 1:
+            found.setdefault(key, []).append((rate, max(fixed, 0.0)))
+    return {
+        key: (statistics.median(r for r, _ in values), statistics.median(f for _, f in values))
+        for key, values in found.items()
+    }
+
+
+def rate_for(spec: RunSpec, rates: dict[RateKey, tuple[float, float]]) -> Rate | None:
+    """The rate a run will train at: recorded for its optimizer, else for its model's other optimizers scaled by
+    SLOWER, else the reference machine's; None when none is known."""
+    settings = spec.settings
+    model, batch, optimizer = _model_key(spec), settings.training.batch_size, settings.optimizer.name
+    if (model, batch, optimizer) in rates:
+        return Rate(*rates[(model, batch, optimizer)], "recorded")
+    same_model = [value for key, value in rates.items() if key[:2] == (model, batch)]
+    if same_model:
+        rate = statistics.median(r for r, _ in same_model) / SLOWER.get(optimizer, 1.0)
+        return Rate(rate, statistics.median(f for _, f in same_model), "recorded (other optimizers)")
+    if (settings.model.name, batch) in REFERENCE_RATES:
+        rate = REFERENCE_RATES[(settings.model.name, batch)] / SLOWER.get(optimizer, 1.0)
+        return Rate(rate, REFERENCE_OVERHEAD_SECONDS, "reference machine")
+    return None
+
+
+def run_seconds(spec: RunSpec, rate: Rate) -> float:
+    """CPU seconds of one run at `rate`: its fixed cost plus, per epoch, training, validation and the writes."""
+    settings = spec.settings
+    validation_rows = 10 * settings.split.validation_per_class
+    train_rows = TRAIN_ROWS - validation_rows
+    speed = rate.examples_per_second
+    per_epoch = train_rows / speed + validation_rows / (VALIDATION_SPEEDUP * speed) + EPOCH_WRITE_SECONDS
+    return rate.fixed_seconds + settings.training.epochs * per_epoch
+
+
+def plan(config: ExperimentConfig, layout: Layout) -> Plan:
+    """The runs of `config`, which are done (by the one definition: their RunFolder is finished), and the cost."""
+    runs, finals = planned_runs(config, layout)
+    result = Plan(runs, finals)
+    folders = {spec: RunFolder(layout.run_dir(spec), spec.run_hash, spec.seed) for spec in runs}
+    result.done = [spec for spec in runs if folders[spec].finished]
+    result.evaluations_to_do = sum(not folders[spec].evaluated for spec in finals)
+    rates = recorded_rates(layout.root / "runs")
+    costs = []
+    for spec in result.to_do:
+        rate = rate_for(spec, rates)
+        if rate is None:
+            name, batch = spec.settings.model.name, spec.settings.training.batch_size
+            result.unknown.append(f"no rate known for {name} at batch {batch}")
+        else:
+            costs.append(run_seconds(spec, rate))
+            result.sources.append(rate.source)
+    result.unknown, result.sources = sorted(set(result.unknown)), sorted(set(result.sources))
+    cpu = sum(costs) + result.evaluations_to_do * EVALUATION_SECONDS
+    result.cpu_seconds = math.nan if result.unknown else cpu
+    return result
