@@ -46,12 +46,17 @@ def test_which_optimizer_is_better_comes_first_and_answers_with_the_data(stats_r
     pairs = {(pair["a"], pair["b"]): pair for pair in out["statistics"]["pairs"]}
     assert pairs["adam", "momentum"]["significant"] and pairs["adam", "sgd"]["significant"]
     assert pairs["adam", "momentum"]["sentence"].startswith("adam beats momentum by 2.00 points [")
-    assert pairs["momentum", "sgd"]["sentence"].startswith(
-        "no detectable difference between momentum and sgd at 4 seeds"
-    )
+    assert pairs["momentum", "sgd"]["sentence"].startswith("undecided between momentum and sgd: momentum − sgd = ")
+    assert "more seeds (" in pairs["momentum", "sgd"]["sentence"] and pairs["momentum", "sgd"]["seeds_needed"] > 4
+    assert [pair["verdict"]["kind"] for pair in pairs.values()] == ["beats", "beats", "undecided"]
+    assert "Equivalence margin: <strong>±0.20 pts</strong>" in html and out["statistics"]["equivalence_margin"] == 0.002
     assert "; sgd's 1 run(s) without a test accuracy left out)." in pairs["adam", "sgd"]["sentence"]
     for pair in pairs.values():
-        assert f'<li data-a="{pair["a"]}" data-b="{pair["b"]}">{escape(pair["sentence"])}</li>' in html
+        verdict = pair["verdict"]["kind"]
+        assert (
+            f'<li data-a="{pair["a"]}" data-b="{pair["b"]}" data-verdict="{verdict}">{escape(pair["sentence"])}</li>'
+            in html
+        )
     optimizer_rows = {row[0][1]: [text for _, text in row] for row in tables["optimizer-statistics"][1:]}
     adam = out["statistics"]["optimizers"]["adam"]
     assert optimizer_rows["adam"] == [
@@ -62,6 +67,22 @@ def test_which_optimizer_is_better_comes_first_and_answers_with_the_data(stats_r
         f"[{adam['ci_low']:.4f}, {adam['ci_high']:.4f}]",
     ]
     assert optimizer_rows["sgd"][1:3] == ["4", "1"]
+    variance = {row[0][1]: [text for _, text in row] for row in tables["variance"][1:]}
+    assert variance["adam"] == [
+        "adam",
+        "5",
+        f"{100 * adam['sd_seeds']:.2f} pts",
+        f"{100 * adam['se_seeds']:.2f} pts",
+        "not measured",
+        f"{100 * adam['se_seeds']:.2f} pts",
+        "n/a",
+    ]
+    assert "they include the noise of <strong>seeds (initialization, data order) only, test images held fixed" in html
+    pair_rows = {(row[0][1], row[1][1]): [text for _, text in row] for row in tables["pairs"][1:]}
+    low, high = (100 * pairs["adam", "momentum"][key] for key in ("simultaneous_ci_low", "simultaneous_ci_high"))
+    assert pair_rows["adam", "momentum"][5] == f"[{low:.2f}, {high:.2f}]"
+    assert pair_rows["adam", "momentum"][11:] == ["beats: adam", "—"]
+    assert pair_rows["momentum", "sgd"][11:] == ["undecided", str(pairs["momentum", "sgd"]["seeds_needed"])]
     assert len(tables["pairs"]) == 4 and len(tables["anchors"]) == 8
     anchors = {row[2][1]: row[4][1] for row in tables["anchors"][1:]}
     assert anchors["0.8592"] == "not comparable: 4 epochs, not 20"

@@ -30,7 +30,7 @@ FIGURES = "figures"
 SAMPLE_IMAGES = 25
 REPORT_JSON = "report.json"
 # What report.json carries from build_report's result, under stable keys.
-REPORT_JSON_KEYS = ("table", "statistics", "time_to_target", "anchors")
+REPORT_JSON_KEYS = ("table", "statistics", "equivalence_margin", "time_to_target", "anchors")
 
 
 def publish_report(out_dir: Path, record: dict[str, Any], **build: Any) -> dict[str, Any]:
@@ -59,11 +59,16 @@ def build_report(
     extra_figures: Sequence[tuple[str, Path]] = (),
     targets: Sequence[float] = DEFAULT_TARGETS,
     tuning: dict | None = None,
+    equivalence_margin: float = statistics.EQUIVALENCE_MARGIN,
+    correctness: statistics.Correctness | None = None,
+    split_varies: bool = False,
+    seed_plan: dict | None = None,
 ) -> dict[str, Any]:
     """Write report.html, report.md, figures/*.png and summary.parquet into `out_dir`.
 
-    Returns their paths, the results table, and the "statistics", "time_to_target" and "anchors" blocks
-    (plain JSON data) for report.json.
+    Returns their paths, the results table, and the "statistics", "equivalence_margin", "time_to_target"
+    and "anchors" blocks (plain JSON data) for report.json. `equivalence_margin`, `correctness` (per-example
+    test correctness by (entry, seed)), `split_varies` and `seed_plan` go to tasks.reporting.statistics.
     """
     if not runs:
         raise ReportError(f"{out_dir}: no runs to report; the config must name at least one run")
@@ -78,7 +83,9 @@ def build_report(
         result.time_to_target = time_to_targets(metrics[result.run_dir], targets)
     summary = comparison.summary_table(results, targets)
     summary_rows = summary.to_pylist()
-    stats = statistics.compute(summary_rows)
+    stats = statistics.compute(
+        summary_rows, margin=equivalence_margin, correctness=correctness, split_varies=split_varies, plan=seed_plan
+    )
     times = summarize(summary_rows, targets)
     names = [row["name"] for row in rows]
     anchors = anchor_rows(
@@ -170,6 +177,7 @@ def build_report(
         "figures": list(written.values()),
         "table": rows,
         "statistics": stats,
+        "equivalence_margin": equivalence_margin,
         "time_to_target": times,
         "anchors": anchors,
     }
