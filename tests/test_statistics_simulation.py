@@ -23,7 +23,7 @@ EXPERIMENTS = 1000
 MARGIN = 0.002
 NAMES = ("a", "b", "c")
 PAIRS = (("a", "b"), ("a", "c"), ("b", "c"))
-MC = 3 * math.sqrt(0.95 * 0.05 / EXPERIMENTS)  # three Monte-Carlo standard errors of a 95% rate
+MC = 3 * math.sqrt(0.95 * 0.05 / EXPERIMENTS)  # three Monte-Carlo standard errors of a 95% (or 5%) rate
 
 
 def rows_of(accuracies: dict[str, np.ndarray]) -> list[dict]:
@@ -40,6 +40,11 @@ def wrong_verdict(pair: dict, truth: float) -> bool:
     if verdict["kind"] == "beats":
         return truth == 0 or (verdict["difference"] > 0) != (truth > 0)
     return verdict["kind"] == "equivalent" and abs(truth) >= MARGIN - 1e-12
+
+
+def assert_holds_95_percent(tally: Tally) -> None:
+    assert 0.93 <= tally.rate("mean") <= 0.97
+    assert 0.93 <= tally.rate("difference") <= 0.97
 
 
 class Tally:
@@ -108,18 +113,16 @@ def seeds_only():
 @pytest.mark.parametrize("seeds", [3, 5, 10])
 def test_intervals_over_seeds_hold_95_percent_at_3_5_and_10_seeds(seeds_only, seeds):
     tally = seeds_only[seeds]
-    assert 0.93 <= tally.rate("mean") <= 0.97
-    assert 0.93 <= tally.rate("difference") <= 0.97
+    assert_holds_95_percent(tally)
     assert tally.rate("p_improvement") >= 0.95 - MC  # Clopper–Pearson is exact, hence conservative
 
 
 @pytest.mark.parametrize("seeds", [3, 5, 10])
 def test_a_null_pair_is_rarely_called_a_win_and_all_verdicts_together_rarely_err(seeds_only, seeds):
     tally = seeds_only[seeds]
-    error = 3 * math.sqrt(0.05 * 0.95 / EXPERIMENTS)
-    assert tally.rate("null p < 0.05") <= 0.05 + error  # the per-pair test keeps its level
-    assert tally.rate("null beats") <= 0.05 + error
-    assert tally.rate("family-wise error") <= 0.05 + error
+    assert tally.rate("null p < 0.05") <= 0.05 + MC  # the per-pair test keeps its level
+    assert tally.rate("null beats") <= 0.05 + MC
+    assert tally.rate("family-wise error") <= 0.05 + MC
 
 
 # Seeds and test images: a probit model. Run (optimizer o, seed s) gets image i right when
@@ -178,9 +181,8 @@ def seeds_and_test():
 @pytest.mark.parametrize("seeds", [3, 5, 10])
 def test_intervals_over_seeds_and_test_images_hold_95_percent_of_the_population_accuracy(seeds_and_test, seeds):
     tally = seeds_and_test[seeds]
-    assert 0.93 <= tally.rate("mean") <= 0.97
-    assert 0.93 <= tally.rate("difference") <= 0.97
-    assert tally.rate("family-wise error") <= 0.05 + 3 * math.sqrt(0.05 * 0.95 / EXPERIMENTS)
+    assert_holds_95_percent(tally)
+    assert tally.rate("family-wise error") <= 0.05 + MC
     if seeds == 10:  # the test sample's share is large by then: ignoring it misses the population often
         assert tally.rate("seeds-only difference") < 0.9
 
@@ -207,9 +209,8 @@ def adaptive():
 
 def test_the_adaptive_design_keeps_its_level_and_mostly_settles_every_pair(adaptive):
     tally, planned = adaptive
-    error = 3 * math.sqrt(0.05 * 0.95 / EXPERIMENTS)
-    assert 0.93 <= tally.rate("difference") <= 0.97
-    assert tally.rate("null beats") <= 0.05 + error
-    assert tally.rate("family-wise error") <= 0.05 + error
+    assert_holds_95_percent(tally)
+    assert tally.rate("null beats") <= 0.05 + MC
+    assert tally.rate("family-wise error") <= 0.05 + MC
     assert PILOT < np.median(planned) < MAX_SEEDS  # the plan really varies the seed count
     assert tally.rate("decisive") >= 0.8 - 3 * math.sqrt(0.8 * 0.2 / (3 * EXPERIMENTS))
