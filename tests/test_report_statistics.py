@@ -6,15 +6,19 @@ and 1, beats momentum and sgd on every seed; momentum and sgd cannot be told apa
 
 from __future__ import annotations
 
+import numpy as np
+import pyarrow.parquet as pq
 import pytest
 from markupsafe import escape
 from PIL import Image
 
 from tasks.core.errors import ReportError
 from tasks.reporting.report import build_report
+from tasks.reporting.seedplan import pilot_rows, seed_plan
 from tests.report_fixtures import (
     STATS_SCENARIO,
     STATS_TUNING,
+    TEST_ROWS,
     TableParser,
     assert_recomputable_from_summary,
     build_kwargs,
@@ -113,3 +117,46 @@ def test_a_tuned_entry_shows_its_grid_the_chosen_rate_and_the_rule(stats_report,
         build_report(tmp_path / "out", **build_kwargs(tmp_path, runs, test_arrow, tuning=wrong))
     with pytest.raises(ReportError, match="targets: expected one or more distinct"):
         build_report(tmp_path / "out", **build_kwargs(tmp_path, runs, test_arrow, targets=(0.85, 1.5)))
+
+
+def fixture_correctness(runs: list[dict]) -> dict:
+    """Per-example correctness of report_fixtures' runs: write_run gets its first `wrong` test images wrong."""
+    vectors = {}
+    for run in runs:
+        test = run["evaluation"]["test"]
+        if test is None:
+            continue
+        correct = np.ones(TEST_ROWS, dtype=bool)
+        correct[: round((1 - test["accuracy"]) * TEST_ROWS)] = False
+        vectors[run["name"], run["seed"]] = correct
+    return vectors
+
+
+def test_a_report_with_per_example_correctness_and_a_seed_plan_names_every_source_and_each_pairs_seeds(
+    stats_report, tmp_path
+):
+    runs = stats_report["runs"]
+    test_arrow = write_test_arrow(tmp_path / "test.arrow")
+    vectors = fixture_correctness(runs)
+    rows = pq.read_table(stats_report["out"]["summary"]).to_pylist()
+    plan = seed_plan(pilot_rows(rows, 3), margin=0.002, max_seeds=5, correctness=vectors)
+    out = build_report(
+        tmp_path / "out",
+        **build_kwargs(tmp_path, runs, test_arrow, tuning=STATS_TUNING),
+        correctness=vectors,
+        split_varies=True,
+        seed_plan=plan,
+    )
+    assert_recomputable_from_summary(out, runs, correctness=vectors, split_varies=True, plan=plan)
+    html = out["html"].read_text()
+    parser = TableParser()
+    parser.feed(html)
+    assert "seeds (initialization, data order, validation split) and test images" in html
+    variance = {row[0][1]: [text for _, text in row] for row in parser.tables["variance"][1:]}
+    adam = out["statistics"]["optimizers"]["adam"]
+    assert variance["adam"][4] == f"{100 * adam['se_test']:.2f} pts" and adam["se_test"] > 0.01  # 200 images
+    header = [text for _, text in parser.tables["pairs"][0]]
+    assert header[-1] == "Seeds planned, and why"
+    for row, pair in zip(parser.tables["pairs"][1:], out["statistics"]["pairs"]):
+        assert row[-1][1] == f"{pair['seed_plan']['seeds']}: {pair['seed_plan']['reason']}"
+    assert out["equivalence_margin"] == 0.002

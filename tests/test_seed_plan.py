@@ -71,7 +71,7 @@ def test_a_pair_the_test_set_cannot_settle_adds_no_seeds():
     (pair,) = plan["pairs"]
     assert (pair["status"], pair["seeds_needed"], pair["seeds"]) == ("test set", None, 3)
     assert plan["optimizers"]["adam"]["seeds"] == 3 and pair["se_test"] > 0.001
-    assert pair["reason"].startswith("no seed count can settle it: the test sample's own standard error")
+    assert pair["reason"].startswith("no seed count is sure to settle it: the test sample's own standard error")
 
 
 def test_the_pilot_is_the_first_seeds_and_bad_settings_are_refused():

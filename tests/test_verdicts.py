@@ -77,7 +77,7 @@ def test_an_undecided_pair_says_why_when_the_test_set_is_too_small_for_the_margi
     result = statistics.compute(rows_for(accuracies), correctness=vectors)
     (pair,) = result["pairs"]
     assert pair["verdict"]["kind"] == UNDECIDED and pair["verdict"]["why"] == power.TEST_SET
-    assert pair["seeds_needed"] is None and "more seeds alone cannot settle it" in pair["sentence"]
+    assert pair["seeds_needed"] is None and "no number of seeds is sure to settle it" in pair["sentence"]
     assert "a larger test set or a wider margin would" in pair["sentence"]
 
 

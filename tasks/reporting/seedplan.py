@@ -122,8 +122,9 @@ def reason(need: Mapping[str, Any], margin: float, max_seeds: int, target_power:
     )
     if need["status"] == TEST_SET:
         return (
-            f"no seed count can settle it: the test sample's own standard error, {power.points(need['se_test'])} "
-            f"points, is too wide for the ±{power.points(margin)}-point margin; it adds no seeds"
+            "no seed count is sure to settle it: the test sample's own standard error, "
+            f"{power.points(need['se_test'])} points, is too wide for the ±{power.points(margin)}-point margin; "
+            "it adds no seeds"
         )
     if need["status"] == CAPPED:
         beyond = f"about {need['seeds_needed']}" if need["seeds_needed"] else f"more than {power.MAX_SEEDS}"

@@ -112,7 +112,8 @@ def compute(
     pooled = power.pooled_sd([pair.differences for pair in pairs])
     planned = {(entry["a"], entry["b"]): entry for entry in (plan or {}).get("pairs", [])}
     sources = sources_text(matrices is not None, split_varies)
-    context = {"margin": margin, "comparisons": comparisons, "pooled": pooled, "sources": sources, "lost": lost}
+    context = {"margin": margin, "comparisons": comparisons, "sources": sources, "lost": lost}
+    context["size"] = {"margin": margin, "pooled": pooled, "comparisons": len(pairs)}  # all pairs, once seeded
     out_pairs = [
         pair_result(pair, spread, planned.get((pair.a, pair.b)), **context) for pair, spread in zip(pairs, spreads)
     ]
@@ -236,9 +237,9 @@ def pair_result(
     *,
     margin: float,
     comparisons: int,
-    pooled: float | None,
     sources: str,
     lost: Mapping[str, int],
+    size: Mapping[str, Any],
 ) -> dict[str, Any]:
     d, n = pair.differences, pair.differences.size
     level = simultaneous_confidence(CONFIDENCE, comparisons)
@@ -246,11 +247,8 @@ def pair_result(
     simultaneous = spread.interval(level) if spread else None
     p_value = spread.p_value() if spread else None
     win_low, win_high = proportion_interval(measures.wins(d), n, CONFIDENCE) if spread else (None, None)
-    sizing = None
-    if not (simultaneous and verdicts.decide(*simultaneous, margin) != verdicts.UNDECIDED) and n:
-        sd, source = power.chosen_sd(d, pooled)
-        test_variance = (spread or measures.test_part(pair.matrix)).test_variance
-        sizing = power.seeds_to_settle(sd, source, test_variance, margin, max(comparisons, 1))
+    settled = simultaneous is not None and verdicts.decide(*simultaneous, margin) != verdicts.UNDECIDED
+    sizing = None if settled or not n else settle_sizing(pair, spread, **size)
     found = verdicts.verdict(pair.a, pair.b, measures.mean(d), simultaneous, n, level, margin, sizing)
     fields = spread_fields(spread, d)
     result = {
@@ -280,6 +278,15 @@ def pair_result(
     }
     result["sentence"] = verdicts.sentence(found, result, sizing, comparisons, sources, lost)
     return {key: result[key] for key in PAIR_KEYS}
+
+
+def settle_sizing(
+    pair: Paired, spread: Spread | None, *, margin: float, pooled: float | None, comparisons: int
+) -> power.Sizing:
+    """The seeds that would settle an undecided pair, from its variance (tasks.reporting.power)."""
+    sd, source = power.chosen_sd(pair.differences, pooled)
+    test_variance = (spread or measures.test_part(pair.matrix)).test_variance
+    return power.seeds_to_settle(sd, source, test_variance, margin, comparisons)
 
 
 def sources_text(per_example: bool, split_varies: bool) -> str:

@@ -92,7 +92,7 @@ def verdict(
         margin,
         seeds,
         more,
-        sizing.reason or why if sizing else why,
+        (sizing.reason or why) if sizing else why,
     )
 
 
@@ -151,8 +151,9 @@ def settle_text(found: Verdict, sizing: Sizing, seeds: str) -> str:
     sd = SD_TEXT[sizing.sd_source].format(sd=points(sizing.sd), seeds=f"these {seeds}")
     if found.why == TEST_SET:
         return (
-            f"more seeds alone cannot settle it: the test sample's own standard error of {points(sizing.test_sd)} "
-            f"points, which no number of seeds reduces, keeps the simultaneous interval wider than ±{half} points "
+            "no number of seeds is sure to settle it: the test sample's own standard error of "
+            f"{points(sizing.test_sd)} points, which more seeds do not reduce, keeps the simultaneous interval "
+            f"wider than ±{half} points "
             f"(half the margin); a larger test set or a wider margin would ({sd}"
         )
     test = f", test-sample standard error {points(sizing.test_sd)} points" if sizing.test_sd else ""
