@@ -3,7 +3,8 @@
 Three optimizers paired by seed, a shared per-seed effect plus per-run noise, accuracies on the 1e-4 grid
 (seeds only), or per-example 0/1 correctness on a sampled test set (seeds and test images). Truth: a and b
 are equal (a null pair); c is better by exactly the equivalence margin (the hardest case for a false
-"equivalent"). Each check allows three Monte-Carlo standard errors. Put back the percentile bootstrap,
+"equivalent"). The adaptive design (3-seed pilot, seedplan, verdicts over all seeds) runs both ways.
+Each check allows three Monte-Carlo standard errors. Put back the percentile bootstrap,
 Satterthwaite's df alone, per-pair verdicts or seeds-only intervals, and one of these fails (see the
 closing note of issue 18 for the record of each break).
 """
@@ -132,20 +133,21 @@ def test_a_null_pair_is_rarely_called_a_win_and_all_verdicts_together_rarely_err
 # draws a fresh test set of 1,000 images from that population.
 LATENT = {"a": 1.20, "b": 1.20, "c": 1.225}
 SEED_SD, RUN_EFFECT_SD, RHO_SHARED, RHO_OWN, IMAGES = 0.04, 0.03, 0.75, 0.10, 1000
-POPULATION = {
-    name: float(scipy.special.ndtr(m / math.sqrt(1 + SEED_SD**2 + RUN_EFFECT_SD**2))) for name, m in LATENT.items()
-}
+SCALE = math.sqrt(1 + SEED_SD**2 + RUN_EFFECT_SD**2)
+POPULATION = {name: float(scipy.special.ndtr(m / SCALE)) for name, m in LATENT.items()}
 
 
-def correctness_experiment(rng, seeds: int) -> dict[str, np.ndarray]:
+def correctness_experiment(
+    rng, seeds: int, latent: dict[str, float] = LATENT, images: int = IMAGES
+) -> dict[str, np.ndarray]:
     """Optimizer → seeds × images 0/1 correctness on one freshly drawn test set."""
-    shared = math.sqrt(RHO_SHARED) * rng.standard_normal(IMAGES)
+    shared = math.sqrt(RHO_SHARED) * rng.standard_normal(images)
     seed_effect = rng.normal(0, SEED_SD, (seeds, 1))
     out = {}
-    for name, m in LATENT.items():
-        own = math.sqrt(RHO_OWN) * rng.standard_normal(IMAGES)
+    for name, m in latent.items():
+        own = math.sqrt(RHO_OWN) * rng.standard_normal(images)
         run = rng.normal(0, RUN_EFFECT_SD, (seeds, 1))
-        noise = math.sqrt(1 - RHO_SHARED - RHO_OWN) * rng.standard_normal((seeds, IMAGES))
+        noise = math.sqrt(1 - RHO_SHARED - RHO_OWN) * rng.standard_normal((seeds, images))
         out[name] = m + seed_effect + run + shared + own + noise > 0
     return out
 
@@ -214,3 +216,38 @@ def test_the_adaptive_design_keeps_its_level_and_mostly_settles_every_pair(adapt
     assert tally.rate("family-wise error") <= 0.05 + MC
     assert PILOT < np.median(planned) < MAX_SEEDS  # the plan really varies the seed count
     assert tally.rate("decisive") >= 0.8 - 3 * math.sqrt(0.8 * 0.2 / (3 * EXPERIMENTS))
+
+
+# The adaptive design with the test sample: on 500 images the test part of a difference alone is about
+# ±1.5 points at the simultaneous level, so the margin is 4 points, and c is better by exactly that margin.
+TEST_MARGIN, TEST_MAX_SEEDS, TEST_IMAGES = 0.04, 12, 500
+ADAPTIVE_LATENT = {
+    **{name: LATENT[name] for name in ("a", "b")},
+    "c": float(SCALE * scipy.special.ndtri(POPULATION["a"] + TEST_MARGIN)),
+}
+ADAPTIVE_POPULATION = {name: float(scipy.special.ndtr(m / SCALE)) for name, m in ADAPTIVE_LATENT.items()}
+
+
+@pytest.fixture(scope="module")
+def adaptive_with_test():
+    rng = np.random.default_rng(2007)
+    tally, planned = Tally(), []
+    for _ in range(EXPERIMENTS):
+        correct = correctness_experiment(rng, TEST_MAX_SEEDS, ADAPTIVE_LATENT, TEST_IMAGES)
+        accuracies = {name: matrix.mean(axis=1) for name, matrix in correct.items()}
+        vectors = {(name, seed): matrix[seed] for name, matrix in correct.items() for seed in range(TEST_MAX_SEEDS)}
+        pilot = rows_of({name: values[:PILOT] for name, values in accuracies.items()})
+        plan = seedplan.seed_plan(pilot, margin=TEST_MARGIN, max_seeds=TEST_MAX_SEEDS, correctness=vectors)
+        final = {name: values[: plan["optimizers"][name]["seeds"]] for name, values in accuracies.items()}
+        result = statistics.compute(rows_of(final), margin=TEST_MARGIN, correctness=vectors, plan=plan)
+        tally.record(result, ADAPTIVE_POPULATION)
+        planned.append([plan["optimizers"][name]["seeds"] for name in NAMES])
+    return tally, np.array(planned)
+
+
+def test_the_adaptive_design_with_the_test_sample_keeps_its_level(adaptive_with_test):
+    tally, planned = adaptive_with_test
+    assert_holds_95_percent(tally)
+    assert tally.rate("null beats") <= 0.05 + MC
+    assert tally.rate("family-wise error") <= 0.05 + MC
+    assert PILOT < np.median(planned) <= TEST_MAX_SEEDS
