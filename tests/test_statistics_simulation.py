@@ -194,26 +194,35 @@ def test_intervals_over_seeds_and_test_images_hold_95_percent_of_the_population_
 PILOT, MAX_SEEDS, ADAPTIVE_RUN_SD = 3, 20, 0.0008
 
 
+def adaptive_report(runs: dict[str, np.ndarray], margin: float, max_seeds: int, vectors=None) -> tuple[dict, list]:
+    """One adaptive experiment: the plan from the pilot seeds, then the report over each optimizer's planned seeds."""
+    pilot = rows_of({name: values[:PILOT] for name, values in runs.items()})
+    plan = seedplan.seed_plan(pilot, margin=margin, max_seeds=max_seeds, correctness=vectors)
+    final = {name: values[: plan["optimizers"][name]["seeds"]] for name, values in runs.items()}
+    result = statistics.compute(rows_of(final), margin=margin, correctness=vectors, plan=plan)
+    return result, [plan["optimizers"][name]["seeds"] for name in NAMES]
+
+
+def assert_keeps_its_level(tally: Tally) -> None:
+    assert_holds_95_percent(tally)
+    assert tally.rate("null beats") <= 0.05 + MC
+    assert tally.rate("family-wise error") <= 0.05 + MC
+
+
 @pytest.fixture(scope="module")
 def adaptive():
     rng = np.random.default_rng(1990)
     tally, planned = Tally(), []
     for accuracies in seed_accuracies(rng, EXPERIMENTS, MAX_SEEDS, ADAPTIVE_RUN_SD):
-        runs = dict(zip(NAMES, accuracies))
-        plan = seedplan.seed_plan(
-            rows_of({name: values[:PILOT] for name, values in runs.items()}), margin=MARGIN, max_seeds=MAX_SEEDS
-        )
-        final = {name: values[: plan["optimizers"][name]["seeds"]] for name, values in runs.items()}
-        tally.record(statistics.compute(rows_of(final), margin=MARGIN, plan=plan), MEANS)
-        planned.append([plan["optimizers"][name]["seeds"] for name in NAMES])
+        result, seeds = adaptive_report(dict(zip(NAMES, accuracies)), MARGIN, MAX_SEEDS)
+        tally.record(result, MEANS)
+        planned.append(seeds)
     return tally, np.array(planned)
 
 
 def test_the_adaptive_design_keeps_its_level_and_mostly_settles_every_pair(adaptive):
     tally, planned = adaptive
-    assert_holds_95_percent(tally)
-    assert tally.rate("null beats") <= 0.05 + MC
-    assert tally.rate("family-wise error") <= 0.05 + MC
+    assert_keeps_its_level(tally)
     assert PILOT < np.median(planned) < MAX_SEEDS  # the plan really varies the seed count
     assert tally.rate("decisive") >= 0.8 - 3 * math.sqrt(0.8 * 0.2 / (3 * EXPERIMENTS))
 
@@ -236,18 +245,13 @@ def adaptive_with_test():
         correct = correctness_experiment(rng, TEST_MAX_SEEDS, ADAPTIVE_LATENT, TEST_IMAGES)
         accuracies = {name: matrix.mean(axis=1) for name, matrix in correct.items()}
         vectors = {(name, seed): matrix[seed] for name, matrix in correct.items() for seed in range(TEST_MAX_SEEDS)}
-        pilot = rows_of({name: values[:PILOT] for name, values in accuracies.items()})
-        plan = seedplan.seed_plan(pilot, margin=TEST_MARGIN, max_seeds=TEST_MAX_SEEDS, correctness=vectors)
-        final = {name: values[: plan["optimizers"][name]["seeds"]] for name, values in accuracies.items()}
-        result = statistics.compute(rows_of(final), margin=TEST_MARGIN, correctness=vectors, plan=plan)
+        result, seeds = adaptive_report(accuracies, TEST_MARGIN, TEST_MAX_SEEDS, vectors)
         tally.record(result, ADAPTIVE_POPULATION)
-        planned.append([plan["optimizers"][name]["seeds"] for name in NAMES])
+        planned.append(seeds)
     return tally, np.array(planned)
 
 
 def test_the_adaptive_design_with_the_test_sample_keeps_its_level(adaptive_with_test):
     tally, planned = adaptive_with_test
-    assert_holds_95_percent(tally)
-    assert tally.rate("null beats") <= 0.05 + MC
-    assert tally.rate("family-wise error") <= 0.05 + MC
+    assert_keeps_its_level(tally)
     assert PILOT < np.median(planned) <= TEST_MAX_SEEDS
