@@ -257,16 +257,19 @@ class TableParser(HTMLParser):
             self._cell[1].append(data)
 
 
-def assert_recomputable_from_summary(out: dict, runs: list[dict]) -> None:
+def assert_recomputable_from_summary(out: dict, runs: list[dict], **statistics_inputs) -> None:
     """build_report's statistics and times to target equal a recomputation from summary.parquet alone.
 
-    Then, independently of the report's code: the means, the paired t-tests, Holm's step-down, and
-    every run's time to target read straight from its metrics.parquet.
+    `statistics_inputs` are what compute needs beyond the rows (per-example correctness, the split flag);
+    the margin is read back from the report. Then, independently of the report's code: the means, the
+    paired t-tests, the Bonferroni adjustment and the simultaneous t intervals (by scipy.stats.t.ppf),
+    and every run's time to target read straight from its metrics.parquet.
     """
     reported = json.loads(json.dumps({key: out[key] for key in ("statistics", "time_to_target")}, allow_nan=False))
     table = pq.read_table(out["summary"])
     rows = table.to_pylist()
-    assert statistics.compute(rows) == reported["statistics"]
+    margin = reported["statistics"]["equivalence_margin"]
+    assert statistics.compute(rows, margin=margin, **statistics_inputs) == reported["statistics"]
     assert summarize(rows, summary_targets(table.schema)) == reported["time_to_target"]
     chosen = [row for row in rows if row["chosen"] and row["status"] == "completed"]
     scores = {
@@ -274,16 +277,18 @@ def assert_recomputable_from_summary(out: dict, runs: list[dict]) -> None:
     }
     for name, result in reported["statistics"]["optimizers"].items():
         assert result["mean"] == pytest.approx(np.mean(list(scores[name].values())), abs=1e-15)
-    tested = sorted(
-        (p for p in reported["statistics"]["pairs"] if p["p_value"] is not None), key=lambda p: p["p_value"]
-    )
-    running = 0.0
-    for rank, pair in enumerate(tested):
+    tested = [p for p in reported["statistics"]["pairs"] if p["p_value"] is not None]
+    for pair in tested:
         seeds = sorted(set(scores[pair["a"]]) & set(scores[pair["b"]]))
         a, b = ([scores[name][seed] for seed in seeds] for name in (pair["a"], pair["b"]))
+        assert pair["p_value_bonferroni"] == pytest.approx(min(1.0, len(tested) * pair["p_value"]), rel=1e-12)
+        if "correctness" in statistics_inputs:
+            continue  # p-values and intervals then include the test sample: tests/test_intervals.py checks those
         assert pair["p_value"] == pytest.approx(scipy.stats.ttest_rel(a, b).pvalue, rel=1e-9)
-        running = max(running, min(1.0, (len(tested) - rank) * pair["p_value"]))
-        assert pair["p_value_holm"] == pytest.approx(running, rel=1e-12)
+        d = np.subtract(a, b)
+        half = scipy.stats.t.ppf(1 - 0.05 / (2 * len(tested)), d.size - 1) * d.std(ddof=1) / np.sqrt(d.size)
+        expected = (d.mean() - half, d.mean() + half)
+        assert (pair["simultaneous_ci_low"], pair["simultaneous_ci_high"]) == pytest.approx(expected, rel=1e-9)
     for row, run in zip(rows, runs):
         metrics = pq.read_table(run["run_dir"] / "metrics.parquet").to_pydict()
         for target in summary_targets(table.schema):

@@ -6,15 +6,19 @@ and 1, beats momentum and sgd on every seed; momentum and sgd cannot be told apa
 
 from __future__ import annotations
 
+import numpy as np
+import pyarrow.parquet as pq
 import pytest
 from markupsafe import escape
 from PIL import Image
 
 from tasks.core.errors import ReportError
 from tasks.reporting.report import build_report
+from tasks.reporting.seedplan import pilot_rows, seed_plan
 from tests.report_fixtures import (
     STATS_SCENARIO,
     STATS_TUNING,
+    TEST_ROWS,
     TableParser,
     assert_recomputable_from_summary,
     build_kwargs,
@@ -46,12 +50,17 @@ def test_which_optimizer_is_better_comes_first_and_answers_with_the_data(stats_r
     pairs = {(pair["a"], pair["b"]): pair for pair in out["statistics"]["pairs"]}
     assert pairs["adam", "momentum"]["significant"] and pairs["adam", "sgd"]["significant"]
     assert pairs["adam", "momentum"]["sentence"].startswith("adam beats momentum by 2.00 points [")
-    assert pairs["momentum", "sgd"]["sentence"].startswith(
-        "no detectable difference between momentum and sgd at 4 seeds"
-    )
+    assert pairs["momentum", "sgd"]["sentence"].startswith("undecided between momentum and sgd: momentum − sgd = ")
+    assert "more seeds (" in pairs["momentum", "sgd"]["sentence"] and pairs["momentum", "sgd"]["seeds_needed"] > 4
+    assert [pair["verdict"]["kind"] for pair in pairs.values()] == ["beats", "beats", "undecided"]
+    assert "Equivalence margin: <strong>±0.20 pts</strong>" in html and out["statistics"]["equivalence_margin"] == 0.002
     assert "; sgd's 1 run(s) without a test accuracy left out)." in pairs["adam", "sgd"]["sentence"]
     for pair in pairs.values():
-        assert f'<li data-a="{pair["a"]}" data-b="{pair["b"]}">{escape(pair["sentence"])}</li>' in html
+        verdict = pair["verdict"]["kind"]
+        assert (
+            f'<li data-a="{pair["a"]}" data-b="{pair["b"]}" data-verdict="{verdict}">{escape(pair["sentence"])}</li>'
+            in html
+        )
     optimizer_rows = {row[0][1]: [text for _, text in row] for row in tables["optimizer-statistics"][1:]}
     adam = out["statistics"]["optimizers"]["adam"]
     assert optimizer_rows["adam"] == [
@@ -62,6 +71,22 @@ def test_which_optimizer_is_better_comes_first_and_answers_with_the_data(stats_r
         f"[{adam['ci_low']:.4f}, {adam['ci_high']:.4f}]",
     ]
     assert optimizer_rows["sgd"][1:3] == ["4", "1"]
+    variance = {row[0][1]: [text for _, text in row] for row in tables["variance"][1:]}
+    assert variance["adam"] == [
+        "adam",
+        "5",
+        f"{100 * adam['sd_seeds']:.2f} pts",
+        f"{100 * adam['se_seeds']:.2f} pts",
+        "not measured",
+        f"{100 * adam['se_seeds']:.2f} pts",
+        "n/a",
+    ]
+    assert "they include the noise of <strong>seeds (initialization, data order) only, test images held fixed" in html
+    pair_rows = {(row[0][1], row[1][1]): [text for _, text in row] for row in tables["pairs"][1:]}
+    low, high = (100 * pairs["adam", "momentum"][key] for key in ("simultaneous_ci_low", "simultaneous_ci_high"))
+    assert pair_rows["adam", "momentum"][5] == f"[{low:.2f}, {high:.2f}]"
+    assert pair_rows["adam", "momentum"][11:] == ["beats: adam", "—"]
+    assert pair_rows["momentum", "sgd"][11:] == ["undecided", str(pairs["momentum", "sgd"]["seeds_needed"])]
     assert len(tables["pairs"]) == 4 and len(tables["anchors"]) == 8
     anchors = {row[2][1]: row[4][1] for row in tables["anchors"][1:]}
     assert anchors["0.8592"] == "not comparable: 4 epochs, not 20"
@@ -92,3 +117,45 @@ def test_a_tuned_entry_shows_its_grid_the_chosen_rate_and_the_rule(stats_report,
         build_report(tmp_path / "out", **build_kwargs(tmp_path, runs, test_arrow, tuning=wrong))
     with pytest.raises(ReportError, match="targets: expected one or more distinct"):
         build_report(tmp_path / "out", **build_kwargs(tmp_path, runs, test_arrow, targets=(0.85, 1.5)))
+
+
+def fixture_correctness(runs: list[dict]) -> dict:
+    """Per-example correctness of report_fixtures' runs: write_run gets its first `wrong` test images wrong."""
+    vectors = {}
+    for run in runs:
+        test = run["evaluation"]["test"]
+        if test is None:
+            continue
+        correct = np.ones(TEST_ROWS, dtype=bool)
+        correct[: round((1 - test["accuracy"]) * TEST_ROWS)] = False
+        vectors[run["name"], run["seed"]] = correct
+    return vectors
+
+
+def test_a_report_with_per_example_correctness_and_a_seed_plan_names_every_source_and_each_pairs_seeds(
+    stats_report, tmp_path
+):
+    runs = stats_report["runs"]
+    test_arrow = write_test_arrow(tmp_path / "test.arrow")
+    vectors = fixture_correctness(runs)
+    rows = pq.read_table(stats_report["out"]["summary"]).to_pylist()
+    plan = seed_plan(pilot_rows(rows, 3), margin=0.002, max_seeds=5, correctness=vectors)
+    out = build_report(
+        tmp_path / "out",
+        **build_kwargs(
+            tmp_path, runs, test_arrow, tuning=STATS_TUNING, correctness=vectors, split_varies=True, seed_plan=plan
+        ),
+    )
+    assert_recomputable_from_summary(out, runs, correctness=vectors, split_varies=True, plan=plan)
+    html = out["html"].read_text()
+    parser = TableParser()
+    parser.feed(html)
+    assert "seeds (initialization, data order, validation split) and test images" in html
+    variance = {row[0][1]: [text for _, text in row] for row in parser.tables["variance"][1:]}
+    adam = out["statistics"]["optimizers"]["adam"]
+    assert variance["adam"][4] == f"{100 * adam['se_test']:.2f} pts" and adam["se_test"] > 0.01  # 200 images
+    header = [text for _, text in parser.tables["pairs"][0]]
+    assert header[-1] == "Seeds planned, and why"
+    for row, pair in zip(parser.tables["pairs"][1:], out["statistics"]["pairs"]):
+        assert row[-1][1] == f"{pair['seed_plan']['seeds']}: {pair['seed_plan']['reason']}"
+    assert out["equivalence_margin"] == 0.002

@@ -1,11 +1,19 @@
-"""How many seeds would a difference need, and the one plain sentence per pair of optimizers.
+"""How many seeds would settle a pair: sized from the variance alone, never from the observed difference.
 
-Power of the two-sided paired t-test at level ALPHA with n seeds, for a mean difference δ and a standard
-deviation σ of the per-seed differences: P(|T| > t(1 − α/2, n − 1)), T noncentral t with n − 1 degrees of
-freedom and noncentrality δ/σ·√n (scipy.stats.nct). The seeds needed is the smallest n whose power reaches
-POWER, at least MIN_SEEDS (fewer give no interval here) and at most MAX_SEEDS. It takes the observed δ and
-σ as if they were true, so from one or two seeds it is a rough guide, not a promise; and it is for one
-comparison: Holm's correction over many pairs needs more.
+A pair is settled when its simultaneous interval (Bonferroni over K pairs, tasks.reporting.verdicts)
+either excludes 0 (one optimizer beats the other) or lies inside ±margin (equivalent). An interval of
+half-width h ≤ margin/2 always does one of the two: if it contains 0, every point of it is within 2h ≤
+margin of 0. So the seeds needed is the smallest n whose half-width is at most margin/2 with probability
+POWER, whatever the true difference; it depends on the variance only, which keeps the verdict's level
+when the count is used to decide how many seeds to run (an internal pilot, tasks.reporting.seedplan).
+
+With n seeds the half-width is t(1 − α/2K, ν) · √(S²/n + τ²): S² the sample variance of the per-seed
+differences, σ² χ²(n − 1)/(n − 1) distributed, and τ² the test-sample part, which more seeds do not
+shrink (tasks.reporting.intervals). Hence P(h ≤ m/2) = P(χ²(n − 1) ≤ (n − 1) n ((m/2t)² − τ²)/σ²),
+scipy.special.chdtr. ν is the intervals' df at S² = σ², the test part's own df (about N) taken as
+infinite. σ and τ are plugged in from the data: the promise "probability 0.8" holds if the SD is as
+estimated. When z(1 − α/2K)·τ alone reaches m/2, no number of seeds can guarantee a verdict: the test
+set is too small for the margin.
 
 σ comes from, in this order: the pair's own differences (two seeds or more, spread > 0); the SD pooled
 over every pair that has one; ASSUMED_SD otherwise. Every sentence says which.
@@ -14,12 +22,13 @@ over every pair that has one; ASSUMED_SD otherwise. Every sentence says which.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
-import scipy.stats
+import scipy.special
+
+from tasks.reporting.intervals import effective_df
 
 ALPHA = 0.05
 POWER = 0.8
@@ -29,15 +38,20 @@ MAX_SEEDS = 1000
 # Fashion-MNIST models are a few tenths of a point, and a difference of two runs spreads √2 times more.
 ASSUMED_SD = 0.005
 
+TEST_SET = "test set"  # Sizing.reason: the test-sample part alone is too wide for the margin
+BEYOND = "beyond limit"  # Sizing.reason: more seeds than the limit would be needed
+
 
 @dataclass(frozen=True)
-class Estimate:
-    """Seeds needed for a pair's observed difference, the σ used and where σ came from."""
+class Sizing:
+    """Seeds that settle a pair with probability POWER; None with a reason when no count up to the limit does."""
 
     seeds: int | None
-    sd: float | None
-    sd_source: str  # "observed", "pooled", "assumed", or "none" when there is no difference to size
-    reason: str = ""  # why `seeds` is None: "no difference", "more than MAX_SEEDS", "no seeds"
+    sd: float
+    sd_source: str  # "observed", "pooled" or "assumed"
+    test_sd: float  # √τ², 0 without per-example predictions
+    limit: int  # the most seeds considered
+    reason: str = ""  # TEST_SET or BEYOND when seeds is None
 
 
 def pooled_sd(differences: Sequence[np.ndarray]) -> float | None:
@@ -48,82 +62,50 @@ def pooled_sd(differences: Sequence[np.ndarray]) -> float | None:
     return float(math.sqrt(sum((d.size - 1) * d.var(ddof=1) for d in usable) / sum(d.size - 1 for d in usable)))
 
 
-def seeds_for_power(mean_difference: float, sd: float) -> int | None:
-    """Smallest n in [MIN_SEEDS, MAX_SEEDS] whose paired t-test reaches POWER; None if none does."""
-    if mean_difference == 0 or not sd > 0:
-        return None
-    for n in (np.arange(2, 51), np.arange(51, MAX_SEEDS + 1)):  # most answers are small: try those first
-        df = n - 1
-        critical = scipy.stats.t.ppf(1 - ALPHA / 2, df)
-        noncentrality = abs(mean_difference) / sd * np.sqrt(n)
-        # scipy returns NaN for the far lower tail once it is negligible; it adds nothing to the power there.
-        lower_tail = np.nan_to_num(scipy.stats.nct.cdf(-critical, df, noncentrality), nan=0.0)
-        achieved = scipy.stats.nct.sf(critical, df, noncentrality) + lower_tail
-        reached = np.flatnonzero(achieved >= POWER)
+def chosen_sd(differences: np.ndarray, pooled: float | None) -> tuple[float, str]:
+    """The SD of differences to size with, and where it came from (see the module docstring)."""
+    if differences.size > 1 and differences.std(ddof=1) > 0:
+        return float(differences.std(ddof=1)), "observed"
+    if pooled:
+        return pooled, "pooled"
+    return ASSUMED_SD, "assumed"
+
+
+def settle_probability(n: np.ndarray, sd: float, test_variance: float, margin: float, quantile: float) -> np.ndarray:
+    """P(half-width ≤ margin/2) with n seeds each (array), for SD `sd` and test part τ² (module docstring)."""
+    if sd == 0:  # no seed spread: the half-width is the test part's alone, on infinite df
+        allowed = (margin / (2 * scipy.special.ndtri(quantile))) ** 2 - test_variance
+        return np.full(n.shape, float(allowed >= 0))
+    satterthwaite = (n - 1) * (1 + test_variance * n / sd**2) ** 2  # the test part's df taken as infinite
+    df = effective_df(n - 1, satterthwaite)
+    allowed = (margin / (2 * scipy.special.stdtrit(df, quantile))) ** 2 - test_variance
+    return np.where(allowed > 0, scipy.special.chdtr(n - 1, (n - 1) * n * np.maximum(allowed, 0) / sd**2), 0.0)
+
+
+def seeds_to_settle(
+    sd: float,
+    sd_source: str,
+    test_variance: float,
+    margin: float,
+    comparisons: int,
+    *,
+    limit: int = MAX_SEEDS,
+    alpha: float = ALPHA,
+    power: float = POWER,
+) -> Sizing:
+    """Smallest n in [MIN_SEEDS, limit] that settles a pair with probability `power` (module docstring)."""
+    quantile = 1 - alpha / (2 * max(comparisons, 1))
+    test_sd = math.sqrt(test_variance)
+    if scipy.special.ndtri(quantile) * test_sd >= margin / 2:
+        return Sizing(None, sd, sd_source, test_sd, limit, TEST_SET)
+    top = max(limit, MIN_SEEDS)
+    for n in (np.arange(MIN_SEEDS, min(top, 64) + 1), np.arange(65, top + 1)):  # most answers are small
+        reached = np.flatnonzero(settle_probability(n, sd, test_variance, margin, quantile) >= power)
         if reached.size:
-            return max(MIN_SEEDS, int(n[reached[0]]))
-    return None
-
-
-def estimate(mean_difference: float | None, sd: float | None, n_seeds: int, pooled: float | None) -> Estimate:
-    if mean_difference is None:
-        return Estimate(None, None, "none", "no seeds")
-    if mean_difference == 0:
-        return Estimate(None, None, "none", "no difference")
-    if n_seeds > 1 and sd:
-        used, source = sd, "observed"
-    elif pooled:
-        used, source = pooled, "pooled"
-    else:
-        used, source = ASSUMED_SD, "assumed"
-    seeds = seeds_for_power(mean_difference, used)
-    return Estimate(seeds, used, source, "" if seeds else f"more than {MAX_SEEDS}")
+            return Sizing(int(n[reached[0]]), sd, sd_source, test_sd, limit)
+    return Sizing(None, sd, sd_source, test_sd, limit, BEYOND)
 
 
 def points(value: float) -> str:
     """An accuracy difference in percentage points, e.g. 0.0062 → '0.62'."""
     return f"{100 * value:.2f}"
-
-
-def sentence(pair: Mapping[str, Any], found: Estimate | None, tested: int, lost: Mapping[str, int]) -> str:
-    """What the data supports about one pair, in one sentence (see tasks.reporting.statistics)."""
-    a, b, n = pair["a"], pair["b"], pair["n_seeds"]
-    seeds = f"{n} seed{'s' if n != 1 else ''}"
-    # Runs without a test accuracy (diverged) are named inside the closing parenthesis, never hidden.
-    note = "".join(
-        f"; {name}'s {lost[name]} run(s) without a test accuracy left out" for name in (a, b) if lost.get(name)
-    )
-    if n == 0:
-        left_out = f" ({note[2:]})" if note else ""
-        return f"{a} and {b} share no seed on which both have a test accuracy: nothing to compare{left_out}."
-    difference = pair["mean_difference"]
-    if n < MIN_SEEDS:
-        text = f"too few seeds to compare {a} and {b}: {seeds} ({MIN_SEEDS} needed for an interval)"
-        if found.reason == "no difference":
-            return f"{text}; they scored the same, so no seed count can be derived from these runs{note}."
-        size = f"the observed difference of {points(abs(difference))} points"
-        sd_text = {
-            "observed": f"SD of differences {points(found.sd)} points from these {seeds}",
-            "pooled": f"SD of differences {points(found.sd)} points, pooled over the pairs with 2+ seeds",
-            "assumed": f"SD of differences assumed to be {points(found.sd)} points, since no pair has 2 seeds",
-        }[found.sd_source]
-        need = f"about {found.seeds} seeds" if found.seeds else f"{found.reason} seeds"
-        return (
-            f"{text}; {size} would need {need} to be detected "
-            f"(paired t-test, α = {ALPHA}, power {POWER}, {sd_text}{note})."
-        )
-    interval = f"[{points(pair['ci_low'])}, {points(pair['ci_high'])}]"
-    adjusted = f"Holm-adjusted p = {pair['p_value_holm']:.2g} over {tested} pair{'s' if tested != 1 else ''}"
-    if pair["significant"]:
-        winner, loser = (a, b) if difference > 0 else (b, a)
-        low, high = (pair["ci_low"], pair["ci_high"]) if difference > 0 else (-pair["ci_high"], -pair["ci_low"])
-        return (
-            f"{winner} beats {loser} by {points(abs(difference))} points [{points(low)}, {points(high)}] "
-            f"at {seeds} ({adjusted}{note})."
-        )
-    excludes_zero = pair["ci_low"] > 0 or pair["ci_high"] < 0
-    caveat = "; the interval excludes 0 but the corrected test does not reject" if excludes_zero else ""
-    return (
-        f"no detectable difference between {a} and {b} at {seeds}: {a} − {b} = {points(difference)} points "
-        f"{interval} ({adjusted}{caveat}{note})."
-    )

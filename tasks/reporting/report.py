@@ -32,7 +32,7 @@ FIGURES = "figures"
 SAMPLE_IMAGES = 25
 REPORT_JSON = "report.json"
 # What report.json carries from build_report's result, under stable keys.
-REPORT_JSON_KEYS = ("table", "statistics", "time_to_target", "anchors")
+REPORT_JSON_KEYS = ("table", "statistics", "equivalence_margin", "time_to_target", "anchors")
 
 
 @dataclass(frozen=True)
@@ -50,6 +50,12 @@ class ReportInputs:
     extra_figures: Sequence[tuple[str, Path]] = ()
     targets: Sequence[float] = DEFAULT_TARGETS
     tuning: Mapping[str, Any] | None = None
+    # For tasks.reporting.statistics: the practical margin, per-example test correctness by (entry, seed),
+    # whether the validation split varies with the seed, and the seed plan of an adaptive design.
+    equivalence_margin: float = statistics.EQUIVALENCE_MARGIN
+    correctness: statistics.Correctness | None = None
+    split_varies: bool = False
+    seed_plan: Mapping[str, Any] | None = None
 
 
 @dataclass
@@ -85,8 +91,8 @@ def publish_report(out_dir: Path, record: dict[str, Any], inputs: ReportInputs) 
 def build_report(out_dir: Path, inputs: ReportInputs) -> dict[str, Any]:
     """Write report.html, report.md, figures/*.png and summary.parquet into `out_dir` (report.html last).
 
-    Returns their paths, the results table, and the "statistics", "time_to_target" and "anchors" blocks
-    (plain JSON data) for report.json.
+    Returns their paths, the results table, and the "statistics", "equivalence_margin", "time_to_target"
+    and "anchors" blocks (plain JSON data) for report.json.
     """
     if not inputs.runs:
         raise ReportError(f"{out_dir}: no runs to report; the config must name at least one run")
@@ -114,6 +120,7 @@ def build_report(out_dir: Path, inputs: ReportInputs) -> dict[str, Any]:
         "figures": list(written.values()),
         "table": numbers.compared.rows,
         "statistics": numbers.stats,
+        "equivalence_margin": inputs.equivalence_margin,
         "time_to_target": numbers.times,
         "anchors": numbers.anchors,
     }
@@ -129,7 +136,13 @@ def _numbers(inputs: ReportInputs) -> _Numbers:
         result.time_to_target = time_to_targets(metrics[result.run_dir], targets)
     summary = comparison.summary_table(compared.results, targets)
     summary_rows = summary.to_pylist()
-    stats = statistics.compute(summary_rows)
+    stats = statistics.compute(
+        summary_rows,
+        margin=inputs.equivalence_margin,
+        correctness=inputs.correctness,
+        split_varies=inputs.split_varies,
+        plan=inputs.seed_plan,
+    )
     names = [row["name"] for row in compared.rows]
     anchors = anchor_rows(
         sections.experiment_settings(compared.results),

@@ -18,10 +18,11 @@ from tasks.reporting.figures import DIVERGED_COLOR, save
 from tasks.reporting.targets import profile_curve
 
 TAU_TICKS = (1, 1.25, 1.5, 2, 3, 5, 10, 20, 50, 100, 1000)
+VERDICT_MARKS = {"beats": "*", "equivalent": "=", "undecided": "?"}  # tasks.reporting.verdicts' kinds
 
 
 def pairwise_matrix(path: Path, names: Sequence[str], pairs: Sequence[Mapping[str, Any]]) -> Path:
-    """Mean paired difference row − column in points; * where Holm-significant, grey where untested."""
+    """Mean paired difference row − column in points, marked by verdict: * beats, = equivalent, ? undecided."""
     index = {name: position for position, name in enumerate(names)}
     size = len(names)
     values = np.full((size, size), np.nan)
@@ -31,7 +32,7 @@ def pairwise_matrix(path: Path, names: Sequence[str], pairs: Sequence[Mapping[st
             continue
         row, column = index[pair["a"]], index[pair["b"]]
         difference = 100 * pair["mean_difference"]
-        mark = "*" if pair["significant"] else ("" if pair["significant"] is not None else "\n(n<3)")
+        mark = VERDICT_MARKS[pair["verdict"]["kind"]] + ("" if pair["significant"] is not None else "\n(n<3)")
         for r, c, sign in ((row, column, 1), (column, row, -1)):
             values[r, c] = sign * difference
             labels[r][c] = f"{sign * difference:+.2f}{mark}"
@@ -48,12 +49,12 @@ def pairwise_matrix(path: Path, names: Sequence[str], pairs: Sequence[Mapping[st
     ticks = np.arange(size)
     axis.set_xticks(ticks, names, rotation=30, ha="right")
     axis.set_yticks(ticks, names)
-    axis.set_title("Mean paired difference in test accuracy\n* significant after Holm (p < 0.05)")
+    axis.set_title("Mean paired difference in test accuracy\n* beats   = equivalent within the margin   ? undecided")
     return save(figure, path)
 
 
 def forest_plot(path: Path, names: Sequence[str], optimizers: Mapping[str, Mapping[str, Any]]) -> Path:
-    """Each optimizer's mean test accuracy with its 95% bootstrap interval; a bare point where there is none."""
+    """Each optimizer's mean test accuracy with its 95% t interval; a bare point where there is none."""
     figure = Figure(figsize=(8, max(3.0, 0.55 * len(names) + 1.5)))
     axis = figure.subplots()
     positions = np.arange(len(names))[::-1]
@@ -84,7 +85,9 @@ def forest_plot(path: Path, names: Sequence[str], optimizers: Mapping[str, Mappi
     axis.set_ylim(-0.8, len(names) - 0.2)
     low, high = axis.get_xlim()
     axis.set_xlim(low, high + 0.45 * (high - low))  # room for the labels right of each interval
-    axis.set_xlabel("test accuracy (mean over seeds, 95% bootstrap interval)")
+    with_test = any(result.get("se_test") is not None for result in optimizers.values())
+    sources = "seeds and test images" if with_test else "seeds only, test images held fixed"
+    axis.set_xlabel(f"test accuracy (mean over seeds, 95% t interval; noise of {sources})")
     axis.set_title("Test accuracy per optimizer at its chosen learning rate")
     axis.grid(axis="x", alpha=0.3)
     return save(figure, path)
