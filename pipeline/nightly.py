@@ -114,7 +114,7 @@ class NightlyReport(NightTask):
         tonight = [row for row in nights if row["date"] == self.night]
         before = [row for row in nights if row["date"] < self.night]
         policy = config.nightly
-        alerts = history.regression_alerts(
+        regressions = history.find_regressions(
             before, self.night, tonight, policy.regression_window, policy.regression_threshold
         )
         out_dir = Path(self.output().path).parent
@@ -131,15 +131,20 @@ class NightlyReport(NightTask):
                     config_text=text,
                     runs=runs,
                     test_arrow=paths.test_arrow,
-                    alerts=alerts,
+                    alerts=[regression.message for regression in regressions],
                     extra_figures=[("Test accuracy over the nights", trend_png)],
                     targets=config.targets,
                     tuning=tuning,
                 ),
             )
-        if alerts:
+        if regressions:
             raise RegressionAlert(
-                f"nightly {self.night}: {len(alerts)} regression(s): "
-                + "; ".join(alerts)
-                + f". The report with the alert is at {result['html']}"
+                history.alert_text(self.night, self.config, config.experiment, regressions, result["html"])
             )
+
+    def on_failure(self, exception):
+        """What luigi sends as this failure's explanation: to luigid, and as the body of its failure mail
+        (docs/alerts.md). A regression is told by its alert alone; any other failure by its traceback."""
+        if isinstance(exception, RegressionAlert):
+            return f"RegressionAlert: {exception}"
+        return super().on_failure(exception)

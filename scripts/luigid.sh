@@ -102,6 +102,14 @@ worker_disconnect_delay = $disconnect_delay
 # Look for dead workers whenever a worker asks for work, not only once a minute, so that a dead host's
 # task is handed on as soon as the delays above have passed.
 prune_on_get_work = true
+# A task that fails twice within an hour is disabled for 10 s: a deterministic failure is retried once, not
+# forever, and the command ends with exit 30 (a dead host's task fails once and is still handed on). The
+# 10 s let every waiting worker see it and stop; a rerun within them runs nothing. See docs/alerts.md.
+retry_count = 2
+disable_persist = 10
+# Mail failures in batches, one mail per [batch_email] email_interval ([email] and [smtp] come from
+# luigi.cfg in this checkout, which luigid reads too); without an [email] receiver nothing is sent.
+batch_emails = true
 [task_history]
 db_connection = sqlite:///$dir/task-history.sqlite
 [resources]

@@ -36,7 +36,7 @@ def nightly_config(tmp_path: Path) -> Path:
     return path
 
 
-def test_regression_alerts_compare_with_the_previous_nights_only():
+def test_regressions_compare_with_the_previous_nights_only():
     history = [
         {"date": "2026-01-01", "name": "adam", "test_accuracy_mean": 0.90},
         {"date": "2026-01-02", "name": "adam", "test_accuracy_mean": 0.80},
@@ -45,16 +45,30 @@ def test_regression_alerts_compare_with_the_previous_nights_only():
         {"date": "2026-01-03", "name": "sgd", "test_accuracy_mean": 0.80},
     ]
     tonight = [
-        {"name": "adam", "test_accuracy_mean": 0.79},
-        {"name": "sgd", "test_accuracy_mean": None},
-        {"name": "new", "test_accuracy_mean": 0.5},
+        {"name": "adam", "optimizer": "adam", "test_accuracy_mean": 0.79},
+        {"name": "sgd", "optimizer": "sgd", "test_accuracy_mean": None},
+        {"name": "new", "optimizer": "momentum", "test_accuracy_mean": 0.5},
     ]
-    alerts = nightly.regression_alerts(history, "2026-01-04", tonight, window=2, threshold=0.03)
+    found = nightly.find_regressions(history, "2026-01-04", tonight, window=2, threshold=0.03)
+    assert len(found) == 2  # "new" has no history to compare with
+    adam, sgd = found
     # adam: the mean of the last 2 earlier nights is 0.83; 0.83 - 0.79 = 0.04 > 0.03.
-    assert alerts[0].startswith("adam: test accuracy 0.7900 is 0.0400 below the mean 0.8300 of the previous 2")
-    assert alerts[1].startswith("sgd: every run diverged tonight")
-    assert len(alerts) == 2  # "new" has no history to compare with
-    assert nightly.regression_alerts(history, "2026-01-04", tonight[:1], window=2, threshold=0.05) == []
+    assert (adam.name, adam.optimizer, adam.tonight, adam.window_nights) == ("adam", "adam", 0.79, 2)
+    assert adam.window_mean == pytest.approx(0.83) and adam.drop == pytest.approx(0.04)
+    assert adam.message == (
+        "adam (optimizer adam): test accuracy 0.7900 is 0.0400 below the mean 0.8300 of the previous 2 night(s) "
+        "(threshold 0.0300)"
+    )
+    assert (sgd.tonight, sgd.drop, sgd.window_mean) == (None, None, 0.80)
+    assert sgd.message.startswith("sgd (optimizer sgd): every run diverged tonight")
+    assert nightly.find_regressions(history, "2026-01-04", tonight[:1], window=2, threshold=0.05) == []
+    text = nightly.alert_text("2026-01-04", "configs/x.yaml", "x", found, Path("reports/x/report.html"))
+    assert text.splitlines() == [
+        "nightly 2026-01-04 of configs/x.yaml (experiment x): 2 regression(s)",
+        f"- {adam.message}",
+        f"- {sgd.message}",
+        f"The report with the alert is at {Path.cwd() / 'reports/x/report.html'}",
+    ]
 
 
 def test_history_round_trip_and_rewrite_is_idempotent(tmp_path):

@@ -3,6 +3,7 @@ history in SQLite, and two worker processes that share the runs without running 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -31,23 +32,34 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-@pytest.fixture
-def luigid(tmp_path: Path):
-    """Start luigid with scripts/luigid.sh in a temp artifacts root; stop it by its pidfile afterwards."""
+@contextlib.contextmanager
+def running_luigid(tmp_path: Path, script: Path = REPO_ROOT / "scripts" / "luigid.sh", **settings: str):
+    """`script start` on a free port, in a temp artifacts root, with `settings` in its environment; stopped
+    by its pidfile afterwards. The dict's "stop" stops it earlier (luigid sends its batched mails then)."""
     assert LUIGID, "luigid is not installed beside this Python"
     port = _free_port()
     root = tmp_path / "artifacts"
     state = tmp_path / "luigid-state"
-    env = dict(os.environ, ARTIFACTS_ROOT=str(root), LUIGID=LUIGID, TRAINING_SLOTS="2", LUIGID_STATE_DIR=str(state))
-    script = REPO_ROOT / "scripts" / "luigid.sh"
+    env = dict(os.environ, ARTIFACTS_ROOT=str(root), LUIGID=LUIGID, LUIGID_STATE_DIR=str(state), **settings)
     started = subprocess.run([str(script), "start", str(port)], env=env, capture_output=True, text=True, timeout=60)
     assert started.returncode == 0, started.stdout + started.stderr
-    try:
-        yield {"port": port, "root": root, "scheduler": root / "scheduler", "state": state, "env": env}
-    finally:
+
+    def stop() -> None:
         stopped = subprocess.run([str(script), "stop"], env=env, capture_output=True, text=True, timeout=60)
         assert stopped.returncode == 0, stopped.stdout + stopped.stderr
-    assert not (state / "luigid.pid").exists()
+        assert not (state / "luigid.pid").exists()
+
+    try:
+        yield {"port": port, "root": root, "scheduler": root / "scheduler", "state": state, "env": env, "stop": stop}
+    finally:
+        stop()
+
+
+@pytest.fixture
+def luigid(tmp_path: Path):
+    """luigid started with scripts/luigid.sh in a temp artifacts root, two training slots."""
+    with running_luigid(tmp_path, TRAINING_SLOTS="2") as started:
+        yield started
 
 
 def _worker_env(tmp_path: Path, luigid: dict, synthetic_raw) -> dict:

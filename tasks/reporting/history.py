@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -72,12 +73,42 @@ def read_history(history_dir: Path) -> list[dict[str, Any]]:
     return sorted(rows, key=lambda row: (row[PARTITION], row["name"]))
 
 
-def regression_alerts(
+@dataclass(frozen=True)
+class Regression:
+    """One entry whose test accuracy tonight fell too far below its recent nights (the facts of an alert)."""
+
+    name: str
+    optimizer: str | None
+    tonight: float | None  # None: every run diverged tonight
+    window_mean: float
+    window_nights: int
+    threshold: float
+
+    @property
+    def drop(self) -> float | None:
+        return None if self.tonight is None else self.window_mean - self.tonight
+
+    @property
+    def message(self) -> str:
+        who = self.name if self.optimizer is None else f"{self.name} (optimizer {self.optimizer})"
+        if self.tonight is None:
+            return (
+                f"{who}: every run diverged tonight; the previous {self.window_nights} night(s) "
+                f"averaged test accuracy {self.window_mean:.4f}"
+            )
+        return (
+            f"{who}: test accuracy {self.tonight:.4f} is {self.drop:.4f} below the mean "
+            f"{self.window_mean:.4f} of the previous {self.window_nights} night(s) (threshold {self.threshold:.4f})"
+        )
+
+
+def find_regressions(
     history: Sequence[dict[str, Any]], date: str, tonight: Sequence[dict[str, Any]], window: int, threshold: float
-) -> list[str]:
-    """Alerts for entries whose test accuracy tonight fell more than `threshold` below the mean of the
-    previous `window` nights that have a value for it. Nights on or after `date` are not compared."""
-    alerts = []
+) -> list[Regression]:
+    """Entries whose test accuracy tonight fell more than `threshold` below the mean of the previous
+    `window` nights that have a value for it, or that diverged in every run. Nights on or after `date`
+    are not compared."""
+    found = []
     earlier_dates = sorted({row[PARTITION] for row in history if row[PARTITION] < date})
     for row in tonight:
         name = row["name"]
@@ -89,19 +120,26 @@ def regression_alerts(
         previous = previous[-window:]
         if not previous:
             continue
-        baseline = sum(previous) / len(previous)
-        current = row.get("test_accuracy_mean")
-        if current is None:
-            alerts.append(
-                f"{name}: every run diverged tonight; the previous {len(previous)} night(s) "
-                f"averaged test accuracy {baseline:.4f}"
-            )
-        elif baseline - current > threshold:
-            alerts.append(
-                f"{name}: test accuracy {current:.4f} is {baseline - current:.4f} below the mean "
-                f"{baseline:.4f} of the previous {len(previous)} night(s) (threshold {threshold:.4f})"
-            )
-    return alerts
+        regression = Regression(
+            name=name,
+            optimizer=row.get("optimizer"),
+            tonight=row.get("test_accuracy_mean"),
+            window_mean=sum(previous) / len(previous),
+            window_nights=len(previous),
+            threshold=threshold,
+        )
+        if regression.drop is None or regression.drop > threshold:
+            found.append(regression)
+    return found
+
+
+def alert_text(date: str, config: str, experiment: str, regressions: Sequence[Regression], report: Path) -> str:
+    """The regression alert of a night, as its log line and mail say it: the night, the config, one line
+    per regressed entry (tonight, the window's mean, the drop), and the report's path last."""
+    lines = [f"nightly {date} of {config} (experiment {experiment}): {len(regressions)} regression(s)"]
+    lines += [f"- {regression.message}" for regression in regressions]
+    lines.append(f"The report with the alert is at {Path(report).absolute()}")
+    return "\n".join(lines)
 
 
 def trend_series(history: Sequence[dict[str, Any]]) -> tuple[list[str], dict[str, list[float | None]]]:
