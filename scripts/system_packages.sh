@@ -82,17 +82,22 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   exit 0
 fi
 
-if [ "$(id -u)" = 0 ]; then why="this machine has no apt-get"; else why="this is uid $(id -u), not root"; fi
+if command -v apt-get >/dev/null; then
+  why="this is uid $(id -u), not root"
+  how="as root: apt-get install --no-install-recommends ${missing[*]}; or run make $target as root, which installs them"
+else
+  why="this machine has no apt-get"
+  how="their equivalents, with this system's package manager"
+fi
 if [ ${#missing_needed[@]} -gt 0 ]; then
   die "make $target needs the Debian packages ${missing_needed[*]}, which are missing, and $why." \
-      "Install them (as root: apt-get install --no-install-recommends ${missing[*]}; or run make $target as root," \
-      "which installs them), then run make $target again."
+      "Install them ($how), then run make $target again."
 fi
 for package in "${missing_wanted[@]}"; do
   case $package in
     g++) help="g++ builds the fused M-SVAG/SVAG kernel (without it: the pure-TF path, same weights, slower)" ;;
     dataset-fashion-mnist) help="dataset-fashion-mnist spares the download from the upstream URL ([pipeline] sources)" ;;
   esac
-  echo "note: $help; it is missing and $why. As root: apt-get install --no-install-recommends $package" >&2
+  echo "note: $help; it is missing and $why: install $package when you can" >&2
 done
 exit 0
