@@ -21,7 +21,7 @@ system:
 	@PYTHON=$(PYTHON) VENV=$(VENV) bash scripts/system_packages.sh $(NEEDS)
 
 $(STAMP): pyproject.toml | system
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip --version >/dev/null 2>&1 || $(PYTHON) -m venv --clear $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
 	touch $(STAMP)

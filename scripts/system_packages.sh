@@ -25,6 +25,8 @@ DATASET_DIR=/usr/share/datasets/fashion-mnist
 
 die() { echo "error: $*" >&2; exit 1; }
 
+venv_works() { "$VENV_PYTHON" -m pip --version >/dev/null 2>&1; }
+
 # present PACKAGE: whether what the suite uses from PACKAGE is here (a file or a command, not dpkg's
 # records, so it also answers on machines without dpkg).
 present() {
@@ -41,8 +43,9 @@ present() {
     curl) command -v curl >/dev/null ;;
     make) command -v make >/dev/null ;;
     python3) command -v "$PYTHON" >/dev/null ;;
-    # A venv that exists needs nothing more; else Debian's Python creates one only with ensurepip.
-    python3-venv) [ -x "$VENV_PYTHON" ] || ! command -v "$PYTHON" >/dev/null || "$PYTHON" -c 'import ensurepip' 2>/dev/null ;;
+    # A working venv needs nothing more; else Debian's Python (also one about to be installed) makes
+    # one only with ensurepip, which Debian ships in python3-venv.
+    python3-venv) venv_works || { command -v "$PYTHON" >/dev/null && "$PYTHON" -c 'import ensurepip' 2>/dev/null; } ;;
     *) die "scripts/system_packages.sh knows no check for package $1" ;;
   esac
 }
