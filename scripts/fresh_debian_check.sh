@@ -9,6 +9,8 @@
 #   CHECK_COMMAND  what to run in the clone (default: `make test`; `.ci/run` for the CI path)
 #   CHECK_PREINSTALL  Debian packages put in first, as a user would to type the command (default: make)
 #   CHECK_SUITE, CHECK_MIRROR  the Debian release and mirror (bookworm, http://deb.debian.org/debian)
+#   CHECK_CA_BUNDLE  a CA bundle for pip in the chroot, where HTTPS goes through a proxy that signs with its
+#                    own CA (the host trusts it, a bare Debian does not); default none: pip's own bundle
 #
 # Only committed work travels (it is a clone). The chroot stays in FOLDER for a look afterwards; its
 # mounts (/proc, /sys, /dev, /run) are always undone. Exit status: the command's.
@@ -46,6 +48,11 @@ deb $mirror $suite-updates main
 deb http://deb.debian.org/debian-security $suite-security main
 SOURCES
 cp /etc/resolv.conf "$root/etc/resolv.conf"
+trust=()
+if [ -n "${CHECK_CA_BUNDLE:-}" ]; then
+  cp "$CHECK_CA_BUNDLE" "$root/etc/host-ca-bundle.crt"
+  trust=(PIP_CERT=/etc/host-ca-bundle.crt)
+fi
 mount -t proc proc "$root/proc"
 mount -t sysfs sysfs "$root/sys"
 mount --rbind /dev "$root/dev" && mount --make-rslave "$root/dev"
@@ -55,7 +62,7 @@ echo "fresh $suite ready in $((SECONDS - started)) s; $(chroot "$root" dpkg-quer
   "clone of $branch at $(git -C "$root/root/fmnist-pipeline" rev-parse --short HEAD)"
 
 in_chroot() {
-  chroot "$root" /usr/bin/env -i HOME=/root LANG=C.UTF-8 TERM=dumb \
+  chroot "$root" /usr/bin/env -i HOME=/root LANG=C.UTF-8 TERM=dumb "${trust[@]}" \
     PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin /bin/bash -c "$1"
 }
 preinstall=${CHECK_PREINSTALL-make}
