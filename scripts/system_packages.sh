@@ -21,7 +21,9 @@ set -euo pipefail
 
 PYTHON=${PYTHON:-python3}
 VENV_PYTHON=${VENV:-.venv}/bin/python
-DATASET_DIR=/usr/share/datasets/fashion-mnist
+# SYSTEM_PACKAGES_SYSROOT prefixes the absolute paths looked at (tests/test_system_packages.py; else empty).
+sysroot=${SYSTEM_PACKAGES_SYSROOT:-}
+DATASET_DIR=$sysroot/usr/share/datasets/fashion-mnist
 
 die() { echo "error: $*" >&2; exit 1; }
 
@@ -35,8 +37,8 @@ present() {
       for name in train-images-idx3-ubyte train-labels-idx1-ubyte t10k-images-idx3-ubyte t10k-labels-idx1-ubyte; do
         [ -f "$DATASET_DIR/$name.gz" ] || return 1
       done ;;
-    chromium) [ -x /usr/bin/chromium ] ;;
-    chromium-driver) [ -x /usr/bin/chromedriver ] ;;
+    chromium) [ -x "$sysroot/usr/bin/chromium" ] ;;
+    chromium-driver) [ -x "$sysroot/usr/bin/chromedriver" ] ;;
     iproute2) command -v ip >/dev/null ;;
     util-linux) command -v unshare >/dev/null ;;
     g++) command -v g++ >/dev/null ;;
