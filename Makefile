@@ -7,10 +7,21 @@ CONFIG ?= configs/default.yaml
 WORKERS ?= 2
 STAMP := $(VENV)/.installed
 
-.PHONY: install kernels report prepare nightly lint test bench mutation data luigid-start luigid-stop clean-venv
+.PHONY: system install kernels report prepare nightly lint test bench mutation data luigid-start luigid-stop clean-venv
 
-$(STAMP): pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+# The Debian packages the goal needs, checked first (scripts/system_packages.sh): as root, apt-get installs
+# what is missing; otherwise one message names it and make stops before anything is installed or run.
+# `install` needs a Python that can make a venv; report, prepare, nightly and bench also want the dataset;
+# test needs everything the suite runs (the dataset, Chromium, iproute2, util-linux, g++, curl).
+NEEDS = install
+report prepare nightly bench data: NEEDS = report
+luigid-start: NEEDS = luigid
+test: NEEDS = test
+system:
+	@PYTHON=$(PYTHON) VENV=$(VENV) bash scripts/system_packages.sh $(NEEDS)
+
+$(STAMP): pyproject.toml | system
+	$(BIN)/python -m pip --version >/dev/null 2>&1 || $(PYTHON) -m venv --clear $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
 	touch $(STAMP)
@@ -23,17 +34,16 @@ kernels: $(STAMP)
 	@$(BIN)/python -m tasks.training.kernels build
 
 # The dataset: the Debian package when we can install it, else FetchFile falls back to the upstream URL.
-data:
-	@bash scripts/ensure_dataset.sh
+data: system
 
-report: install data
+report: install
 	$(BIN)/luigi --module pipeline FullReport --config $(CONFIG) --workers $(WORKERS)
 	@$(BIN)/python -m pipeline.where report --config $(CONFIG)
 
-prepare: install data
+prepare: install
 	$(BIN)/luigi --module pipeline PrepareData
 
-nightly: install data
+nightly: install
 	$(BIN)/luigi --module pipeline NightlyReport --config $(CONFIG) --workers $(WORKERS)
 
 # The central scheduler on 127.0.0.1:$(PORT); point workers at it with LUIGI_CONFIG_PATH=luigid.cfg.
@@ -53,7 +63,7 @@ lint: install
 test: lint
 	$(BIN)/python -m pytest -q --no-skips -n 2 --dist loadfile
 
-bench: install data
+bench: install
 	$(BIN)/python benchmarks/data_load.py
 
 # Mutation testing of tasks/core/storage.py and tasks/training/checkpoints.py ([tool.mutmut] in pyproject.toml),

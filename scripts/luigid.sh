@@ -15,6 +15,9 @@
 # Point the workers at it with LUIGI_CONFIG_PATH=luigid.cfg (see README, "Central scheduler").
 # LUIGID_DISCONNECT_DELAY (default 60) and LUIGID_RETRY_DELAY (default 30): the seconds after which a silent
 # worker (a dead or hung host) counts as gone and its running task fails, and then is handed to another worker.
+# LUIGID_METRICS=prometheus (default none) makes luigid count its tasks by status and family and serve them
+# at http://ADDRESS:PORT/metrics in Prometheus' text format (docs/scheduler-metrics.md); it needs the
+# prometheus-client package beside luigid: pip install -e '.[metrics]'.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,6 +30,21 @@ seconds() {  # the value of variable $1 (default $2), checked to be a number of 
   local value=${!1:-$2}
   [[ $value =~ ^[0-9]+(\.[0-9]+)?$ ]] || die "$1=$value: expected a number of seconds, e.g. $2"
   echo "$value"
+}
+
+# The [scheduler] line for LUIGID_METRICS (none or prometheus), checked against what luigid ($1) can import.
+metrics_setting() {
+  local python
+  case ${LUIGID_METRICS:-none} in
+    none) echo "metrics_collector = none" ;;
+    prometheus)
+      python=$(head -n 1 "$1" | sed -n 's/^#! *//p')  # luigid's interpreter, when it is a Python script
+      if [[ $python == *python* ]] && ! $python -c 'import prometheus_client' 2>/dev/null; then
+        die "LUIGID_METRICS=prometheus needs prometheus-client beside luigid ($python): pip install -e '.[metrics]'"
+      fi
+      echo "metrics_collector = prometheus" ;;
+    *) die "LUIGID_METRICS=$LUIGID_METRICS: expected none or prometheus" ;;
+  esac
 }
 
 # The private state folder: created 0700; refused when it is a link or someone else's.
@@ -80,6 +98,7 @@ case "${1:-}" in
     case $(stat -f -c %T "$state" 2>/dev/null) in nfs*|cifs|smb*|fuse*)
       echo "warning: $state is on a network filesystem; luigid's state belongs on a local disk (LUIGID_STATE_DIR)" >&2 ;;
     esac
+    metrics=$(metrics_setting "$bin")
     disconnect_delay=$(seconds LUIGID_DISCONNECT_DELAY 60)
     retry_delay=$(seconds LUIGID_RETRY_DELAY 30)
     mkdir -p "$root/scheduler/logs"
@@ -110,6 +129,7 @@ disable_persist = 10
 # Mail failures in batches, one mail per [batch_email] email_interval ([email] and [smtp] come from
 # luigi.cfg in this checkout, which luigid reads too); without an [email] receiver nothing is sent.
 batch_emails = true
+$metrics
 [task_history]
 db_connection = sqlite:///$dir/task-history.sqlite
 [resources]

@@ -21,7 +21,7 @@ CHROMEDRIVER = Path("/usr/bin/chromedriver")
 NEEDS_CHROMIUM = pytest.mark.skipif(
     not (CHROMIUM.is_file() and CHROMEDRIVER.is_file()),
     reason="headless Chromium needs /usr/bin/chromium and /usr/bin/chromedriver: "
-    "apt-get install chromium chromium-driver (CI installs them)",
+    "apt-get install chromium chromium-driver (make test installs them when run as root: scripts/system_packages.sh)",
 )
 
 # Enough rows for smoke.yaml's split (100 validation rows per class) and still tiny.
