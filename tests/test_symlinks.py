@@ -12,7 +12,7 @@ import luigi
 import pytest
 import yaml
 
-from pipeline import TrainRun
+from pipeline import FullReport, NightlyReport, TrainRun
 from pipeline.hygiene import sweep_output_folders
 from tasks.core import storage
 from tasks.core.config import parse_config
@@ -119,6 +119,23 @@ def test_a_symlinked_run_folder_stops_scheduling_before_anything_trains(site, ou
     result = luigi.build([TrainRun.of(spec)], local_scheduler=True, detailed_summary=True, log_level="CRITICAL")
     assert not result.scheduling_succeeded
     assert not (site / "data").exists()  # not even the data stage ran
+    assert tree(outside) == before
+
+
+def test_a_symlinked_report_folder_stops_the_report_tasks_while_scheduling(site, outside):
+    # Red team 3: `ln -s <outside> $ROOT/reports/tiny` had the whole report written there, and the stale
+    # figure cleanup and the start-of-task sweep delete the colleague's files in it.
+    before = tree(outside)
+    (site / "reports").mkdir(parents=True)
+    link = site / "reports" / "smoke"
+    link.symlink_to(outside, target_is_directory=True)
+    config = str(REPO_ROOT / "configs" / "smoke.yaml")
+    for task in (FullReport(config=config), NightlyReport(config=config)):
+        with pytest.raises(StorageError) as refused:
+            task.complete()
+        assert_names_the_link(refused, link, outside)
+    result = luigi.build([FullReport(config=config)], local_scheduler=True, detailed_summary=True, log_level="CRITICAL")
+    assert not result.scheduling_succeeded and not (site / "data").exists()
     assert tree(outside) == before
 
 
