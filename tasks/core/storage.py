@@ -50,14 +50,14 @@ _TEMP_NAME = re.compile(
     + re.escape(TEMP_MARKER)
     + r"(?:(?P<writer>[A-Za-z0-9._]+)-(?P<pid>\d+)-)?[a-z0-9_]{8}(?:\.[A-Za-z0-9]+)?"
 )
-_artifacts_roots: set[Path] = set()  # see protect_root
+_artifacts_roots: set[str] = set()  # see protect_root: absolute, as given (links in them not resolved)
 
 
 def protect_root(root: str | os.PathLike) -> Path:
     """Declare `root` an artifacts root of this process: from now on, no folder below it that is written,
     swept or deleted in may be a symbolic link (refuse_linked_folders). The Layout of a root calls it."""
     absolute = Path(root).absolute()
-    _artifacts_roots.add(absolute)
+    _artifacts_roots.add(str(absolute))
     return absolute
 
 
@@ -67,23 +67,25 @@ def refuse_linked_folders(path: str | os.PathLike, *, folder: bool = True) -> No
     Checked: every existing component below each protected root that holds `path`, `path` itself too when
     it is a `folder` (a file's own name may be a link: os.replace replaces the link, never its target).
     A `..` below the root is refused as well: it is resolved through links, so it may lead anywhere.
+    Plain strings and lstat, not pathlib: Layout runs it for every path a task asks for while scheduling.
     """
-    absolute = Path(path).absolute()
+    text = os.fspath(path)
+    absolute = text if os.path.isabs(text) else os.path.join(os.getcwd(), text)
     for root in _artifacts_roots:
-        if absolute.parts[: len(root.parts)] != root.parts:
+        if not absolute.startswith(root) or absolute[len(root) : len(root) + 1] not in ("", os.sep):
             continue
-        below = absolute.parts[len(root.parts) :]
+        parts = [part for part in absolute[len(root) :].split(os.sep) if part and part != "."]
         current = root
-        for part in below if folder else below[:-1]:
+        for part in parts if folder else parts[:-1]:
             if part == "..":
                 raise StorageError(f"{path}: expected a path inside the artifacts root {root}, found '..' in it")
-            current = current / part
+            current = current + os.sep + part
             try:
                 is_link = stat.S_ISLNK(os.lstat(current).st_mode)
             except OSError:
                 break  # missing (it will be made as a real folder), or unreadable (the write will say so)
             if is_link:
-                raise StorageError(_linked_folder_message(current, root))
+                raise StorageError(_linked_folder_message(Path(current), Path(root)))
 
 
 def _linked_folder_message(link: Path, root: Path) -> str:
