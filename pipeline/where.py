@@ -12,6 +12,7 @@ import sys
 from pipeline.site import layout
 from tasks.core.errors import PipelineError
 from tasks.core.experiment import DEFAULT_CONFIG, load_experiment
+from tasks.core.layout import iso_date
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -21,11 +22,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--date", default=dt.date.today().isoformat())
     args = parser.parse_args(argv)
     try:
+        date = iso_date(args.date, "--date")
         experiment = load_experiment(args.config)[0].experiment
+        # Refuses a report folder symlinked into the artifacts root: its path is never printed.
+        html = layout().report_dir(experiment, date) / "report.html"
     except PipelineError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    html = layout().report_dir(experiment, args.date) / "report.html"
     if not html.exists():
         print(
             f"error: no report at {html}; run `luigi --module pipeline FullReport --config {args.config}`",

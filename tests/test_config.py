@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -115,6 +116,9 @@ def test_hash_is_stable_and_covers_exactly_the_run_settings():
         ((("experiment",), "../x"), ["experiment", "'../x'", "not safe"]),
         ((("experiment",), "/abs"), ["experiment", "'/abs'", "not safe"]),
         ((("optimizers", 0, "name"), "../../etc"), ["optimizers.0", "'../../etc'", "not safe"]),
+        # Red team 6: the temp-file marker inside a name made a finished target look like a temp file.
+        ((("optimizers", 0, "name"), "sgd.tmp-v2"), ["optimizers.0", "'sgd.tmp-v2'", "not safe", "'.tmp-'"]),
+        ((("experiment",), "nightly.tmp-1"), ["experiment", "'nightly.tmp-1'", "'.tmp-'"]),
         ((("seeds",), []), ["seeds", "at least 1"]),
         ((("seeds",), [1, 1]), ["seeds", "listed twice"]),
         ((("training",), _DELETE), ["training", "required key is missing"]),
@@ -129,6 +133,26 @@ def test_bad_values_name_the_key(change, expected):
     assert message.startswith("exp.yaml: ")
     for fragment in expected:
         assert fragment in message, f"{fragment!r} not in {message!r}"
+
+
+@pytest.mark.parametrize("kind", ["folder", "fifo"])
+def test_a_config_path_that_is_not_a_file_says_what_it_is(tmp_path, kind):
+    # Red team 12: a folder given as --config was reported "not found".
+    path = tmp_path / "configs"
+    if kind == "folder":
+        path.mkdir()
+    else:
+        os.mkfifo(path)  # never opened: reading a FIFO would wait for a writer forever
+    with pytest.raises(ConfigError) as refused:
+        load_config(path)
+    found = "a folder" if kind == "folder" else "a FIFO"
+    assert str(refused.value).startswith(f"config file {path}: expected a YAML file, found {found}"), refused.value
+    assert "not found" not in str(refused.value) and "--config" in str(refused.value)
+
+
+def test_a_missing_config_says_not_found(tmp_path):
+    with pytest.raises(ConfigError, match=f"config file {tmp_path / 'none.yaml'} not found; pass --config"):
+        load_config(tmp_path / "none.yaml")
 
 
 def test_duplicate_run_names_are_refused():

@@ -69,7 +69,7 @@ def test_the_sweep_removes_only_temp_files_of_dead_or_long_gone_writers(tmp_path
         "alive": f".run.json{TEMP_MARKER}{WRITER_ID}-{os.getpid()}-abcd1234",
         "foreign_fresh": f".run.json{TEMP_MARKER}otherhost.1-{_dead_pid()}-abcd1234",
         "foreign_old": f".metrics.parquet{TEMP_MARKER}otherhost.1-77-abcd1234.parquet",
-        "legacy_old": f".latest.json{TEMP_MARKER}k2j3h4",
+        "legacy_old": f".latest.json{TEMP_MARKER}k2j3h4m5",  # the skeleton's names: mkstemp's 8 characters, no pid
         "part": "train-images-idx3-ubyte.gz.part",
         "target": "run.json",
     }

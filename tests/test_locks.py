@@ -3,11 +3,13 @@ differ only in spelling build the data stage at the same moment without treading
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -25,21 +27,29 @@ from tests.test_scheduler import _luigi as luigi_command
 
 server = pytest.fixture(serve)
 
+HANG_LIMIT = 120  # only bounds a hang: no assertion depends on how long anything takes
+
+# Takes the lock, says so, and holds it until told on stdin (or killed); it marks the release before it.
 HOLDER = """
-import sys, time
+import sys
+from pathlib import Path
 from tasks.core.locks import target_lock
 with target_lock(sys.argv[1]):
     print("locked", flush=True)
-    time.sleep(float(sys.argv[2]))
+    sys.stdin.readline()
+    if len(sys.argv) > 2:
+        Path(sys.argv[2]).write_text("released")
 """
 
 
-def hold_lock(target: Path, seconds: float) -> subprocess.Popen:
-    """Another process that takes `target`'s lock, says so, and keeps it for `seconds`."""
+def hold_lock(target: Path, released: Path | None = None) -> subprocess.Popen:
+    """Another process that takes `target`'s lock and keeps it until `release(holder)`; `released` is
+    written just before it lets go."""
     holder = subprocess.Popen(
-        [sys.executable, "-c", HOLDER, str(target), str(seconds)],
+        [sys.executable, "-c", HOLDER, str(target), *([str(released)] if released else [])],
         cwd=REPO_ROOT,
         env=dict(os.environ, PYTHONPATH=str(REPO_ROOT)),
+        stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -47,9 +57,28 @@ def hold_lock(target: Path, seconds: float) -> subprocess.Popen:
     return holder
 
 
+def release(holder: subprocess.Popen) -> None:
+    holder.communicate("release\n", timeout=HANG_LIMIT)
+    assert holder.returncode == 0
+
+
+class SaysWhenWaiting(io.StringIO):
+    """A stderr that sets `waiting` when a lock waiter announces its wait."""
+
+    def __init__(self):
+        super().__init__()
+        self.waiting = threading.Event()
+
+    def write(self, text: str) -> int:
+        written = super().write(text)
+        if "waiting for" in self.getvalue():
+            self.waiting.set()
+        return written
+
+
 def test_a_waiter_gives_up_naming_the_holder(tmp_path):
     target = tmp_path / "data" / "manifest.json"
-    holder = hold_lock(target, 30)
+    holder = hold_lock(target)
     try:
         started = time.monotonic()
         with pytest.raises(LockTimeout) as timed_out:
@@ -64,25 +93,38 @@ def test_a_waiter_gives_up_naming_the_holder(tmp_path):
     assert f"pid {holder.pid} on host {socket.gethostname()}" in message
 
 
-def test_a_waiter_gets_the_lock_when_the_holder_finishes(tmp_path, capfd):
-    target = tmp_path / "split.arrow"
-    holder = hold_lock(target, 0.5)
-    started = time.monotonic()
-    with target_lock(target, timeout=10):
-        waited = time.monotonic() - started
-        assert holder.poll() is not None or waited >= 0.3  # not granted while the holder slept
-    holder.wait()
-    assert 0.3 <= waited < 5
+def test_a_waiter_gets_the_lock_when_the_holder_finishes(tmp_path, monkeypatch):
+    # Synchronised by events, not by sleeping: the waiter's own "waiting for" line says it is blocked, the
+    # holder lets go only when told, and marks that it let go before the lock is free.
+    target, released = tmp_path / "split.arrow", tmp_path / "holder-released"
+    holder = hold_lock(target, released)
+    stderr = SaysWhenWaiting()
+    monkeypatch.setattr(sys, "stderr", stderr)
+    granted: list[bool] = []
+
+    def wait_for_the_lock():
+        with target_lock(target, timeout=HANG_LIMIT):
+            granted.append(released.exists())
+        stderr.waiting.set()  # a lock granted at once must fail the test now, not after HANG_LIMIT
+
+    waiter = threading.Thread(target=wait_for_the_lock)
+    waiter.start()
+    try:
+        assert stderr.waiting.wait(HANG_LIMIT), "the waiter neither waited nor got the lock"
+        assert granted == [] and waiter.is_alive()  # the holder holds it until told: not granted meanwhile
+    finally:
+        release(holder)
+        waiter.join(HANG_LIMIT)
+    assert granted == [True]  # granted, and only after the holder had let go
     # The wait is said on the console, naming who holds the target.
     assert (
-        f"waiting for {target}: another process is building it (held by pid {holder.pid} on host"
-        in capfd.readouterr().err
+        f"waiting for {target}: another process is building it (held by pid {holder.pid} on host" in stderr.getvalue()
     )
 
 
 def test_a_killed_holder_frees_the_lock(tmp_path):
     target = tmp_path / "x.gz"
-    holder = hold_lock(target, 30)
+    holder = hold_lock(target)
     holder.kill()
     holder.wait()
     with target_lock(target, timeout=1):

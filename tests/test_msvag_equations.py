@@ -52,6 +52,60 @@ def test_step_scalars_are_the_papers(beta):
                 assert found.direction_scale == pytest.approx(1 / c if momentum else 1.0, rel=1e-12)
 
 
+def papers_weight(t: int, beta: float, momentum: bool) -> float:
+    """w_t of the module docstring from the paper's ρ_t, in exact rational arithmetic: no cap, no rounding."""
+    from fractions import Fraction
+
+    b = Fraction(beta)
+    rho = (1 - b) ** 2 * (1 - b ** (2 * t)) / ((1 - b**t) ** 2 * (1 - b**2))
+    return 0.0 if t == 1 else float((rho if momentum else 1) / (1 - rho))
+
+
+@pytest.mark.parametrize("beta", [0.9, 1e-3, 1e-6, 1e-7], ids=lambda beta: f"beta={beta:g}")
+def test_the_rho_cap_never_changes_a_weight_where_rho_is_below_it(beta):
+    # Independent of RHO_CAP (the test above follows the constant, so changing it to 0.9999 passed there):
+    # down to β = 1e-7 the scalars are the paper's, to float64 rounding.
+    with tf.Graph().as_default(), tf.Session() as session:
+        t = tf.placeholder(tf.float64, [])
+        weights = {momentum: step_scalars(t, tf.constant(beta, tf.float64), momentum) for momentum in (True, False)}
+        for step in (1, 2, 3, 10, 1000):
+            for momentum, scalars in weights.items():
+                found = session.run(scalars.variance_weight, {t: step})
+                assert found == pytest.approx(papers_weight(step, beta, momentum), rel=1e-6), (step, momentum)
+
+
+def test_the_rho_cap_bounds_the_weight_where_rho_rounds_to_one():
+    # Below β ≈ 5e-8, ρ_t exceeds 1 - 1e-7 and the cap binds: w_t = ρ/(1-ρ) stays near 1e7 (M-SVAG), 1/(1-ρ)
+    # (SVAG) likewise. At β ≈ 5e-17 and below, ρ_t rounds to exactly 1 and only the cap keeps w_t finite.
+    cap = 1.0 - 1e-7
+    with tf.Graph().as_default(), tf.Session() as session:
+        for beta in (1e-10, 1e-17, 1e-300):
+            for momentum in (True, False):
+                found = session.run(step_scalars(tf.constant(2.0, tf.float64), beta, momentum).variance_weight)
+                assert found == pytest.approx((cap if momentum else 1.0) / (1.0 - cap), rel=1e-9), (beta, momentum)
+
+
+@pytest.mark.parametrize("use_kernel", [True, False], ids=["kernel", "pure-tf"])
+@pytest.mark.parametrize("optimizer_class", [MSVAGOptimizer, SVAGOptimizer], ids=["msvag", "svag"])
+def test_a_beta_the_schema_allows_near_zero_trains_to_finite_weights(optimizer_class, use_kernel):
+    # β = 1e-17 is in the schema's (0, 1). Then ρ_t = 1 exactly, and without the cap w_t = inf: where
+    # c·v - m² is 0 (one sample has no variance), inf·0 = NaN, and every weight became NaN in 20 steps.
+    graph = tf.Graph()
+    with graph.as_default():
+        tf.set_random_seed(0)
+        theta = tf.Variable(np.random.default_rng(0).normal(size=50).astype(np.float32))
+        noise = tf.random.normal([50], seed=1)
+        loss = tf.reduce_sum(0.5 * tf.square(theta) + theta * noise)
+        train = optimizer_class(0.1, beta=1e-17, use_kernel=use_kernel).minimize(loss)
+        init = tf.global_variables_initializer()
+    with tf.Session(graph=graph) as session:
+        session.run(init)
+        for _ in range(20):
+            session.run(train)
+        found = session.run(theta)
+    assert np.isfinite(found).all() and np.abs(found).max() < 10.0
+
+
 @pytest.mark.parametrize("momentum", [True, False], ids=["msvag", "svag"])
 def test_one_step_matches_the_literal_equations(momentum):
     rng = np.random.default_rng(11)

@@ -21,6 +21,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 from tasks.core.configfile import quote_value, read_config_yaml
 from tasks.core.errors import ConfigError
 from tasks.core.registry import MODEL_PARAMS, OPTIMIZER_PARAMS, resolve_params
+from tasks.core.storage import TEMP_MARKER
 
 DEFAULT_TARGETS = (0.85, 0.88)
 
@@ -29,11 +30,12 @@ SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 
 def check_safe_name(value: str, what: str) -> str:
-    """A name used as a path component: letters, digits, '_', '.', '-'; no '..', no separators."""
-    if not isinstance(value, str) or not SAFE_NAME.fullmatch(value) or ".." in value:
+    """A name used as a path component: letters, digits, '_', '.', '-'; no '..', no separators, and no
+    TEMP_MARKER ('.tmp-'), so that no target named after it can pass for a temp file."""
+    if not isinstance(value, str) or not SAFE_NAME.fullmatch(value) or ".." in value or TEMP_MARKER in value:
         raise ValueError(
             f"{what} {quote_value(value)} is not safe as a folder name: use 1-64 letters, digits, '_', '.' or '-', "
-            "starting with a letter or digit, and no '..'"
+            f"starting with a letter or digit, with no '..' and no '{TEMP_MARKER}' (it marks temp files)"
         )
     return value
 

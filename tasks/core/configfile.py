@@ -9,6 +9,7 @@ expands to 10^9 values). Values quoted in error messages are shortened.
 from __future__ import annotations
 
 import reprlib
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -115,14 +116,27 @@ def _construct_unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, 
 _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_unique_mapping)
 
 
+_NOT_FILES = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"))
+
+
+def _check_is_file(config_path: Path) -> None:
+    """A ConfigError unless `config_path` is a regular file (or a link to one): saying what it is instead."""
+    hint = "pass --config with the path of an experiment YAML such as configs/default.yaml"
+    try:
+        mode = config_path.stat().st_mode
+    except FileNotFoundError:
+        raise ConfigError(f"config file {config_path} not found; {hint}") from None
+    except OSError as exc:
+        raise ConfigError(f"config file {config_path} cannot be read ({exc.strerror or exc}); {hint}") from None
+    if not stat.S_ISREG(mode):
+        found = next((name for test, name in _NOT_FILES if test(mode)), "a device or other special file")
+        raise ConfigError(f"config file {config_path}: expected a YAML file, found {found}; {hint}")
+
+
 def read_config_yaml(path: str | Path) -> Any:
     """The YAML document of a config file, within the bounds above; every problem is a ConfigError."""
     config_path = Path(path)
-    if not config_path.is_file():
-        raise ConfigError(
-            f"config file {config_path} not found; pass --config with the path of an experiment YAML "
-            "such as configs/default.yaml"
-        )
+    _check_is_file(config_path)
     try:
         with open(config_path, "rb") as handle:
             data = handle.read(MAX_CONFIG_BYTES + 1)

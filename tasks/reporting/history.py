@@ -4,22 +4,29 @@ The history is a Parquet dataset under `history/`, partitioned by night (`date=Y
 per optimizer entry at its best grid point: the rows of that night's report table. Writing a night
 replaces its partition atomically, so rerunning a night never duplicates it. History is written outside
 any task's output folder, so each write first sweeps the temp files that killed writers left in it.
+
+Each partition carries, in its Parquet metadata, the sha256 of its night and rows (`partition_digest`),
+written in the same atomic write. A partition whose rows no longer match it was edited or damaged after
+the nightly wrote it: it is moved to `quarantine/` beside it and the read fails, naming it, so that no
+regression alert is raised or hidden by numbers nobody computed. The digest catches edits by hand or by a
+script; it is no signature, so it does not stop someone who recomputes it on purpose.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from tasks.core.errors import DataError
-from tasks.core.storage import atomic_path, sweep_temp_files
+from tasks.core.storage import atomic_path, quarantine, sweep_temp_files
 
 HISTORY_SCHEMA = pa.schema(
     [
@@ -35,6 +42,8 @@ HISTORY_SCHEMA = pa.schema(
     ]
 )
 PARTITION = "date"
+PARTITION_FILE = "summary.parquet"
+DIGEST_KEY = b"fmnist.history.sha256"  # Parquet key-value metadata: the partition's digest
 
 
 def partition_dir(history_dir: Path, date: str) -> Path:
@@ -42,35 +51,72 @@ def partition_dir(history_dir: Path, date: str) -> Path:
     return Path(history_dir) / f"{PARTITION}={date}"
 
 
+def partition_digest(date: str, rows: Sequence[dict[str, Any]]) -> str:
+    """sha256 of the night and its rows as stored (canonical JSON; floats as their exact repr)."""
+    canonical = json.dumps({PARTITION: date, "rows": list(rows)}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
 def write_night(history_dir: Path, date: str, table_rows: Sequence[dict[str, Any]]) -> Path:
-    """Store one night's report table rows as its history partition, replacing any earlier copy."""
+    """Store one night's report table rows as its history partition, with its digest, replacing any earlier copy."""
     rows = [{name: row.get(name) for name in HISTORY_SCHEMA.names} for row in table_rows]
-    path = partition_dir(history_dir, date) / "summary.parquet"
+    table = pa.Table.from_pylist(rows, schema=HISTORY_SCHEMA)
+    digest = partition_digest(date, table.to_pylist())  # of the values as stored, after the schema's casts
+    path = partition_dir(history_dir, date) / PARTITION_FILE
     sweep_temp_files(history_dir)
     with atomic_path(path, suffix=".parquet") as temp:
-        pq.write_table(pa.Table.from_pylist(rows, schema=HISTORY_SCHEMA), temp)
+        pq.write_table(table.replace_schema_metadata({DIGEST_KEY: digest.encode()}), temp)
     return path
 
 
 def read_history(history_dir: Path) -> list[dict[str, Any]]:
-    """Every stored night's rows, each with its `date`, sorted by date then name."""
-    root = Path(history_dir)
-    if not any(root.glob(f"{PARTITION}=*/*.parquet")):
-        return []
-    try:
-        dataset = ds.dataset(
-            str(root),
-            format="parquet",
-            schema=HISTORY_SCHEMA.append(pa.field(PARTITION, pa.string())),
-            partitioning=ds.partitioning(pa.schema([(PARTITION, pa.string())]), flavor="hive"),
-            exclude_invalid_files=False,
-        )
-        rows = dataset.to_table().to_pylist()
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise DataError(
-            f"{root}: the nightly history cannot be read ({exc}); move the bad partition aside and rerun"
-        ) from None
+    """Every stored night's rows, each with its `date`, sorted by date then name.
+
+    A partition that fails its digest is quarantined, and a DataError names each one (see the module
+    docstring); the nights still standing are read as usual by the next call.
+    """
+    rows, refused = [], []
+    for path in sorted(Path(history_dir).glob(f"{PARTITION}=*/{PARTITION_FILE}")):
+        date = path.parent.name.partition("=")[2]
+        night, problem = _read_partition(path, date)
+        if problem is None:
+            rows += night
+        else:
+            refused.append(_quarantine_partition(path, date, problem))
+    if refused:
+        raise DataError(" ".join(refused))
     return sorted(rows, key=lambda row: (row[PARTITION], row["name"]))
+
+
+def _read_partition(path: Path, date: str) -> tuple[list[dict[str, Any]], str | None]:
+    """(the night's rows with their date, None), or ([], why the partition cannot be believed)."""
+    try:
+        dt.date.fromisoformat(date)
+        table = pq.read_table(path)
+    except ValueError:
+        return [], f"its folder {path.parent.name} names no date YYYY-MM-DD"
+    except (pa.ArrowInvalid, OSError) as exc:
+        return [], f"it cannot be read as Parquet ({exc})"
+    if not table.schema.equals(HISTORY_SCHEMA, check_metadata=False):
+        return [], f"expected the columns {HISTORY_SCHEMA.names}, found {table.schema.names}"
+    recorded = (table.schema.metadata or {}).get(DIGEST_KEY)
+    if recorded is None:
+        return [], "it has no digest (written before digests were recorded, or rewritten without it)"
+    night = table.to_pylist()
+    if recorded.decode("ascii", "replace") != partition_digest(date, night):
+        return [], "its rows or its night differ from those the nightly wrote (edited, or copied from another night)"
+    return [{**row, PARTITION: date} for row in night], None
+
+
+def _quarantine_partition(path: Path, date: str, problem: str) -> str:
+    """Move a partition that cannot be believed aside; the sentence of the DataError that says so."""
+    reason = f"{path}: the history of night {date} fails its digest check: {problem}"
+    moved = quarantine(path, reason)
+    return (
+        f"{reason}. Its numbers cannot be trusted for the regression check, so it was moved to {moved}. Re-derive "
+        f"that night from its own runs with `luigi --module pipeline NightlyHistory --date {date} --config <the "
+        "config>`, then rerun the nightly."
+    )
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,14 @@ import pyarrow.parquet as pq
 from tasks.core.errors import DataError, ReportError
 from tasks.core.faults import crash_point
 from tasks.core.runs import RunOnDisk
-from tasks.core.storage import atomic_open, atomic_path, ensure_dir, write_bytes_atomic, write_json_atomic
+from tasks.core.storage import (
+    atomic_open,
+    atomic_path,
+    ensure_dir,
+    remove_stale_files,
+    write_bytes_atomic,
+    write_json_atomic,
+)
 from tasks.data.arrays import load_arrays
 from tasks.data.dataset import CLASS_NAMES
 from tasks.reporting import comparison, figures, sections, stat_figures, statistics
@@ -192,9 +199,8 @@ def _figures(out_dir: Path, inputs: ReportInputs, numbers: _Numbers, images, lab
         write_bytes_atomic(target, source.read_bytes())
         extras.append({"title": heading, "path": f"{FIGURES}/{target.name}"})
     # A rebuild into the same dated folder (config edited the same day) must not leave figures of the old
-    # report lying beside the new one; the folder is ours, and only its PNGs are touched.
-    for stale in set((out_dir / FIGURES).glob("*.png")) - set(written.values()):
-        stale.unlink(missing_ok=True)
+    # report lying beside the new one; only plain PNGs of ours are touched (no link, no writer's temp file).
+    remove_stale_files(out_dir / FIGURES, set(written.values()), ".png")
     crash_point("report.figures-written")
     return written, best_context, extras
 

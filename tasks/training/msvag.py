@@ -23,10 +23,15 @@ elementwise, per coordinate i of the parameters θ, and t = 1, 2, ... counts the
   fused kernel plain SGD uses.
 - m and v are updated in place, as m_t = m_{t-1} - (1-β)(m_{t-1} - g_t) (likewise v), by that same kernel:
   no copy into the slot, and the product with 1-β is rounded exactly as a separate multiply would be.
-- ρ_t is capped at `RHO_CAP` < 1, since ρ_1 = 1 would divide by zero.
-- s_1 = 0, i.e. w_1 = 0. At t = 1, v̂ - m̂² is exactly 0 in exact arithmetic, but its float32 rounding
-  noise divided by 1 - RHO_CAP (about 1e-7) would make γ_1 a random number; with s_1 = 0 the first step
-  is a plain (bias-corrected) SGD step, as the equations give.
+- s_1 = 0, i.e. w_1 = 0: at t = 1, ρ_1 = 1 and v̂ - m̂² is 0 in exact arithmetic (one gradient has no
+  variance), so s_1 is 0/0; its float32 rounding noise over 1 - ρ_1 would make γ_1 a random number. With
+  s_1 = 0 the first step is a plain (bias-corrected) SGD step.
+- ρ_t is capped at `RHO_CAP` = 1 - 1e-7, so w_t stays finite (at most about 1e7). For t >= 2,
+  ρ_t = (1-β)(1+β^t) / ((1+β)(1-β^t)) falls with t, so ρ_2 = (1+β²)/(1+β)² is its largest value, and the cap
+  binds only where β < 5e-8 (ρ_2 ≈ 1 - 2β); at β = 0.9, ρ_2 = 0.501. Below β ≈ 5e-17, ρ_t rounds to exactly
+  1 in float64: without the cap w_t = inf, inf·0 = NaN wherever c v_t - m_t² is 0, and every weight turns
+  NaN (the schema allows any β in (0, 1)). At such β, m_t is g_t to float32 precision and the variance
+  estimate is rounding noise whatever the cap; the cap only keeps it finite.
 - s_t >= 0: v̂ - m̂² is a weighted variance, so only cancellation can make it negative. Then γ is in
   [0, 1] by construction (w_t >= 0), also after rounding.
 - Overflow yields no NaN, without a NaN test (a NaN mask and a select cost about as much as five of the

@@ -13,6 +13,11 @@ links against one TF build. An upgrade of TF therefore looks for a new file, and
 Importing this module loads no TensorFlow and no library: the Luigi worker imports the task modules before
 it forks (pipeline/warm.py), and the library is loaded in the task's own process, when an optimizer is
 built (`variance_adapted_step_op`).
+
+A library is loaded only when its stamp vouches for it: built from the current source, and the library's
+own sha256 as its build recorded it. dlopen of damaged bytes is not an error one can catch (a truncated
+file dies of SIGBUS), so the bytes are checked first; a library that loads but holds no VarianceAdaptedStep
+op (a foreign one) counts as failing to load. Each of these falls back, with one warning.
 """
 
 from __future__ import annotations
@@ -25,11 +30,14 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from tasks.core.storage import sha256_file
+
 LOG = logging.getLogger(__name__)
 
 PURE_TF_ENV = "FMNIST_PURE_TF"
 SOURCE = Path(__file__).with_name("variance_adapted_step.cc")
 LIBRARY_NAME = "variance_adapted_step.so"
+OP_FUNCTION = "variance_adapted_step"  # the Python function TF makes of the VarianceAdaptedStep op
 BUILD_ROOT = Path(__file__).resolve().parents[3] / "build" / "kernels"
 
 _libraries: dict[Path, Any] = {}  # path → the loaded module, or None where loading failed (warned once)
@@ -42,16 +50,26 @@ def library_path(tf_version: str) -> Path:
 
 
 def stamp_path(library: Path) -> Path:
-    """The build's record beside the library: the sha256 of the source it was built from, and the command."""
+    """The build's record beside the library: the sha256 of the source it was built from, the command, and
+    the sha256 of the library it wrote (`library_sha256`)."""
     return library.with_name(library.name + ".json")
 
 
 def read_stamp(library: Path) -> dict | None:
-    """The stamp of `library` (see `stamp_path`), or None if it is missing or unreadable."""
+    """The stamp of `library` (see `stamp_path`), or None if it is missing, unreadable or not a JSON object."""
     try:
-        return json.loads(stamp_path(library).read_text())
+        stamp = json.loads(stamp_path(library).read_text())
     except (OSError, ValueError):
         return None
+    return stamp if isinstance(stamp, dict) else None
+
+
+def library_matches_stamp(library: Path, stamp: dict) -> bool:
+    """True when the bytes of `library` are those its build recorded in `stamp` (never trust a loadable name)."""
+    try:
+        return stamp.get("library_sha256") == sha256_file(library)
+    except OSError:
+        return False
 
 
 def source_sha256() -> str:
@@ -110,17 +128,27 @@ def _load(path: Path) -> Any:
             fallback,
         )
         return None
-    try:
-        return tf.load_op_library(str(path))
-    except (tf.errors.OpError, OSError) as error:
+    if not library_matches_stamp(path, stamp):
+        # Checked before dlopen: loading a truncated or overwritten library can kill the process (SIGBUS).
         LOG.warning(
-            "fused M-SVAG/SVAG kernel %s failed to load (%s: %s); rebuild it with `make kernels`. %s",
+            "fused M-SVAG/SVAG kernel %s does not match the sha256 its build recorded (truncated, replaced, or "
+            "built before the stamp recorded it); run `make kernels`. %s",
             path,
-            type(error).__name__,
-            str(error).strip(),
             fallback,
         )
         return None
+    try:
+        library = tf.load_op_library(str(path))
+    except (tf.errors.OpError, OSError) as error:
+        problem = f"{type(error).__name__}: {str(error).strip()}"
+    else:
+        if hasattr(library, OP_FUNCTION):
+            return library
+        problem = "it holds no VarianceAdaptedStep op: not this project's library"
+    LOG.warning(
+        "fused M-SVAG/SVAG kernel %s failed to load (%s); rebuild it with `make kernels`. %s", path, problem, fallback
+    )
+    return None
 
 
 def variance_adapted_step_op() -> Any:
@@ -130,4 +158,4 @@ def variance_adapted_step_op() -> Any:
     from tasks.training.tf1 import tf
 
     library = load_library(library_path(tf.__version__))
-    return None if library is None else library.variance_adapted_step
+    return None if library is None else getattr(library, OP_FUNCTION)

@@ -14,10 +14,11 @@ The flags, and why they matter (variance_adapted_step.cc explains the arithmetic
 - TensorFlow's own `tf.sysconfig` compile and link flags: its headers, its C++ ABI, its Eigen alignment, and
   libtensorflow_framework, so the op registers with the running TF.
 
-Up to date means: the library exists and was built from this source with this exact command (both are in
-the stamp beside it, `<library>.json`; the loader refuses a library built from another source). It is
-compiled to a temporary file, loaded once as a check, then renamed into place, so no process ever loads a
-half-written library.
+Up to date means: the library exists, was built from this source with this exact command, and has the
+bytes that build wrote (all three are in the stamp beside it, `<library>.json`; the loader refuses a library
+built from another source or whose bytes differ). It is compiled to a temporary file, loaded once as a
+check, then renamed into place, so no process ever loads a half-written library. Every build first sweeps
+the temp files that killed builds left in its folder (tasks.core.storage.sweep_temp_files).
 """
 
 from __future__ import annotations
@@ -29,8 +30,15 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tasks.core.storage import atomic_path, write_json_atomic
-from tasks.training.kernels import SOURCE, library_path, read_stamp, source_sha256, stamp_path
+from tasks.core.storage import atomic_path, ensure_dir, sha256_file, sweep_temp_files, write_json_atomic
+from tasks.training.kernels import (
+    SOURCE,
+    library_matches_stamp,
+    library_path,
+    read_stamp,
+    source_sha256,
+    stamp_path,
+)
 
 OPTIMISATION_FLAGS = ("-O2", "-fvect-cost-model=dynamic", "-ffp-contract=off")
 BASE_FLAGS = ("-std=c++17", "-shared", "-fPIC")
@@ -69,7 +77,9 @@ def build(compiler: str | None = None, *, force: bool = False) -> int:
         "source_sha256": source_sha256(),
         "command": compile_command(compiler, SOURCE, output, compile_flags, link_flags),
     }
-    if not force and output.is_file() and read_stamp(output) == stamp:
+    sweep_temp_files(ensure_dir(output.parent))  # what killed builds left here
+    recorded = read_stamp(output) or {}
+    if not force and {key: recorded.get(key) for key in stamp} == stamp and library_matches_stamp(output, recorded):
         return 0
     try:
         # Built under a temp name beside the library, swept like any other dead writer's temp file, and
@@ -87,6 +97,7 @@ def build(compiler: str | None = None, *, force: bool = False) -> int:
             except (tf.errors.OpError, OSError) as error:
                 raise _BuildFailed(f"error: {SOURCE} compiled, but the library does not load: {error}") from None
             temporary.chmod(0o755)
+            stamp["library_sha256"] = sha256_file(temporary)
     except _BuildFailed as failure:
         print(failure, file=sys.stderr)
         return 1
