@@ -6,6 +6,7 @@ predictions on a tiny synthetic test set, passed through the same scoring code e
 
 from __future__ import annotations
 
+import hashlib
 import json
 from html.parser import HTMLParser
 from pathlib import Path
@@ -17,7 +18,7 @@ import pytest
 import scipy.stats
 
 from tasks.core.config import ModelConfig, SplitConfig, TrainingConfig
-from tasks.core.runfolder import RunFolder
+from tasks.core.runfolder import EVALUATION_SCHEMA_VERSION, PREDICTIONS_PARQUET, RunFolder, encode_predictions
 from tasks.core.runs import RUN_SCHEMA_VERSION, OptimizerSettings, RunOnDisk, RunSettings, RunSpec
 from tasks.data.arrays import load_arrays, write_arrays
 from tasks.evaluation.evaluate import score_predictions, summarize_metrics
@@ -27,7 +28,7 @@ from tasks.reporting.report import ReportInputs
 from tasks.reporting.targets import summarize
 from tests.synthetic import make_images_labels
 
-TEST_ROWS = 200  # accuracies below are multiples of 1/200
+TEST_ROWS = 2000  # accuracies below are multiples of 1/200 (and so of 1/2000)
 EPOCHS = 4
 
 # (entry name, registry name, params, seconds per epoch, {learning rate: [(seed, final val acc, test acc) or
@@ -158,7 +159,7 @@ def write_run(
     }
     (run_dir / "run.json").write_text(json.dumps(run))
     evaluation = {
-        "schema_version": 1,
+        "schema_version": EVALUATION_SCHEMA_VERSION,
         "run_hash": run_hash,
         "seed": seed,
         "status": run["status"],
@@ -173,6 +174,13 @@ def write_run(
         predictions = labels.astype(np.int64).copy()
         predictions[:wrong] = (predictions[:wrong] + 1 + seed) % 10
         evaluation["test"] = score_predictions(labels, predictions, 0.3 + (1 - outcome[2]), max_misclassified=100)
+        encoded = encode_predictions(predictions)
+        (run_dir / PREDICTIONS_PARQUET).write_bytes(encoded)
+        evaluation["predictions"] = {
+            "file": PREDICTIONS_PARQUET,
+            "rows": len(predictions),
+            "sha256": hashlib.sha256(encoded).hexdigest(),
+        }
     (run_dir / "evaluation.json").write_text(json.dumps(evaluation))
     return {
         "spec": spec,
@@ -257,19 +265,55 @@ class TableParser(HTMLParser):
             self._cell[1].append(data)
 
 
-def assert_recomputable_from_summary(out: dict, runs: list[dict], **statistics_inputs) -> None:
-    """build_report's statistics and times to target equal a recomputation from summary.parquet alone.
+def run_correctness(runs: list[dict], test_arrow: Path, rows: list[dict]) -> dict:
+    """(entry, seed) → 0/1 per test image of every chosen completed row, from the runs' predictions.parquet."""
+    _, labels = load_arrays(test_arrow)
+    by_key = {(run["name"], run["seed"], run["run_hash"]): run for run in runs}
+    vectors = {}
+    for row in rows:
+        if row["chosen"] and row["status"] == "completed":
+            run = by_key[row["name"], row["seed"], row["run_hash"]]
+            vectors[row["name"], row["seed"]] = (
+                RunFolder(run["run_dir"], run["run_hash"], run["seed"]).predictions() == labels
+            )
+    return vectors
 
-    `statistics_inputs` are what compute needs beyond the rows (per-example correctness, the split flag);
-    the margin is read back from the report. Then, independently of the report's code: the means, the
-    paired t-tests, the Bonferroni adjustment and the simultaneous t intervals (by scipy.stats.t.ppf),
-    and every run's time to target read straight from its metrics.parquet.
+
+def _two_way_interval(matrix: np.ndarray, confidence: float) -> tuple[float, float]:
+    """A seeds × images interval recomputed by hand: ANOVA sums of squares, Satterthwaite, the combined df."""
+    n, images = matrix.shape
+    grand = matrix.mean()
+    ss_seeds = images * ((matrix.mean(axis=1) - grand) ** 2).sum()
+    ss_images = n * ((matrix.mean(axis=0) - grand) ** 2).sum()
+    ss_residual = ((matrix - grand) ** 2).sum() - ss_seeds - ss_images
+    ms = (ss_seeds / (n - 1), ss_images / (images - 1), max(ss_residual, 0.0) / ((n - 1) * (images - 1)))
+    if ms[1] <= ms[2]:
+        variance, df = ms[0] / (n * images), n - 1
+    else:
+        variance = (ms[0] + ms[1] - ms[2]) / (n * images)
+        dfs = (n - 1, images - 1, (n - 1) * (images - 1))
+        satterthwaite = (ms[0] + ms[1] - ms[2]) ** 2 / sum(m**2 / d for m, d in zip(ms, dfs))
+        df = np.sqrt((n - 1) * satterthwaite)
+    half = scipy.stats.t.ppf((1 + confidence) / 2, df) * np.sqrt(variance)
+    return grand - half, grand + half
+
+
+def assert_recomputable_from_summary(out: dict, runs: list[dict], test_arrow: Path, **statistics_inputs) -> None:
+    """build_report's statistics and times to target equal a recomputation from summary.parquet and the runs'
+    predictions.parquet alone.
+
+    `statistics_inputs` are what compute needs beyond them (the split flag, a seed plan); the margin is read
+    back from the report. Then, independently of the report's code: the means, the Bonferroni adjustment, the
+    simultaneous intervals over seeds × test images (sums of squares by hand, scipy.stats.t.ppf), and every
+    run's time to target read straight from its metrics.parquet.
     """
     reported = json.loads(json.dumps({key: out[key] for key in ("statistics", "time_to_target")}, allow_nan=False))
     table = pq.read_table(out["summary"])
     rows = table.to_pylist()
     margin = reported["statistics"]["equivalence_margin"]
-    assert statistics.compute(rows, margin=margin, **statistics_inputs) == reported["statistics"]
+    correctness = run_correctness(runs, test_arrow, rows)
+    computed = statistics.compute(rows, margin=margin, correctness=correctness, **statistics_inputs)
+    assert computed == reported["statistics"]
     assert summarize(rows, summary_targets(table.schema)) == reported["time_to_target"]
     chosen = [row for row in rows if row["chosen"] and row["status"] == "completed"]
     scores = {
@@ -280,14 +324,9 @@ def assert_recomputable_from_summary(out: dict, runs: list[dict], **statistics_i
     tested = [p for p in reported["statistics"]["pairs"] if p["p_value"] is not None]
     for pair in tested:
         seeds = sorted(set(scores[pair["a"]]) & set(scores[pair["b"]]))
-        a, b = ([scores[name][seed] for seed in seeds] for name in (pair["a"], pair["b"]))
         assert pair["p_value_bonferroni"] == pytest.approx(min(1.0, len(tested) * pair["p_value"]), rel=1e-12)
-        if "correctness" in statistics_inputs:
-            continue  # p-values and intervals then include the test sample: tests/test_intervals.py checks those
-        assert pair["p_value"] == pytest.approx(scipy.stats.ttest_rel(a, b).pvalue, rel=1e-9)
-        d = np.subtract(a, b)
-        half = scipy.stats.t.ppf(1 - 0.05 / (2 * len(tested)), d.size - 1) * d.std(ddof=1) / np.sqrt(d.size)
-        expected = (d.mean() - half, d.mean() + half)
+        matrix = np.stack([correctness[pair["a"], seed].astype(float) - correctness[pair["b"], seed] for seed in seeds])
+        expected = _two_way_interval(matrix, 1 - 0.05 / len(tested))
         assert (pair["simultaneous_ci_low"], pair["simultaneous_ci_high"]) == pytest.approx(expected, rel=1e-9)
     for row, run in zip(rows, runs):
         metrics = pq.read_table(run["run_dir"] / "metrics.parquet").to_pydict()

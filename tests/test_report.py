@@ -40,7 +40,8 @@ def report(tmp_path_factory):
     html = out["html"].read_text()
     parser = TableParser()
     parser.feed(html)
-    return {"out": out, "runs": runs, "html": html, "parser": parser, "markdown": out["markdown"].read_text()}
+    markdown = out["markdown"].read_text()
+    return {"out": out, "runs": runs, "html": html, "parser": parser, "markdown": markdown, "test_arrow": test_arrow}
 
 
 def _selected(name: str, rate: float) -> list[tuple]:
@@ -219,4 +220,4 @@ def test_no_sgd_single_rate_and_all_diverged_entry(tmp_path):
 
 
 def test_report_json_numbers_are_recomputed_exactly_from_summary_parquet_alone(report):
-    assert_recomputable_from_summary(report["out"], report["runs"])
+    assert_recomputable_from_summary(report["out"], report["runs"], report["test_arrow"])

@@ -6,7 +6,6 @@ and 1, beats momentum and sgd on every seed; momentum and sgd cannot be told apa
 
 from __future__ import annotations
 
-import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from markupsafe import escape
@@ -22,6 +21,7 @@ from tests.report_fixtures import (
     TableParser,
     assert_recomputable_from_summary,
     build_kwargs,
+    run_correctness,
     write_scenario,
     write_test_arrow,
 )
@@ -36,11 +36,11 @@ def stats_report(tmp_path_factory):
     out = build_report(root / "out", **build_kwargs(root, runs, test_arrow, tuning=STATS_TUNING, targets=(0.85, 0.88)))
     parser = TableParser()
     parser.feed(out["html"].read_text())
-    return {"out": out, "runs": runs, "html": out["html"].read_text(), "parser": parser}
+    return {"out": out, "runs": runs, "html": out["html"].read_text(), "parser": parser, "test_arrow": test_arrow}
 
 
 def test_report_json_numbers_are_recomputed_exactly_from_summary_parquet_alone(stats_report):
-    assert_recomputable_from_summary(stats_report["out"], stats_report["runs"])
+    assert_recomputable_from_summary(stats_report["out"], stats_report["runs"], stats_report["test_arrow"])
 
 
 def test_which_optimizer_is_better_comes_first_and_answers_with_the_data(stats_report):
@@ -72,16 +72,21 @@ def test_which_optimizer_is_better_comes_first_and_answers_with_the_data(stats_r
     ]
     assert optimizer_rows["sgd"][1:3] == ["4", "1"]
     variance = {row[0][1]: [text for _, text in row] for row in tables["variance"][1:]}
+    total = (adam["se_seeds"] ** 2 + adam["se_test"] ** 2) ** 0.5
     assert variance["adam"] == [
         "adam",
         "5",
         f"{100 * adam['sd_seeds']:.2f} pts",
         f"{100 * adam['se_seeds']:.2f} pts",
-        "not measured",
-        f"{100 * adam['se_seeds']:.2f} pts",
-        "n/a",
+        f"{100 * adam['se_test']:.2f} pts",
+        f"{100 * total:.2f} pts",
+        f"{adam['se_test'] ** 2 / total**2:.0%}",
     ]
-    assert "they include the noise of <strong>seeds (initialization, data order) only, test images held fixed" in html
+    # Every run's predictions.parquet is read, so the intervals include the test sample, and say so.
+    assert (
+        adam["se_test"] > 0
+        and "they include the noise of <strong>seeds (initialization, data order) and test images" in html
+    )
     pair_rows = {(row[0][1], row[1][1]): [text for _, text in row] for row in tables["pairs"][1:]}
     low, high = (100 * pairs["adam", "momentum"][key] for key in ("simultaneous_ci_low", "simultaneous_ci_high"))
     assert pair_rows["adam", "momentum"][5] == f"[{low:.2f}, {high:.2f}]"
@@ -119,41 +124,32 @@ def test_a_tuned_entry_shows_its_grid_the_chosen_rate_and_the_rule(stats_report,
         build_report(tmp_path / "out", **build_kwargs(tmp_path, runs, test_arrow, targets=(0.85, 1.5)))
 
 
-def fixture_correctness(runs: list[dict]) -> dict:
-    """Per-example correctness of report_fixtures' runs: write_run gets its first `wrong` test images wrong."""
-    vectors = {}
-    for run in runs:
-        test = run["evaluation"]["test"]
-        if test is None:
-            continue
-        correct = np.ones(TEST_ROWS, dtype=bool)
-        correct[: round((1 - test["accuracy"]) * TEST_ROWS)] = False
-        vectors[run["name"], run["seed"]] = correct
-    return vectors
-
-
 def test_a_report_with_per_example_correctness_and_a_seed_plan_names_every_source_and_each_pairs_seeds(
     stats_report, tmp_path
 ):
-    runs = stats_report["runs"]
-    test_arrow = write_test_arrow(tmp_path / "test.arrow")
-    vectors = fixture_correctness(runs)
+    runs, test_arrow = stats_report["runs"], stats_report["test_arrow"]
     rows = pq.read_table(stats_report["out"]["summary"]).to_pylist()
+    # The correctness the report reads from each run's predictions.parquet: write_run gets its first images wrong.
+    vectors = run_correctness(runs, test_arrow, rows)
+    for row in rows:
+        if (row["name"], row["seed"]) in vectors:
+            wrong = round((1 - row["test_accuracy"]) * TEST_ROWS)
+            assert vectors[row["name"], row["seed"]].tolist() == [False] * wrong + [True] * (TEST_ROWS - wrong)
     plan = seed_plan(pilot_rows(rows, 3), margin=0.002, max_seeds=5, correctness=vectors)
     out = build_report(
         tmp_path / "out",
-        **build_kwargs(
-            tmp_path, runs, test_arrow, tuning=STATS_TUNING, correctness=vectors, split_varies=True, seed_plan=plan
-        ),
+        **build_kwargs(tmp_path, runs, test_arrow, tuning=STATS_TUNING, split_varies=True, seed_plan=plan),
     )
-    assert_recomputable_from_summary(out, runs, correctness=vectors, split_varies=True, plan=plan)
+    assert_recomputable_from_summary(out, runs, test_arrow, split_varies=True, plan=plan)
     html = out["html"].read_text()
     parser = TableParser()
     parser.feed(html)
     assert "seeds (initialization, data order, validation split) and test images" in html
     variance = {row[0][1]: [text for _, text in row] for row in parser.tables["variance"][1:]}
     adam = out["statistics"]["optimizers"]["adam"]
-    assert variance["adam"][4] == f"{100 * adam['se_test']:.2f} pts" and adam["se_test"] > 0.01  # 200 images
+    assert (
+        variance["adam"][4] == f"{100 * adam['se_test']:.2f} pts" and adam["se_test"] > 0.005
+    )  # 2,000 images: about the binomial SE
     header = [text for _, text in parser.tables["pairs"][0]]
     assert header[-1] == "Seeds planned, and why"
     for row, pair in zip(parser.tables["pairs"][1:], out["statistics"]["pairs"]):

@@ -10,11 +10,15 @@ written it. No TensorFlow here: `finished` is asked at scheduling time, for ever
       metrics.parquet      one row per completed epoch
       attempts.json        every start of training in this folder (bookkeeping)
       checkpoints/         epoch-NNNN.index, epoch-NNNN.data-*, latest.json (the only pointer a resume trusts)
+      predictions.parquet  evaluation's per-example test predictions (uint8, test-file row order), hashed in
+                           evaluation.json
       evaluation.json      evaluation's record, written last by evaluation
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import re
 import stat
@@ -33,6 +37,9 @@ from tasks.core.errors import RunFolderError
 RUN_JSON = "run.json"
 METRICS_PARQUET = "metrics.parquet"
 EVALUATION_JSON = "evaluation.json"
+PREDICTIONS_PARQUET = "predictions.parquet"
+# The evaluation.json whose completed runs carry their per-example predictions (older ones are scored again).
+EVALUATION_SCHEMA_VERSION = 2
 CHECKPOINT_DIR = "checkpoints"
 LATEST_JSON = "latest.json"
 # What training writes into run.json's status; anything else is not a finished run.
@@ -47,6 +54,8 @@ METRICS_SCHEMA = pa.schema(
     ]
 )
 METRIC_COLUMNS = tuple(METRICS_SCHEMA.names)
+# One row per test image, in the test file's row order: the class the model predicted.
+PREDICTIONS_SCHEMA = pa.schema([("prediction", pa.uint8())])
 
 _DATA_SHARD = re.compile(r"\.data-(\d{5})-of-(\d{5})$")
 _LATEST_KEYS = ("epoch", "prefix", "weights_sha256", "variables", "run_hash", "seed")
@@ -139,6 +148,10 @@ class RunFolder:
     @property
     def checkpoint_dir(self) -> Path:
         return self.path / CHECKPOINT_DIR
+
+    @property
+    def predictions_path(self) -> Path:
+        return self.path / PREDICTIONS_PARQUET
 
     # -- training's record --------------------------------------------------------------------------
 
@@ -288,7 +301,43 @@ class RunFolder:
                 f"{self.evaluation_json}: status {data.get('status')!r} disagrees with run.json's "
                 f"{record.status!r}; delete evaluation.json and rerun EvaluateRun"
             )
+        if not record.diverged:
+            if data.get("schema_version") != EVALUATION_SCHEMA_VERSION:
+                raise RunFolderError(
+                    f"{self.evaluation_json}: schema_version {data.get('schema_version')!r}, expected "
+                    f"{EVALUATION_SCHEMA_VERSION} (with per-example predictions); EvaluateRun scores the run again"
+                )
+            self._checked_predictions(data)
         return EvaluationRecord(self.run_hash, self.seed, record.status, _frozen(data))
+
+    def predictions(self) -> np.ndarray:
+        """The per-example test predictions of a scored run (uint8, test-file row order), checked against the
+        sha256 and row count evaluation.json records for them."""
+        return self._checked_predictions(self.evaluation().data)
+
+    def _checked_predictions(self, evaluation: Mapping[str, Any]) -> np.ndarray:
+        named = evaluation.get("predictions")
+        test = evaluation.get("test")
+        if not isinstance(named, Mapping) or not isinstance(test, Mapping):
+            raise RunFolderError(f"{self.evaluation_json}: a completed run's record names no predictions or scores")
+        try:
+            data = self.predictions_path.read_bytes()
+        except FileNotFoundError:
+            raise RunFolderError(f"{self.predictions_path} not found; EvaluateRun writes it again") from None
+        except OSError as exc:
+            raise RunFolderError(f"{self.predictions_path}: cannot read it ({exc})") from None
+        found = hashlib.sha256(data).hexdigest()
+        if found != named.get("sha256"):
+            raise RunFolderError(
+                f"{self.predictions_path}: sha256 {found}, but {EVALUATION_JSON} records {named.get('sha256')!r}; "
+                "it is not the file evaluation wrote: EvaluateRun scores the run again"
+            )
+        predictions = decode_predictions(data, self.predictions_path)
+        if len(predictions) != test.get("examples"):
+            raise RunFolderError(
+                f"{self.predictions_path}: {len(predictions)} rows, expected the {test.get('examples')} test examples"
+            )
+        return predictions
 
     def evaluation_problem(self) -> str | None:
         """Why the folder holds no standing evaluation of this run (see `evaluation`); None when it does."""
@@ -316,6 +365,26 @@ def metric_arrays(rows: list[Mapping[str, Any]]) -> dict[str, np.ndarray]:
     }
     order = np.argsort(columns["epoch"], kind="stable")
     return {name: values[order] for name, values in columns.items()}
+
+
+def encode_predictions(predictions: np.ndarray) -> bytes:
+    """The predictions.parquet bytes of per-example predictions (classes, checked by evaluation), in memory:
+    hashed, then written."""
+    values = np.asarray(predictions)
+    sink = io.BytesIO()
+    pq.write_table(pa.table({"prediction": values.astype(np.uint8)}, schema=PREDICTIONS_SCHEMA), sink)
+    return sink.getvalue()
+
+
+def decode_predictions(data: bytes, source: Path) -> np.ndarray:
+    """Per-example predictions from predictions.parquet bytes; RunFolderError naming `source` when unusable."""
+    try:
+        table = pq.read_table(io.BytesIO(data))
+    except (pa.ArrowException, OSError) as exc:
+        raise RunFolderError(f"{source}: not a readable Parquet file ({exc})") from None
+    if not table.schema.equals(PREDICTIONS_SCHEMA):
+        raise RunFolderError(f"{source}: expected the column 'prediction' (uint8), found {table.schema}")
+    return table.column("prediction").to_numpy(zero_copy_only=False).astype(np.uint8)
 
 
 def read_latest(checkpoint_dir: Path) -> dict[str, Any] | None:

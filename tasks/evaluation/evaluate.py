@@ -9,6 +9,7 @@ scored, so the metrics helpers here stay cheap for the report.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Mapping
 from pathlib import Path
@@ -19,13 +20,17 @@ import numpy as np
 from tasks.core.config import ModelConfig
 from tasks.core.errors import DataError, EvaluationError, RunFolderError
 from tasks.core.faults import crash_point
-from tasks.core.runfolder import RunFolder, RunRecord
+from tasks.core.runfolder import (
+    EVALUATION_SCHEMA_VERSION,
+    PREDICTIONS_PARQUET,
+    RunFolder,
+    RunRecord,
+    encode_predictions,
+)
 from tasks.core.runs import RunSettings
-from tasks.core.storage import write_json_atomic
+from tasks.core.storage import write_bytes_atomic, write_json_atomic
 from tasks.data.arrays import load_arrays
 from tasks.data.dataset import NUM_CLASSES
-
-EVALUATION_SCHEMA_VERSION = 1
 
 
 def _finite(value: Any) -> float | None:
@@ -60,7 +65,12 @@ def summarize_metrics(metrics: dict[str, np.ndarray]) -> dict[str, Any] | None:
     }
 
 
-def score_run(
+def score_run(run_dir: Path, test_arrow: Path, **scoring: Any) -> dict[str, Any]:
+    """The evaluation record of one run, without writing anything (arguments: see `_score`)."""
+    return _score(run_dir, test_arrow, **scoring)[0]
+
+
+def _score(
     run_dir: Path,
     test_arrow: Path,
     *,
@@ -72,8 +82,9 @@ def score_run(
     device: str = "auto",
     batch_size: int = 2000,
     max_misclassified: int = 100,
-) -> dict[str, Any]:
-    """The evaluation record of run (run_hash, seed): metrics summary plus test-set scores (None when diverged).
+) -> tuple[dict[str, Any], np.ndarray | None]:
+    """The evaluation record of run (run_hash, seed) — metrics summary plus test-set scores (None when
+    diverged) — and its per-example predictions (None for a diverged run).
 
     `settings` are the run's settings (tasks.core.runs.run_settings); the model is built from them.
     `device` is the `[pipeline] device` setting; the record's `device` is the one scoring used (None: no
@@ -105,7 +116,7 @@ def score_run(
     if folder.metrics_path.exists() or not run.diverged:
         result["metrics"] = summarize_metrics(folder.metrics())
     if run.diverged:
-        return result  # a diverged run has no trustworthy weights: no test numbers are made up
+        return result, None  # a diverged run has no trustworthy weights: no test numbers are made up
     images, labels = _test_set(Path(test_arrow))
     predictions, loss, result["device"] = _predict(
         settings.model,
@@ -118,7 +129,7 @@ def score_run(
         device=device,
     )
     result["test"] = score_predictions(labels, predictions, loss, max_misclassified=max_misclassified)
-    return result
+    return result, predictions
 
 
 def _finished_run(folder: RunFolder) -> RunRecord:
@@ -173,10 +184,20 @@ def score_predictions(
 
 
 def evaluate_run(run_dir: Path, test_arrow: Path, **scoring: Any) -> dict[str, Any]:
-    """Score the run (score_run's arguments), then write its evaluation.json last, atomically."""
-    result = score_run(run_dir, test_arrow, **scoring)
+    """Score the run (score_run's arguments), write its per-example predictions, then its evaluation.json last,
+    atomically; evaluation.json records the predictions' sha256, so a changed file is never believed."""
+    result, predictions = _score(run_dir, test_arrow, **scoring)
     crash_point("evaluate.scored")
-    write_json_atomic(RunFolder(Path(run_dir), scoring["run_hash"], scoring["seed"]).evaluation_json, result)
+    folder = RunFolder(Path(run_dir), scoring["run_hash"], scoring["seed"])
+    if predictions is not None:
+        encoded = encode_predictions(predictions)
+        write_bytes_atomic(folder.predictions_path, encoded)
+        result["predictions"] = {
+            "file": PREDICTIONS_PARQUET,
+            "rows": int(len(predictions)),
+            "sha256": hashlib.sha256(encoded).hexdigest(),
+        }
+    write_json_atomic(folder.evaluation_json, result)
     return result
 
 

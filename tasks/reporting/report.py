@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow.parquet as pq
 
 from tasks.core.errors import DataError, ReportError
@@ -57,10 +58,10 @@ class ReportInputs:
     extra_figures: Sequence[tuple[str, Path]] = ()
     targets: Sequence[float] = DEFAULT_TARGETS
     tuning: Mapping[str, Any] | None = None
-    # For tasks.reporting.statistics: the practical margin, per-example test correctness by (entry, seed),
-    # whether the validation split varies with the seed, and the seed plan of an adaptive design.
+    # For tasks.reporting.statistics: the practical margin, whether the validation split varies with the
+    # seed, and the seed plan of an adaptive design. Per-example test correctness comes from each run's
+    # predictions.parquet (read through its RunFolder), so every interval includes the test sample.
     equivalence_margin: float = statistics.EQUIVALENCE_MARGIN
-    correctness: statistics.Correctness | None = None
     split_varies: bool = False
     seed_plan: Mapping[str, Any] | None = None
 
@@ -103,13 +104,13 @@ def build_report(out_dir: Path, inputs: ReportInputs) -> dict[str, Any]:
     """
     if not inputs.runs:
         raise ReportError(f"{out_dir}: no runs to report; the config must name at least one run")
-    numbers = _numbers(inputs)
-    out_dir = ensure_dir(out_dir)
-    ensure_dir(out_dir / FIGURES)
     try:
         images, labels = load_arrays(inputs.test_arrow)
     except DataError as exc:
         raise ReportError(f"cannot read the test images for the report: {exc}") from None
+    numbers = _numbers(inputs, labels)
+    out_dir = ensure_dir(out_dir)
+    ensure_dir(out_dir / FIGURES)
     written, best_context, extras = _figures(out_dir, inputs, numbers, images, labels)
     summary_path = out_dir / "summary.parquet"
     with atomic_path(summary_path, suffix=".parquet") as temp:
@@ -133,8 +134,9 @@ def build_report(out_dir: Path, inputs: ReportInputs) -> dict[str, Any]:
     }
 
 
-def _numbers(inputs: ReportInputs) -> _Numbers:
-    """Compare the runs, then compute statistics and times to target from the summary rows alone."""
+def _numbers(inputs: ReportInputs, labels: np.ndarray) -> _Numbers:
+    """Compare the runs, then compute statistics and times to target from the summary rows (and each chosen
+    run's per-example correctness on the test labels)."""
     targets = check_targets(inputs.targets)
     compared = comparison.compare(inputs.runs)
     tuning = check_tuning(inputs.tuning, compared.best_points)
@@ -146,7 +148,7 @@ def _numbers(inputs: ReportInputs) -> _Numbers:
     stats = statistics.compute(
         summary_rows,
         margin=inputs.equivalence_margin,
-        correctness=inputs.correctness,
+        correctness=sections.correctness(compared.results, labels),
         split_varies=inputs.split_varies,
         plan=inputs.seed_plan,
     )

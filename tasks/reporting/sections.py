@@ -31,6 +31,25 @@ def run_metrics(results: list[comparison.RunResult]) -> dict[Path, dict[str, np.
     return metrics
 
 
+def correctness(results: list[comparison.RunResult], labels: np.ndarray) -> dict[tuple[str, int], np.ndarray]:
+    """(entry, seed) → 0/1 per test image, for every chosen completed run, from its predictions.parquet."""
+    vectors = {}
+    for run in results:
+        if not (run.chosen and run.status == "completed"):
+            continue
+        try:
+            predictions = RunFolder(run.run_dir, run.run_hash, run.seed).predictions()
+        except RunFolderError as exc:
+            raise ReportError(f"{exc}; rerun EvaluateRun for {run.name} seed {run.seed}") from None
+        if len(predictions) != len(labels):
+            raise ReportError(
+                f"{run.run_dir}: {len(predictions)} predictions for the {len(labels)} test images; it was scored on "
+                "another test set: rerun EvaluateRun"
+            )
+        vectors[run.name, run.seed] = predictions == labels
+    return vectors
+
+
 def curve_series(point: comparison.GridPoint, row: dict[str, Any], metrics: dict) -> dict[str, Any]:
     """Mean and sample std over seeds, per epoch, of a grid point's metrics.parquet curves.
 
