@@ -8,7 +8,7 @@ from luigi.tools.range import RangeDaily  # so that `luigi --module pipeline Ran
 
 from pipeline import hygiene  # noqa: F401 - registers the temp-file sweep that runs before every task
 from pipeline.data import DecodeData, FetchFile, PrepareData, VerifyData
-from pipeline.experiment import TrainExperiment, TunedRuns, TuneLearningRate
+from pipeline.experiment import PlanSeeds, TrainExperiment, TunedRuns, TuneLearningRate
 from pipeline.nightly import NightlyHistory, NightlyReport
 from pipeline.reporting import ExperimentReport, FullReport
 from pipeline.site import pipeline as PipelineSettings  # noqa: N812 - luigi names the class by its section
@@ -25,6 +25,7 @@ __all__ = [
     "NightlyReport",
     "NightlyTrainRun",
     "PipelineSettings",
+    "PlanSeeds",
     "PrepareData",
     "RangeDaily",
     "TrainExperiment",

@@ -11,18 +11,21 @@ from __future__ import annotations
 import luigi
 
 from pipeline.site import layout
-from pipeline.training import evaluate_task, train_task
+from pipeline.training import collect_runs, evaluate_task, train_task
 from tasks.core.config import ExperimentConfig
 from tasks.core.experiment import (
     DEFAULT_CONFIG,
     chosen_rates,
+    config_hash,
     load_experiment,
     read_tuning,
+    seed_plan_path,
+    seed_plan_problem,
     tuning_record_path,
     tuning_record_problem,
 )
-from tasks.core.runs import RunOnDisk, entry_named, final_specs, grid_specs, tuned_entries
-from tasks.core.storage import quarantine
+from tasks.core.runs import entry_named, final_specs, grid_specs, tuned_entries
+from tasks.core.storage import quarantine, read_json, write_json_atomic
 
 
 class TuneLearningRate(luigi.Task):
@@ -62,7 +65,7 @@ class TuneLearningRate(luigi.Task):
         if self.path.exists():
             problem = tuning_record_problem(self.path, self.experiment, self.name)
             quarantine(self.path, f"{problem}; the grid's choice was made again")
-        runs = [RunOnDisk(spec, task.folder) for spec, task in zip(self.grid(), self.requires())]
+        runs = collect_runs(self.requires())
         choose_learning_rate(self.name, self.experiment.tuning_seeds, runs, self.path)
 
 
@@ -99,17 +102,78 @@ def tuning_of(tasks: list[TuneLearningRate]) -> dict[str, dict]:
     return read_tuning([(task.name, task.path) for task in tasks], tasks[0].experiment)
 
 
-class TrainExperiment(luigi.Task):
-    """Train every final run of a config (after its tuning), without evaluating or reporting."""
+class PlanSeeds(luigi.Task):
+    """An adaptive comparison's seed plan (`seeds: {pilot, max}`): train and score every final run on the pilot
+    seeds (after tuning), then decide from the pilot's variance alone how many seeds each entry gets
+    (tasks.reporting.seedplan). Deterministic from the pilot, so a kill and a rerun give the same plan."""
 
     config = luigi.Parameter(default=DEFAULT_CONFIG)
+
+    @property
+    def experiment(self) -> ExperimentConfig:
+        return load_experiment(self.config)[0]
+
+    @property
+    def path(self):
+        return seed_plan_path(layout(), self.experiment)
 
     def requires(self):
         return tuning_tasks(self.config)
 
+    def output(self):
+        return luigi.LocalTarget(str(self.path))
+
+    def complete(self):
+        return seed_plan_problem(self.path, self.experiment) is None
+
+    def pilot_tasks(self):
+        return [evaluate_task(spec) for spec in final_specs(self.experiment, chosen_rates(tuning_of(self.requires())))]
+
+    def run(self):
+        from tasks.reporting.report import plan_seeds
+
+        config, pilots = self.experiment, self.pilot_tasks()
+        yield pilots
+        if self.path.exists():
+            quarantine(self.path, f"{seed_plan_problem(self.path, config)}; the plan was made again")
+        plan = plan_seeds(
+            collect_runs(pilots), layout().test_arrow, margin=config.equivalence_margin, max_seeds=config.adaptive.max
+        )
+        pilot = config.adaptive.pilot
+        seeds = {
+            entry.name: max(pilot, plan["optimizers"].get(entry.name, {}).get("seeds", pilot))
+            for entry in config.optimizers
+        }
+        record = {"experiment": config.experiment, "config_hash": config_hash(config), "seeds": seeds, "plan": plan}
+        write_json_atomic(self.path, record)
+
+
+def seed_plan_of(task: PlanSeeds | None) -> dict | None:
+    """The seed plan a finished PlanSeeds wrote (None: the config's seeds are a fixed list)."""
+    return read_json(task.path) if task is not None else None
+
+
+def plan_task(config_path: str) -> PlanSeeds | None:
+    """The PlanSeeds of an adaptive config; None for a fixed list of seeds."""
+    return PlanSeeds(config=config_path) if load_experiment(config_path)[0].adaptive else None
+
+
+class TrainExperiment(luigi.Task):
+    """Train every final run of a config (after its tuning, and for adaptive seeds its pilot and seed plan),
+    without evaluating or reporting the final runs."""
+
+    config = luigi.Parameter(default=DEFAULT_CONFIG)
+
+    def requires(self):
+        planned = plan_task(self.config)
+        return tuning_tasks(self.config) + ([planned] if planned else [])
+
     def final_tasks(self):
-        choices = chosen_rates(tuning_of(self.requires()))
-        return [train_task(spec) for spec in final_specs(load_experiment(self.config)[0], choices)]
+        config = load_experiment(self.config)[0]
+        choices = chosen_rates(tuning_of(tuning_tasks(self.config)))
+        plan = seed_plan_of(plan_task(self.config))
+        counts = plan["seeds"] if plan else None
+        return [train_task(spec) for spec in final_specs(config, choices, seed_counts=counts)]
 
     def complete(self):
         return all(task.complete() for task in self.requires()) and all(t.complete() for t in self.final_tasks())

@@ -16,11 +16,11 @@ from pathlib import Path
 import luigi
 
 from pipeline.experiment import tuning_of, tuning_tasks
-from pipeline.reporting import collect_runs, report_record
+from pipeline.reporting import report_inputs, report_record
 from pipeline.site import layout
-from pipeline.training import evaluate_task
+from pipeline.training import collect_runs, evaluate_task
 from tasks.core.errors import ConfigError, PipelineError
-from tasks.core.experiment import DEFAULT_CONFIG, chosen_rates, config_hash, load_experiment
+from tasks.core.experiment import DEFAULT_CONFIG, chosen_rates, load_experiment
 from tasks.core.runs import final_specs
 
 
@@ -103,12 +103,12 @@ class NightlyReport(NightTask):
 
     def run(self):
         from tasks.reporting import figures, history
-        from tasks.reporting.report import ReportInputs, publish_report
+        from tasks.reporting.report import publish_report
 
-        config, text = load_experiment(self.config)
+        config = self.experiment
         paths = layout()
         tuning = tuning_of(tuning_tasks(self.config))
-        runs = collect_runs(self.night_runs(tuning))
+        runs = self.night_runs(tuning)
         stored = history.read_history(paths.history_dir(config.experiment))
         nights = [row for row in stored if row["date"] <= self.night]
         tonight = [row for row in nights if row["date"] == self.night]
@@ -120,23 +120,17 @@ class NightlyReport(NightTask):
         out_dir = Path(self.output().path).parent
         with tempfile.TemporaryDirectory() as scratch:
             trend_png = figures.accuracy_trend(Path(scratch) / "trend.png", *history.trend_series(nights))
-            result = publish_report(
-                out_dir,
-                report_record(self.config, config, tuning),
-                ReportInputs(
-                    experiment=config.experiment,
-                    title=f"Nightly retraining: {config.experiment}",
-                    date=self.night,
-                    config_hash=config_hash(config),
-                    config_text=text,
-                    runs=runs,
-                    test_arrow=paths.test_arrow,
-                    alerts=[regression.message for regression in regressions],
-                    extra_figures=[("Test accuracy over the nights", trend_png)],
-                    targets=config.targets,
-                    tuning=tuning,
-                ),
+            inputs = report_inputs(
+                self.config,
+                f"Nightly retraining: {config.experiment}",
+                self.night,
+                runs,
+                tuning,
+                None,  # the nightly retrains the first seeds (an adaptive comparison's pilot): no seed plan
+                alerts=[regression.message for regression in regressions],
+                extra_figures=[("Test accuracy over the nights", trend_png)],
             )
+            result = publish_report(out_dir, report_record(self.config, config, tuning), inputs)
         if regressions:
             raise RegressionAlert(
                 history.alert_text(self.night, self.config, config.experiment, regressions, result["html"])

@@ -38,6 +38,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{counts} ({planned.evaluations_to_do} evaluations to do)")
     print(f"estimated CPU time: {planned.cpu_seconds / 60:.1f} min ({', '.join(planned.sources or ['nothing to do'])})")
     print(f"estimated wall time: {planned.wall_seconds(slots) / 60:.1f} min on {slots} training slot(s)")
+    if planned.up_to_max_seconds is not None:
+        policy = config.adaptive
+        print(
+            f"adaptive seeds: these are the {policy.pilot} pilot seeds; the seed plan made from them may add seeds up "
+            f"to {policy.max} per entry: at most {planned.up_to_max_seconds / 60:.1f} min of CPU in all "
+            f"({planned.up_to_max_seconds / slots / 60:.1f} min of wall time)"
+        )
     return 0
 
 

@@ -7,18 +7,37 @@ from pathlib import Path
 
 import luigi
 
-from pipeline.experiment import TunedRuns, tuning_of, tuning_tasks
+from pipeline.experiment import TunedRuns, plan_task, seed_plan_of, tuning_of, tuning_tasks
 from pipeline.site import layout
-from pipeline.training import EvaluateRun, evaluate_task
+from pipeline.training import EvaluateRun, collect_runs, evaluate_task
 from tasks.core.config import ExperimentConfig
 from tasks.core.experiment import DEFAULT_CONFIG, chosen_rates, config_hash, load_experiment
-from tasks.core.runs import RunOnDisk, final_specs, tuned_entries
+from tasks.core.runs import final_specs, tuned_entries
 from tasks.core.storage import read_json
 
 
-def collect_runs(tasks: list[EvaluateRun]) -> list[RunOnDisk]:
-    """The runs the report reads: each run's identity and its folder."""
-    return [RunOnDisk(task.spec, task.folder) for task in tasks]
+def report_inputs(
+    config_path: str, title: str, date: str, runs: list[EvaluateRun], tuning: dict, plan: dict | None, **extra
+):
+    """What the report of these (evaluated) runs is built from; `extra`: alerts and extra figures."""
+    from tasks.reporting.report import ReportInputs
+
+    config, text = load_experiment(config_path)
+    return ReportInputs(
+        experiment=config.experiment,
+        title=title,
+        date=date,
+        config_hash=config_hash(config),
+        config_text=text,
+        runs=collect_runs(runs),
+        test_arrow=layout().test_arrow,
+        targets=config.targets,
+        tuning=tuning,
+        equivalence_margin=config.equivalence_margin,
+        split_varies=config.split.varies,
+        seed_plan=plan["plan"] if plan else None,
+        **extra,
+    )
 
 
 def report_record(config_path: str, config: ExperimentConfig, tuning: dict) -> dict:
@@ -45,7 +64,9 @@ class ExperimentReport(luigi.Task):
         untuned = [evaluate_task(spec) for spec in final_specs(self.experiment)]
         # Each tuned entry's final runs start when its own tuning is done (TunedRuns), not all entries'.
         tuned = [TunedRuns(config=self.config, name=entry.name) for entry in tuned_entries(self.experiment)]
-        return {"tuning": tuning_tasks(self.config), "runs": untuned, "tuned": tuned}
+        needs = {"tuning": tuning_tasks(self.config), "runs": untuned, "tuned": tuned}
+        planned = plan_task(self.config)
+        return needs | ({"plan": planned} if planned else {})
 
     def output(self):
         out_dir = layout().report_dir(self.experiment.experiment, self.date.isoformat())
@@ -60,27 +81,18 @@ class ExperimentReport(luigi.Task):
             return False
 
     def run(self):
-        config, text = load_experiment(self.config)
+        config = self.experiment
         tuning = tuning_of(self.requires()["tuning"])
-        finals = [evaluate_task(spec) for spec in final_specs(config, chosen_rates(tuning))]
+        plan = seed_plan_of(self.requires().get("plan"))
+        counts = plan["seeds"] if plan else None
+        finals = [evaluate_task(spec) for spec in final_specs(config, chosen_rates(tuning), seed_counts=counts)]
         yield finals
-        from tasks.reporting.report import ReportInputs, publish_report
+        from tasks.reporting.report import publish_report
 
-        publish_report(
-            Path(self.output().path).parent,
-            report_record(self.config, config, tuning),
-            ReportInputs(
-                experiment=config.experiment,
-                title=f"Optimizer comparison: {config.experiment}",
-                date=self.date.isoformat(),
-                config_hash=config_hash(config),
-                config_text=text,
-                runs=collect_runs(finals),
-                test_arrow=layout().test_arrow,
-                targets=config.targets,
-                tuning=tuning,
-            ),
+        inputs = report_inputs(
+            self.config, f"Optimizer comparison: {config.experiment}", self.date.isoformat(), finals, tuning, plan
         )
+        publish_report(Path(self.output().path).parent, report_record(self.config, config, tuning), inputs)
 
 
 class FullReport(luigi.WrapperTask):

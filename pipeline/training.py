@@ -20,7 +20,7 @@ from tasks.core.config import check_safe_name
 from tasks.core.devices import gpu_device_nodes, wants_gpu
 from tasks.core.errors import ConfigError
 from tasks.core.runfolder import EVALUATION_JSON, RUN_JSON, RunFolder
-from tasks.core.runs import RunSpec
+from tasks.core.runs import RunOnDisk, RunSpec
 
 TRAINING_RESOURCE = "training"  # [resources] training = N caps the runs that train at once
 GPU_RESOURCE = "gpu"  # [resources] gpu = N caps the runs that train on a GPU at once: N = the GPUs
@@ -146,7 +146,7 @@ class TrainRun(OnDevice, RunIdentity):
 
     def requires(self):
         split = self.spec.settings.split
-        return PrepareData(validation_per_class=split.validation_per_class, split_seed=split.seed)
+        return PrepareData(validation_per_class=split.validation_per_class, split_seed=self.spec.split_seed)
 
     def output(self):
         return luigi.LocalTarget(str(self.run_dir / RUN_JSON))
@@ -220,6 +220,11 @@ class EvaluateRun(OnDevice, RunIdentity):
 
 class NightlyEvaluateRun(Nightly, EvaluateRun):
     train_task = NightlyTrainRun
+
+
+def collect_runs(tasks: list[RunIdentity]) -> list[RunOnDisk]:
+    """The runs a report, a tuning or a seed plan reads: each run's identity and its folder."""
+    return [RunOnDisk(task.spec, task.folder) for task in tasks]
 
 
 def train_task(spec: RunSpec, date=None) -> TrainRun:

@@ -33,7 +33,9 @@ def stats_report(tmp_path_factory):
     root = tmp_path_factory.mktemp("stats")
     test_arrow = write_test_arrow(root / "test.arrow")
     runs = write_scenario(root / "runs", test_arrow, STATS_SCENARIO)
-    out = build_report(root / "out", **build_kwargs(root, runs, test_arrow, tuning=STATS_TUNING, targets=(0.85, 0.88)))
+    # A ±0.2-point margin (not the default 0.5), which these scores were written around.
+    kwargs = build_kwargs(root, runs, test_arrow, tuning=STATS_TUNING, targets=(0.85, 0.88), equivalence_margin=0.002)
+    out = build_report(root / "out", **kwargs)
     parser = TableParser()
     parser.feed(out["html"].read_text())
     return {"out": out, "runs": runs, "html": out["html"].read_text(), "parser": parser, "test_arrow": test_arrow}
@@ -138,7 +140,9 @@ def test_a_report_with_per_example_correctness_and_a_seed_plan_names_every_sourc
     plan = seed_plan(pilot_rows(rows, 3), margin=0.002, max_seeds=5, correctness=vectors)
     out = build_report(
         tmp_path / "out",
-        **build_kwargs(tmp_path, runs, test_arrow, tuning=STATS_TUNING, split_varies=True, seed_plan=plan),
+        **build_kwargs(
+            tmp_path, runs, test_arrow, tuning=STATS_TUNING, split_varies=True, seed_plan=plan, equivalence_margin=0.002
+        ),
     )
     assert_recomputable_from_summary(out, runs, test_arrow, split_varies=True, plan=plan)
     html = out["html"].read_text()

@@ -79,7 +79,7 @@ def test_a_clear_winner_beats_and_its_sentence_prints_the_simultaneous_interval_
 
 
 def test_a_pair_inside_the_margin_is_equivalent_and_says_within_what():
-    result = statistics.compute(rows_for({"sgd": list(CLOSE), "msvag": list(BASE)}))
+    result = statistics.compute(rows_for({"sgd": list(CLOSE), "msvag": list(BASE)}), margin=0.002)
     (pair,) = result["pairs"]
     low, high = t_interval(CLOSE - BASE, 0.95)  # one pair: the simultaneous interval is the 95% one
     assert -0.002 < low and high < 0.002 and pair["verdict"]["kind"] == "equivalent"
@@ -118,7 +118,7 @@ def seeds_to_settle_by_hand(sd: float, n_max: int, comparisons: int, margin: flo
 def test_fewer_than_three_seeds_give_no_interval_but_the_seeds_that_would_settle_the_pair():
     b = np.array([0.86, 0.87])
     a = b + [0.001, 0.003]
-    result = statistics.compute(rows_for({"a": list(a), "b": list(b)}))
+    result = statistics.compute(rows_for({"a": list(a), "b": list(b)}), margin=0.002)
     (pair,) = result["pairs"]
     keys = ("ci_low", "ci_high", "simultaneous_ci_low", "p_value", "p_value_bonferroni", "significant")
     assert [pair[key] for key in keys] == [None] * 6
@@ -144,7 +144,7 @@ def test_fewer_than_three_seeds_give_no_interval_but_the_seeds_that_would_settle
     assert "SD of differences 0.14 points from these 2 seeds" in pair["sentence"]
 
     # One seed: the SD cannot be estimated, so the assumption is used and said.
-    single = statistics.compute(rows_for({"a": [0.88], "b": [0.87]}))["pairs"][0]
+    single = statistics.compute(rows_for({"a": [0.88], "b": [0.87]}), margin=0.002)["pairs"][0]
     assert single["seeds_needed"] == seeds_to_settle_by_hand(power.ASSUMED_SD, 2000, 1)
     assert "assumed to be 0.50 points" in single["sentence"]
 
@@ -153,7 +153,8 @@ def test_bonferroni_over_the_pairs_and_the_verdict_agree_on_every_pair():
     shifts = {"a": 0.0, "b": -0.008, "c": -0.001, "d": -0.0012}
     noise = np.random.default_rng(3).normal(0, 0.002, (4, 8))
     result = statistics.compute(
-        rows_for({name: list(np.round(0.87 + shift + noise[i], 4)) for i, (name, shift) in enumerate(shifts.items())})
+        rows_for({name: list(np.round(0.87 + shift + noise[i], 4)) for i, (name, shift) in enumerate(shifts.items())}),
+        margin=0.002,
     )
     pairs = result["pairs"]
     assert result["method"]["comparisons"] == len(pairs) == 6

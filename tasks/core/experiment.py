@@ -72,5 +72,32 @@ def read_tuning(paths: Iterable[tuple[str, Path]], config: ExperimentConfig) -> 
     return records
 
 
+def seed_plan_path(layout: Layout, config: ExperimentConfig) -> Path:
+    """Where an adaptive comparison's seed plan lives: per version of the whole config."""
+    return layout.seed_plan(config.experiment, config_hash(config))
+
+
+def seed_plan_problem(path: Path, config: ExperimentConfig) -> str | None:
+    """Why the seed plan at `path` cannot be believed for `config`, or None when it can: it must give every
+    entry of the config a seed count between the pilot and the max."""
+    try:
+        record = read_json(path)
+    except FileNotFoundError:
+        return f"{path} not found"
+    except (OSError, ValueError) as exc:
+        return f"{path} is not readable JSON ({exc})"
+    policy = config.adaptive
+    seeds = record.get("seeds") if isinstance(record, dict) else None
+    names = [entry.name for entry in config.optimizers]
+    if policy is None or not isinstance(seeds, dict) or sorted(seeds) != sorted(names):
+        return f"{path}: expected seed counts for the entries {names}, found {seeds!r}"
+    for name, count in seeds.items():
+        if isinstance(count, bool) or not isinstance(count, int) or not policy.pilot <= count <= policy.max:
+            return f"{path}: seeds of {name!r} is {count!r}, expected an integer in [{policy.pilot}, {policy.max}]"
+    if record.get("config_hash") != config_hash(config):
+        return f"{path}: written for config {record.get('config_hash')!r}, not {config_hash(config)}"
+    return None
+
+
 def chosen_rates(tuning: dict[str, dict[str, Any]]) -> dict[str, float]:
     return {name: float(record["chosen_learning_rate"]) for name, record in tuning.items()}

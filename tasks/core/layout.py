@@ -98,6 +98,11 @@ class Layout:
         experiment, entry = check_safe_name(experiment, "experiment name"), check_safe_name(entry, "entry name")
         return self._file("tuning", experiment, f"{entry}-{check_safe_name(grid_hash, 'grid hash')}.json")
 
+    def seed_plan(self, experiment: str, config_hash: str) -> Path:
+        """An adaptive comparison's seed plan, per config version (its hash is in the name)."""
+        experiment, config_hash = check_safe_name(experiment, "experiment name"), check_safe_name(config_hash, "hash")
+        return self._file("seedplans", experiment, f"{config_hash}.json")
+
     def verified_record(self, date: str) -> Path:
         return self._file("data", "verified", f"{iso_date(date)}.json")
 

@@ -114,6 +114,11 @@ class RunSpec:
         return self.settings.optimizer.learning_rate
 
     @property
+    def split_seed(self) -> int:
+        """The seed of this run's validation split (tasks.core.config.SplitConfig)."""
+        return self.settings.split.seed_for(self.seed)
+
+    @property
     def dir_name(self) -> str:
         return f"{self.settings.model.name}-{self.name}-{self.run_hash}"
 
@@ -141,11 +146,13 @@ def run_settings(config: ExperimentConfig, entry: OptimizerEntry, learning_rate:
 
 
 def seeds_for(config: ExperimentConfig, date: dt.date | None = None) -> list[int]:
-    """The config's seeds, or, for nightly runs under the 'date' policy, seeds derived from the date."""
+    """The config's seeds (an adaptive comparison's pilot seeds), or, for nightly runs under the 'date' policy,
+    as many seeds derived from the date."""
+    seeds = config.first_seeds
     if date is None or config.nightly.seed_policy == "fixed":
-        return list(config.seeds)
+        return seeds
     base = int(hashlib.sha256(date.isoformat().encode()).hexdigest()[:7], 16)
-    return [(base + index) % MAX_SEED for index in range(len(config.seeds))]
+    return [(base + index) % MAX_SEED for index in range(len(seeds))]
 
 
 def is_tuned(config: ExperimentConfig, entry: OptimizerEntry) -> bool:
@@ -180,12 +187,14 @@ def final_specs(
     choices: Mapping[str, float] | None = None,
     date: dt.date | None = None,
     only: str | None = None,
+    seed_counts: Mapping[str, int] | None = None,
 ) -> list[RunSpec]:
     """The runs the report compares: tuned entries at their chosen rate, the others at every grid point.
 
     `choices` maps each tuned entry's name to its chosen learning rate; without it, only untuned entries
     are returned (what can be scheduled before tuning has finished). `only`: the runs of that entry alone
-    (then `choices` needs only its rate).
+    (then `choices` needs only its rate). `seed_counts`: an adaptive comparison's seeds 0..n-1 per entry
+    (its seed plan); without it, the config's seeds (the pilot seeds of an adaptive one).
     """
     specs = []
     for entry in config.optimizers:
@@ -202,11 +211,8 @@ def final_specs(
             rates = [choices[entry.name]]
         else:
             rates = entry.learning_rates
-        specs += [
-            RunSpec(entry.name, run_settings(config, entry, rate), seed)
-            for rate in rates
-            for seed in seeds_for(config, date)
-        ]
+        seeds = list(range(seed_counts[entry.name])) if seed_counts is not None else seeds_for(config, date)
+        specs += [RunSpec(entry.name, run_settings(config, entry, rate), seed) for rate in rates for seed in seeds]
     return specs
 
 

@@ -30,7 +30,7 @@ from tasks.core.storage import (
 )
 from tasks.data.arrays import load_arrays
 from tasks.data.dataset import CLASS_NAMES
-from tasks.reporting import comparison, figures, sections, stat_figures, statistics
+from tasks.reporting import comparison, figures, sections, seedplan, stat_figures, statistics
 from tasks.reporting.anchors import anchor_rows
 from tasks.reporting.render import render, slug
 from tasks.reporting.sensitivity import check_tuning, sensitivity_lines
@@ -94,6 +94,19 @@ def publish_report(out_dir: Path, record: dict[str, Any], inputs: ReportInputs) 
         summary = {key: result[key] for key in REPORT_JSON_KEYS if key in result}
         write_json_atomic(Path(out_dir) / REPORT_JSON, {**record, "html": str(result["html"]), **summary})
     return result
+
+
+def plan_seeds(runs: Sequence[RunOnDisk], test_arrow: Path, *, margin: float, max_seeds: int) -> dict[str, Any]:
+    """The seed plan of an adaptive comparison from its pilot runs (tasks.reporting.seedplan), on the same
+    summary rows and per-example correctness the report reads."""
+    try:
+        _, labels = load_arrays(test_arrow)
+    except DataError as exc:
+        raise ReportError(f"cannot read the test labels for the seed plan: {exc}") from None
+    compared = comparison.compare(runs)
+    rows = comparison.summary_table(compared.results).to_pylist()
+    correctness = sections.correctness(compared.results, labels)
+    return seedplan.seed_plan(rows, margin=margin, max_seeds=max_seeds, correctness=correctness)
 
 
 def build_report(out_dir: Path, inputs: ReportInputs) -> dict[str, Any]:

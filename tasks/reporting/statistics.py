@@ -40,6 +40,7 @@ from typing import Any
 
 import numpy as np
 
+from tasks.core.config import DEFAULT_EQUIVALENCE_MARGIN
 from tasks.core.errors import ReportError
 from tasks.reporting import measures, power, verdicts
 from tasks.reporting.intervals import Spread, proportion_interval, simultaneous_confidence
@@ -47,7 +48,7 @@ from tasks.reporting.intervals import Spread, proportion_interval, simultaneous_
 CONFIDENCE = 0.95
 ALPHA = power.ALPHA
 MIN_SEEDS = power.MIN_SEEDS
-EQUIVALENCE_MARGIN = 0.002  # 0.2 points of test accuracy: smaller gaps are below what anyone acts on
+EQUIVALENCE_MARGIN = DEFAULT_EQUIVALENCE_MARGIN  # the config's default `equivalence_margin` (tasks.core.config)
 PAIR_KEYS = (
     "a",
     "b",

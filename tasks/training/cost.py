@@ -16,10 +16,18 @@ from pathlib import Path
 
 from tasks.core.config import ExperimentConfig
 from tasks.core.errors import RunFolderError
-from tasks.core.experiment import chosen_rates, read_tuning, tuning_record_path, tuning_record_problem
+from tasks.core.experiment import (
+    chosen_rates,
+    read_tuning,
+    seed_plan_path,
+    seed_plan_problem,
+    tuning_record_path,
+    tuning_record_problem,
+)
 from tasks.core.layout import Layout
 from tasks.core.runfolder import RunFolder
 from tasks.core.runs import RunSpec, final_specs, grid_specs, tuned_entries
+from tasks.core.storage import read_json
 from tasks.data.dataset import RAW_FILES
 
 # Training examples/s of one SGD run on the 2-core reference machine, alone on a core, measured 2026-11-29
@@ -60,6 +68,8 @@ class Plan:
     cpu_seconds: float = 0.0
     sources: list[str] = field(default_factory=list)
     unknown: list[str] = field(default_factory=list)  # why some run's rate is unknown (then cpu_seconds is NaN)
+    # An adaptive comparison whose seed plan is not made yet: the CPU seconds of the runs up to `max` seeds.
+    up_to_max_seconds: float | None = None
 
     @property
     def to_do(self) -> list[RunSpec]:
@@ -69,8 +79,13 @@ class Plan:
         return self.cpu_seconds / max(1, slots)
 
 
-def planned_runs(config: ExperimentConfig, layout: Layout) -> tuple[list[RunSpec], list[RunSpec]]:
-    """(every run the config will train: tuning grids, then final runs; the final runs, to be evaluated)."""
+def planned_runs(
+    config: ExperimentConfig, layout: Layout, seed_counts: dict[str, int] | None = None
+) -> tuple[list[RunSpec], list[RunSpec]]:
+    """(every run the config will train: tuning grids, then final runs; the final runs, to be evaluated).
+
+    An adaptive comparison's final runs are those of its seed plan once it is made, else its pilot seeds;
+    `seed_counts` overrides both (the cost model asks what `max` seeds would cost)."""
     specs: dict[tuple[str, int], RunSpec] = {}
     for entry in tuned_entries(config):
         for spec in grid_specs(config, entry):
@@ -82,7 +97,10 @@ def planned_runs(config: ExperimentConfig, layout: Layout) -> tuple[list[RunSpec
     ]
     choices = chosen_rates(read_tuning(tuned, config))
     choices.update({e.name: e.learning_rates[0] for e in tuned_entries(config) if e.name not in choices})
-    finals = final_specs(config, choices)
+    if seed_counts is None and config.adaptive is not None:
+        path = seed_plan_path(layout, config)
+        seed_counts = read_json(path)["seeds"] if seed_plan_problem(path, config) is None else None
+    finals = final_specs(config, choices, seed_counts=seed_counts)
     for spec in finals:
         specs.setdefault((spec.run_hash, spec.seed), spec)
     return list(specs.values()), finals
@@ -144,8 +162,16 @@ def run_seconds(spec: RunSpec, rate: Rate) -> float:
 
 
 def plan(config: ExperimentConfig, layout: Layout) -> Plan:
-    """The runs of `config`, which are done (by the one definition: their RunFolder is finished), and the cost."""
-    runs, finals = planned_runs(config, layout)
+    """The runs of `config`, which are done (by the one definition: their RunFolder is finished), and the cost;
+    for an adaptive comparison without its seed plan yet, also the cost if every entry went to `max` seeds."""
+    result = _costed(config, layout, *planned_runs(config, layout))
+    if config.adaptive is not None and seed_plan_problem(seed_plan_path(layout, config), config) is not None:
+        at_max = {entry.name: config.adaptive.max for entry in config.optimizers}
+        result.up_to_max_seconds = _costed(config, layout, *planned_runs(config, layout, at_max)).cpu_seconds
+    return result
+
+
+def _costed(config: ExperimentConfig, layout: Layout, runs: list[RunSpec], finals: list[RunSpec]) -> Plan:
     result = Plan(runs, finals)
     folders = {spec: RunFolder(layout.run_dir(spec), spec.run_hash, spec.seed) for spec in runs}
     result.done = [spec for spec in runs if folders[spec].finished]
