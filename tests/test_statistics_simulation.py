@@ -24,6 +24,7 @@ EXPERIMENTS = 1000
 MARGIN = 0.002
 NAMES = ("a", "b", "c")
 PAIRS = (("a", "b"), ("a", "c"), ("b", "c"))
+MEASURED: list[tuple[str, Tally, np.ndarray | None]] = []  # (label, tally, planned seeds): printed at the end
 MC = 3 * math.sqrt(0.95 * 0.05 / EXPERIMENTS)  # three Monte-Carlo standard errors of a 95% (or 5%) rate
 
 
@@ -108,6 +109,7 @@ def seeds_only():
             result = statistics.compute(rows_of(dict(zip(NAMES, accuracies))), margin=MARGIN)
             tally.record(result, MEANS, wins)
         tallies[seeds] = tally
+        MEASURED.append((f"seeds only, n={seeds}", tally, None))
     return tallies
 
 
@@ -177,6 +179,7 @@ def seeds_and_test():
         truths = np.array([POPULATION[a] - POPULATION[b] for a, b in PAIRS])
         tally.counts["seeds-only difference"] = [seeds_only_coverage(np.array(differences), truths)]
         tallies[seeds] = tally
+        MEASURED.append((f"seeds + test images, n={seeds}", tally, None))
     return tallies
 
 
@@ -217,6 +220,7 @@ def adaptive():
         result, seeds = adaptive_report(dict(zip(NAMES, accuracies)), MARGIN, MAX_SEEDS)
         tally.record(result, MEANS)
         planned.append(seeds)
+    MEASURED.append(("adaptive, seeds only", tally, np.array(planned)))
     return tally, np.array(planned)
 
 
@@ -248,6 +252,7 @@ def adaptive_with_test():
         result, seeds = adaptive_report(accuracies, TEST_MARGIN, TEST_MAX_SEEDS, vectors)
         tally.record(result, ADAPTIVE_POPULATION)
         planned.append(seeds)
+    MEASURED.append(("adaptive, seeds + test", tally, np.array(planned)))
     return tally, np.array(planned)
 
 
@@ -255,3 +260,24 @@ def test_the_adaptive_design_with_the_test_sample_keeps_its_level(adaptive_with_
     tally, planned = adaptive_with_test
     assert_keeps_its_level(tally)
     assert PILOT < np.median(planned) <= TEST_MAX_SEEDS
+
+
+@pytest.fixture(scope="module", autouse=True)
+def coverage_table(request):
+    """After the module: the measured rates, printed even under -q (docs/statistics.md quotes them)."""
+    yield
+    lines = []
+    for label, tally, planned in MEASURED:
+        line = (
+            f"  {label:26s} mean {tally.rate('mean'):.3f}  difference {tally.rate('difference'):.3f}"
+            f"  family-wise error {tally.rate('family-wise error'):.3f}"
+        )
+        if "p_improvement" in tally.counts:
+            line += f"  P(A>B) {tally.rate('p_improvement'):.3f}"
+        if planned is not None:
+            line += f"  decisive {tally.rate('decisive'):.3f}  seeds median {np.median(planned):.0f}"
+        lines.append(line)
+    capture = request.config.pluginmanager.get_plugin("capturemanager")
+    with capture.global_and_fixture_disabled():
+        print(f"\nstatistics simulation, {EXPERIMENTS} experiments per line, coverage of the 95% intervals:")
+        print("\n".join(lines))
