@@ -34,10 +34,14 @@ def declared() -> dict[str, list[EntryPoint]]:
     if key not in _declared_cache:
         found: dict[str, list[EntryPoint]] = {}
         for point in entry_points(group=GROUP):
-            if all(other.dist_name != point.dist_name for other in found.get(point.name, [])):
+            if all(distribution_name(other) != distribution_name(point) for other in found.get(point.name, [])):
                 found.setdefault(point.name, []).append(point)
         _declared_cache[key] = found
     return _declared_cache[key]
+
+
+def distribution_name(point: EntryPoint) -> str:
+    return point.dist.name if point.dist is not None else "<unknown distribution>"
 
 
 def forget() -> None:
@@ -96,12 +100,11 @@ def load(name: str, points: list[EntryPoint], make_param: Callable[[Any], Any]):
     if len(points) > 1:
         raise ValueError(
             f"optimizer plugin {name!r} is declared by more than one distribution: "
-            f"{', '.join(sorted(point.dist_name or '?' for point in points))}; uninstall all but one"
+            f"{', '.join(sorted(distribution_name(point) for point in points))}; uninstall all but one"
         )
     point = points[0]
-    dist = point.dist
-    distribution = dist.name if dist is not None else "<unknown distribution>"
-    version = dist.version if dist is not None else "0"
+    distribution = distribution_name(point)
+    version = point.dist.version if point.dist is not None else "0"
     where = f"optimizer plugin {name!r} (distribution {distribution} {version}, entry point {point.value}"
     try:
         factory = point.load()

@@ -158,7 +158,7 @@ def optimizer_kind(name: str) -> OptimizerKind:
     declared = plugins.declared()
     if name in _BUILTIN_OPTIMIZERS:
         if name in declared:
-            others = ", ".join(sorted({point.dist_name for point in declared[name]}))
+            others = ", ".join(sorted({plugins.distribution_name(point) for point in declared[name]}))
             raise ValueError(
                 f"optimizer {name!r} is declared twice: built into {BUILTIN_DISTRIBUTION} and as a plugin by "
                 f"{others} (entry-point group {plugins.GROUP}); the plugin is refused: rename its entry point or "
