@@ -209,3 +209,17 @@ def test_the_registry_imports_neither_tensorflow_nor_plugins(fake_plugin):
     )
     assert done.stdout.split() == ["True", "False", "False"]
     assert plugins.GROUP == "fmnist_pipeline.optimizers"
+
+
+def test_a_config_hash_covers_its_plugins_and_is_unchanged_for_built_ins(fake_plugin):
+    import hashlib
+
+    from tasks.core.experiment import config_hash
+
+    built_in = parse_config(config_with([{"name": "sgd", "learning_rate": 0.1}]))
+    before_plugins = hashlib.sha256(built_in.model_dump_json().encode()).hexdigest()[:10]  # main's formula
+    assert config_hash(built_in) == before_plugins
+    with_plugin = parse_config(config_with([{"name": "fancy", "learning_rate": 0.1}]))
+    first = config_hash(with_plugin)
+    (fake_plugin / "fake_plugin" / "opt.py").write_text(GOOD + "\n# edited\n")
+    assert config_hash(with_plugin) != first

@@ -11,7 +11,7 @@ module is imported only when a config names it, so this module never loads Tenso
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -173,6 +173,12 @@ def optimizer_kind(name: str) -> OptimizerKind:
     near = difflib.get_close_matches(name, choices, n=1)
     hint = f" (did you mean '{near[0]}'?)" if near else ""
     return _raise(f"unknown optimizer {name!r}{hint}; choose one of: {', '.join(choices)}")
+
+
+def plugin_identities(names: Iterable[str]) -> dict[str, dict[str, str]]:
+    """Name → identity of each plugin among `names` (built-ins have none)."""
+    kinds = [optimizer_kind(name) for name in sorted(set(names))]
+    return {kind.name: kind.identity for kind in kinds if kind.identity is not None}
 
 
 def optimizer_params(name: str) -> dict[str, Param]:
