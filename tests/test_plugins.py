@@ -223,3 +223,39 @@ def test_a_config_hash_covers_its_plugins_and_is_unchanged_for_built_ins(fake_pl
     first = config_hash(with_plugin)
     (fake_plugin / "fake_plugin" / "opt.py").write_text(GOOD + "\n# edited\n")
     assert config_hash(with_plugin) != first
+
+
+@pytest.mark.parametrize(
+    ("body", "problem"),
+    [
+        ("    raise ValueError('no such beta')", "raised ValueError while building its optimizer: no such beta"),
+        ("    return object()", "returned object, expected a tf.compat.v1.train.Optimizer"),
+    ],
+)
+def test_a_factory_that_raises_or_returns_no_optimizer_is_a_training_error_naming_plugin_and_file(
+    tmp_path, plugin_path, body, problem
+):
+    from tasks.core.errors import TrainingError
+    from tasks.training.optimizers import make_optimizer
+
+    source = f"def factory(learning_rate, *, beta=0.9):\n{body}\n"
+    site = write_distribution(
+        tmp_path / "site", "fake-plugin", {"fancy": "fake_plugin:factory"}, {"fake_plugin/__init__.py": source}
+    )
+    plugin_path.use(site)
+    settings = OptimizerSettings.parse({"name": "fancy", "learning_rate": 0.1})
+    with pytest.raises(TrainingError) as caught:
+        make_optimizer(settings)
+    message = str(caught.value)
+    assert f"optimizer plugin 'fancy' (distribution fake-plugin 1.0, {site / 'fake_plugin' / '__init__.py'})" in message
+    assert problem in message
+
+
+def test_a_plugin_changed_after_planning_is_refused_at_build_time(fake_plugin):
+    from tasks.core.errors import TrainingError
+    from tasks.training.optimizers import make_optimizer
+
+    settings = OptimizerSettings.parse({"name": "fancy", "learning_rate": 0.1})
+    (fake_plugin / "fake_plugin" / "opt.py").write_text(GOOD + "\n# edited after planning\n")
+    with pytest.raises(TrainingError, match="the plugin changed since: rerun the command"):
+        make_optimizer(settings)
