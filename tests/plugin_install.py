@@ -33,10 +33,10 @@ def install_example(target: Path) -> Path:
     return target
 
 
-def variant(installed: Path, target: Path, old: str, new: str) -> Path:
-    """A copy of the installed tree whose plugin source has `old` replaced by `new` (it must occur)."""
+def variant(installed: Path, target: Path, old: str, new: str, module: str = "__init__.py") -> Path:
+    """A copy of the installed tree whose plugin source `module` has `old` replaced by `new` (it must occur)."""
     shutil.copytree(installed, target)
-    source = target / PACKAGE / "__init__.py"
+    source = target / PACKAGE / module
     text = source.read_text()
     assert old in text, old
     source.write_text(text.replace(old, new, 1))

@@ -11,6 +11,9 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import os
+import subprocess
+import sys
 
 import luigi
 import numpy as np
@@ -22,7 +25,7 @@ from pipeline.plan import main as plan_main
 from tasks.core.config import load_config
 from tasks.core.layout import Layout
 from tasks.core.runs import expand_runs
-from tests.conftest import build
+from tests.conftest import REPO_ROOT, build
 from tests.plugin_install import PACKAGE, PluginPath, install_example, variant
 from tests.runprobe import probe_train_run, settings_for, write_split
 from tests.synthetic import make_images_labels
@@ -43,7 +46,7 @@ def installed(tmp_path_factory):
         "raises": variant(
             pristine, root / "raises", FACTORY_CALL, "    raise RuntimeError('lion broken on purpose')\n" + FACTORY_CALL
         ),
-        "nan": variant(pristine, root / "nan", UPDATE, UPDATE + " * float('nan')"),
+        "nan": variant(pristine, root / "nan", UPDATE, UPDATE + " * float('nan')", module="optimizer.py"),
     }
 
 
@@ -147,6 +150,24 @@ def test_lion_trains_is_compared_reruns_alone_when_edited_and_fails_cleanly_when
     rows = report_rows(site)
     assert rows["lion"]["status"] == "diverged" and rows["lion"]["diverged_runs"] == 1
     assert rows["sgd"]["status"] != "diverged" and rows["sgd"]["test_accuracy_mean"] > 0
+
+
+def test_plan_reads_a_plugin_without_loading_tensorflow(installed, tmp_path):
+    """The example keeps TF out of its top-level module, so planning a config that names it stays TF-free."""
+    cfg = tmp_path / "site.cfg"
+    cfg.write_text(f"[pipeline]\nartifacts_root = {tmp_path / 'artifacts'}\n")
+    code = (
+        "import sys; from pipeline.plan import main; code = main(['--config', sys.argv[1]]); "
+        "print('tensorflow loaded:', 'tensorflow' in sys.modules); sys.exit(code)"
+    )
+    env = dict(os.environ, LUIGI_CONFIG_PATH=str(cfg), PYTHONPATH=f"{installed['pristine']}")
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(write_config(tmp_path))],
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "runs: 2 total, 0 done, 2 to do" in done.stdout
+    assert "tensorflow loaded: False" in done.stdout
 
 
 ROWS, BATCH, SEED = 60, 10, 4

@@ -7,7 +7,8 @@ import inspect
 import numpy as np
 import pytest
 import tensorflow.compat.v1 as tf
-from lion_optimizer import LionOptimizer, lion
+from lion_optimizer import lion
+from lion_optimizer.optimizer import LionOptimizer
 
 tf.disable_v2_behavior()
 
