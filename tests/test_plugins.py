@@ -251,11 +251,18 @@ def test_a_factory_that_raises_or_returns_no_optimizer_is_a_training_error_namin
     assert problem in message
 
 
-def test_a_plugin_changed_after_planning_is_refused_at_build_time(fake_plugin):
+def test_a_plugin_changed_after_planning_or_after_import_is_refused_at_build_time(fake_plugin, plugin_path):
     from tasks.core.errors import TrainingError
     from tasks.training.optimizers import make_optimizer
 
     settings = OptimizerSettings.parse({"name": "fancy", "learning_rate": 0.1})
+    make_optimizer(settings)
     (fake_plugin / "fake_plugin" / "opt.py").write_text(GOOD + "\n# edited after planning\n")
+    # This process still holds the old module: the edited code is not what would run.
+    with pytest.raises(TrainingError, match="its source changed after this process imported it"):
+        make_optimizer(OptimizerSettings.parse({"name": "fancy", "learning_rate": 0.1}))
+    for name in [name for name in sys.modules if name.startswith("fake_plugin")]:
+        del sys.modules[name]  # a fresh import, as in a new process
+    make_optimizer(OptimizerSettings.parse({"name": "fancy", "learning_rate": 0.1}))
     with pytest.raises(TrainingError, match="the plugin changed since: rerun the command"):
         make_optimizer(settings)

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 GROUP = "fmnist_pipeline.optimizers"
+IMPORTED_SHA256 = "__fmnist_pipeline_source_sha256__"  # set on a plugin's module when it is first loaded
 
 _declared_cache: dict[tuple[str, ...], dict[str, list[EntryPoint]]] = {}
 
@@ -117,6 +118,13 @@ def load(name: str, points: list[EntryPoint], make_param: Callable[[Any], Any]):
             f"{where}, {module_file(point)}) failed to import: {type(exc).__name__}: {exc} (at {at}); "
             f"fix the plugin or uninstall {distribution}"
         ) from None
+    digest = source_sha256(point)
+    # The code this process runs is the code it imported: remember its hash on the module, the first time.
+    module = sys.modules.get(point.module)
+    imported = getattr(module, IMPORTED_SHA256, None) if module is not None else digest
+    if module is not None and imported is None:
+        setattr(module, IMPORTED_SHA256, digest)
+        imported = digest
     file = _factory_file(factory) or module_file(point)
     where += f", {file})"
     params = _signature_params(factory, where, make_param)
@@ -127,7 +135,8 @@ def load(name: str, points: list[EntryPoint], make_param: Callable[[Any], Any]):
         distribution=distribution,
         version=version,
         source_file=file,
-        source_sha256=source_sha256(point),
+        source_sha256=digest,
+        imported_sha256=imported,
     )
 
 

@@ -114,6 +114,7 @@ class OptimizerKind:
     version: str
     source_file: str  # the factory's module file (error messages name it)
     source_sha256: str | None = None  # a plugin's package files; None for a built-in (RUN_SCHEMA_VERSION covers it)
+    imported_sha256: str | None = None  # the same when this process imported the plugin (the code it runs)
 
     @property
     def builtin(self) -> bool:

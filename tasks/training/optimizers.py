@@ -84,6 +84,11 @@ def make_optimizer(settings: OptimizerSettings) -> Any:
             f"{kind.describe()}: the run was planned with {settings.plugin.as_dict()}, but the installed plugin is "
             f"{kind.identity}; the plugin changed since: rerun the command, which plans its runs anew"
         )
+    if kind.imported_sha256 != kind.source_sha256:
+        raise TrainingError(
+            f"{kind.describe()}: its source changed after this process imported it, so the code loaded here is not "
+            "the code the run's hash names; rerun the command (a new process imports the plugin anew)"
+        )
     factory = load_factory(kind.factory)
     if kind.builtin:
         return factory(settings.learning_rate, **settings.params)
