@@ -30,7 +30,7 @@ from pydantic import (
 
 from tasks.core.configfile import quote_value, read_config_yaml
 from tasks.core.errors import ConfigError
-from tasks.core.registry import MODEL_PARAMS, OPTIMIZER_PARAMS, resolve_params
+from tasks.core.registry import MODEL_PARAMS, optimizer_params, resolve_params
 from tasks.core.storage import TEMP_MARKER
 
 DEFAULT_TARGETS = (0.85, 0.88)
@@ -171,11 +171,12 @@ class OptimizerEntry(_Strict):
     def _known_optimizer(self) -> OptimizerEntry:
         check_safe_name(self.name, "optimizer entry name")
         registry_name = self.optimizer or self.name
-        if registry_name not in OPTIMIZER_PARAMS:
-            field = "optimizer" if self.optimizer else "name"
-            raise ValueError(f"{field}: " + _unknown_choice("optimizer", registry_name, OPTIMIZER_PARAMS))
+        try:  # a built-in, or an installed plugin (imported here: tasks.core.registry.optimizer_kind)
+            table = optimizer_params(registry_name)
+        except ValueError as exc:
+            raise ValueError(f"{'optimizer' if self.optimizer else 'name'}: {exc}") from None
         object.__setattr__(self, "optimizer", registry_name)
-        object.__setattr__(self, "params", resolve_params(OPTIMIZER_PARAMS[registry_name], self.params, "params"))
+        object.__setattr__(self, "params", resolve_params(table, self.params, "params"))
         return self
 
     @property

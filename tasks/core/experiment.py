@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from typing import Any
 from tasks.core.config import ExperimentConfig, load_config
 from tasks.core.errors import ConfigError
 from tasks.core.layout import Layout
+from tasks.core.registry import plugin_identities
 from tasks.core.runs import HASH_LENGTH, entry_named, grid_specs
 from tasks.core.selection import check_tuning_record
 from tasks.core.storage import read_json
@@ -38,8 +40,15 @@ def load_experiment(path: str) -> tuple[ExperimentConfig, str]:
 
 
 def config_hash(config: ExperimentConfig) -> str:
-    """The hash of a whole validated config: a report records it, and is rebuilt when it changes."""
-    return hashlib.sha256(config.model_dump_json().encode("utf-8")).hexdigest()[:HASH_LENGTH]
+    """The hash of a whole validated config: a report records it, and is rebuilt when it changes.
+
+    It covers the identity of every plugin optimizer the config names (editing a plugin rebuilds the report);
+    a config of built-ins only hashes as it did before plugins existed."""
+    text = config.model_dump_json()
+    identities = plugin_identities(entry.optimizer for entry in config.optimizers)
+    if identities:
+        text += json.dumps(identities, sort_keys=True)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:HASH_LENGTH]
 
 
 def tuning_record_path(layout: Layout, config: ExperimentConfig, entry: str) -> Path:

@@ -2,14 +2,20 @@
 
 The config schema validates against these tables before any work starts; `tasks.training.models` and
 `tasks.training.optimizers` build the TF objects for the same names (a test keeps the two in step).
+
+Optimizers have one lookup, `optimizer_kind(name)`: the built-ins below, and the plugins that installed
+distributions declare in the entry-point group `fmnist_pipeline.optimizers` (tasks.core.plugins). A plugin's
+module is imported only when a config names it, so this module never loads TensorFlow.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
+
+from tasks.core import plugins
 
 
 @dataclass(frozen=True)
@@ -61,26 +67,136 @@ MODEL_PARAMS: dict[str, dict[str, Param]] = {
     "cnn_p1": {},
 }
 
-OPTIMIZER_PARAMS: dict[str, dict[str, Param]] = {
-    "sgd": {},
-    "momentum": {"momentum": _MOMENTUM},
-    "nesterov": {"momentum": _MOMENTUM},
-    "adam": {
-        "beta1": Param(0.9, _unit_interval, "a number in [0, 1)"),
-        "beta2": Param(0.999, _unit_interval, "a number in [0, 1)"),
-        "epsilon": _EPSILON,
-    },
-    "rmsprop": {
-        "decay": Param(0.9, _unit_interval, "a number in [0, 1)"),
-        "momentum": Param(0.0, _unit_interval, "a number in [0, 1)"),
-        "epsilon": Param(1e-10, _positive, "a finite number > 0"),
-    },
-    "adagrad": {"initial_accumulator_value": Param(0.1, _positive, "a finite number > 0")},
-    "msvag": {"beta": _BETA},
-    "svag": {"beta": _BETA},
-    "ssd": {},
-    "mssd": {"beta": _BETA},
+# name → (hyper-parameters, factory in tasks.training.optimizers). Each factory is called like a plugin's,
+# `factory(learning_rate, **params)`; a built-in's table is richer than a signature (ranges, not only types).
+_BUILTIN_OPTIMIZERS: dict[str, tuple[dict[str, Param], str]] = {
+    "sgd": ({}, "sgd"),
+    "momentum": ({"momentum": _MOMENTUM}, "momentum"),
+    "nesterov": ({"momentum": _MOMENTUM}, "nesterov"),
+    "adam": (
+        {
+            "beta1": Param(0.9, _unit_interval, "a number in [0, 1)"),
+            "beta2": Param(0.999, _unit_interval, "a number in [0, 1)"),
+            "epsilon": _EPSILON,
+        },
+        "adam",
+    ),
+    "rmsprop": (
+        {
+            "decay": Param(0.9, _unit_interval, "a number in [0, 1)"),
+            "momentum": Param(0.0, _unit_interval, "a number in [0, 1)"),
+            "epsilon": Param(1e-10, _positive, "a finite number > 0"),
+        },
+        "rmsprop",
+    ),
+    "adagrad": ({"initial_accumulator_value": Param(0.1, _positive, "a finite number > 0")}, "adagrad"),
+    "msvag": ({"beta": _BETA}, "msvag"),
+    "svag": ({"beta": _BETA}, "svag"),
+    "ssd": ({}, "ssd"),
+    "mssd": ({"beta": _BETA}, "mssd"),
 }
+
+# The built-ins' hyper-parameter tables (what the tests enumerate).
+OPTIMIZER_PARAMS: dict[str, dict[str, Param]] = {name: table for name, (table, _) in _BUILTIN_OPTIMIZERS.items()}
+
+BUILTIN_DISTRIBUTION = "fmnist-pipeline"
+BUILTIN_FACTORY_MODULE = "tasks.training.optimizers"
+
+
+@dataclass(frozen=True)
+class OptimizerKind:
+    """One optimizer name: its hyper-parameters and where its factory lives. Built-in or plugin, the same shape."""
+
+    name: str
+    params: dict[str, Param]
+    factory: str  # "module:attribute"
+    distribution: str
+    version: str
+    source_file: str  # the factory's module file (error messages name it)
+    source_sha256: str | None = None  # a plugin's package files; None for a built-in (RUN_SCHEMA_VERSION covers it)
+    imported_sha256: str | None = None  # the same when this process imported the plugin (the code it runs)
+
+    @property
+    def builtin(self) -> bool:
+        return self.source_sha256 is None
+
+    @property
+    def identity(self) -> dict[str, str] | None:
+        """What a plugin adds to its runs' identity; None for a built-in (so its run hashes never change)."""
+        if self.builtin:
+            return None
+        return {"distribution": self.distribution, "version": self.version, "source_sha256": self.source_sha256}
+
+    def describe(self) -> str:
+        """'plugin 'lion' (distribution lion-optimizer 0.1.0, /path/lion_optimizer/__init__.py)'."""
+        kind = "built-in optimizer" if self.builtin else "optimizer plugin"
+        return f"{kind} {self.name!r} (distribution {self.distribution} {self.version}, {self.source_file})"
+
+
+def _builtin_kind(name: str) -> OptimizerKind:
+    table, attribute = _BUILTIN_OPTIMIZERS[name]
+    return OptimizerKind(
+        name=name,
+        params=table,
+        factory=f"{BUILTIN_FACTORY_MODULE}:{attribute}",
+        distribution=BUILTIN_DISTRIBUTION,
+        version="built-in",
+        source_file=BUILTIN_FACTORY_MODULE.replace(".", "/") + ".py",
+    )
+
+
+def optimizer_names() -> list[str]:
+    """Every optimizer a config may name: the built-ins and the installed plugins (no plugin is imported)."""
+    return sorted(set(_BUILTIN_OPTIMIZERS) | set(plugins.declared()))
+
+
+def optimizer_kind(name: str) -> OptimizerKind:
+    """The optimizer `name` names; ValueError for an unknown name (with the nearest), a clash or a broken plugin.
+
+    A built-in is looked up in its table; any other name is a plugin, whose module is imported here to read
+    the factory's signature (tasks.core.plugins).
+    """
+    declared = plugins.declared()
+    if name in _BUILTIN_OPTIMIZERS:
+        if name in declared:
+            others = ", ".join(sorted({plugins.distribution_name(point) for point in declared[name]}))
+            raise ValueError(
+                f"optimizer {name!r} is declared twice: built into {BUILTIN_DISTRIBUTION} and as a plugin by "
+                f"{others} (entry-point group {plugins.GROUP}); the plugin is refused: rename its entry point or "
+                f"uninstall {others}"
+            )
+        return _builtin_kind(name)
+    if name in declared:
+        return plugins.load(name, declared[name], _plugin_param)
+    import difflib
+
+    choices = optimizer_names()
+    near = difflib.get_close_matches(name, choices, n=1)
+    hint = f" (did you mean '{near[0]}'?)" if near else ""
+    return _raise(f"unknown optimizer {name!r}{hint}; choose one of: {', '.join(choices)}")
+
+
+def plugin_identities(names: Iterable[str]) -> dict[str, dict[str, str]]:
+    """Name → identity of each plugin among `names` (built-ins have none)."""
+    kinds = [optimizer_kind(name) for name in sorted(set(names))]
+    return {kind.name: kind.identity for kind in kinds if kind.identity is not None}
+
+
+def optimizer_params(name: str) -> dict[str, Param]:
+    return optimizer_kind(name).params
+
+
+def _raise(message: str):
+    raise ValueError(message)
+
+
+def _plugin_param(default: Any) -> Param | None:
+    """A plugin's hyper-parameter from its keyword-only default: a finite number of the default's type."""
+    if isinstance(default, bool) or not isinstance(default, (int, float)) or not math.isfinite(default):
+        return None
+    if isinstance(default, int):
+        return Param(default, lambda value: _is_number(value) and isinstance(value, int), "a whole number")
+    return Param(default, _is_number, "a finite number")
 
 
 def resolve_params(table: dict[str, Param], given: dict[str, Any], where: str) -> dict[str, Any]:

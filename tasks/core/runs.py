@@ -34,7 +34,7 @@ from tasks.core.config import (
     plain,
 )
 from tasks.core.errors import ConfigError
-from tasks.core.registry import OPTIMIZER_PARAMS
+from tasks.core.registry import optimizer_kind
 from tasks.core.runfolder import RunFolder
 
 # Bump when the training code changes what a given config produces, so that old runs are not reused.
@@ -42,14 +42,35 @@ RUN_SCHEMA_VERSION = 2
 HASH_LENGTH = 10
 
 
+class PluginIdentity(_Strict):
+    """What identifies a plugin optimizer's code: its distribution, version and source files' sha256."""
+
+    distribution: str
+    version: str
+    source_sha256: str
+
+    def as_dict(self) -> dict[str, str]:
+        return self.model_dump(mode="json")
+
+
 class OptimizerSettings(_Strict):
+    """The optimizer of a run. `plugin` is None for a built-in, and then left out of the hash and run.json, so
+    built-in runs keep the hashes they had before plugins existed. For a plugin it is filled from the installed
+    plugin when not given; given (parsed from a task parameter or run.json), it is what the run was planned with."""
+
     name: str
     learning_rate: LearningRate
     params: dict[str, Any] = Field(default_factory=dict)
+    plugin: PluginIdentity | None = None
 
     @model_validator(mode="after")
     def _known(self) -> OptimizerSettings:
-        object.__setattr__(self, "params", known_params("optimizer", self.name, self.params, OPTIMIZER_PARAMS))
+        kind = optimizer_kind(self.name)  # ValueError: unknown, clashing or broken
+        object.__setattr__(self, "params", known_params("optimizer", self.name, self.params, {self.name: kind.params}))
+        if kind.builtin and self.plugin is not None:
+            raise ValueError(f"plugin: {self.name!r} is a built-in optimizer, found plugin identity {self.plugin}")
+        if not kind.builtin and self.plugin is None:
+            object.__setattr__(self, "plugin", PluginIdentity(**kind.identity))
         return self
 
 
@@ -70,8 +91,11 @@ class RunSettings(_Strict):
         return value
 
     def as_dict(self) -> dict[str, Any]:
-        """Plain JSON data (what run.json records and the hash covers)."""
-        return self.model_dump(mode="json")
+        """Plain JSON data (what run.json records and the hash covers); a built-in optimizer has no `plugin` key."""
+        data = self.model_dump(mode="json")
+        if data["optimizer"]["plugin"] is None:
+            del data["optimizer"]["plugin"]
+        return data
 
     def canonical_json(self) -> str:
         return json.dumps(self.as_dict(), sort_keys=True, separators=(",", ":"), allow_nan=False)
