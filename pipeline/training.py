@@ -140,7 +140,7 @@ class TrainRun(OnDevice, RunIdentity):
     @property
     def resources(self):
         # luigid keeps one resource setting per task, not per worker: a per-host name cannot work, so a
-        # host's own cap is its --workers (README, "Several workers, several machines"). A bad device value
+        # host's own cap is its --workers (docs/operations.md, "Several workers, several machines"). A bad device value
         # asks for no GPU here; complete() refuses it.
         return run_resources(site_settings().device, _gpus_here())
 
