@@ -54,7 +54,8 @@ def test_shipped_configs_load():
         choices = {entry.name: entry.learning_rates[0] for entry in tuned_entries(config)}
         assert final_specs(config, choices), path
     dissecting = load_config(REPO / "configs" / "dissecting-adam.yaml")
-    assert len(dissecting.seeds) == 10 and {e.name for e in tuned_entries(dissecting)} == {
+    assert (dissecting.adaptive.pilot, dissecting.adaptive.max) == (3, 20) and dissecting.split.varies
+    assert {e.name for e in tuned_entries(dissecting)} == {
         "momentum",
         "mssd",
         "msvag",
