@@ -1,7 +1,8 @@
 """An experiment config as the pipeline sees it: loaded once per file version, hashed, and its tuning records.
 
 A tuned entry's grid is named by the hash of its runs (run hash and seed of every point) and of the config's
-`tuning` section when there is one, so editing the grid, the tuning seeds or the search gives a new tuning record, and the old one stays for inspection. A tuning record
+`tuning` section when there is one, so editing the grid, the tuning seeds or the search gives a new tuning
+record, and the old one stays for inspection. A tuning record
 is data read back from disk: it is believed only when it covers exactly its grid and its choice is the one
 the selection rule makes (tasks.core.selection).
 """
