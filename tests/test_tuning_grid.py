@@ -55,7 +55,7 @@ def test_a_bad_shorthand_is_a_config_error_naming_the_key(shorthand, message):
 
 
 def test_the_tuning_section_is_checked_against_the_budget_and_the_tuning_seeds():
-    config = _config([0.01, 0.1], tuning={"extend": 2, "halving": {"rungs": [1], "keep": 0.34}})
+    config = _config([0.01, 0.1], tuning={"extend": 2, "halving": {"rungs": [1], "keep": 0.333}})
     assert config.tuning.extend == 2 and config.tuning.halving.rungs == [1]
     for tuning, message in (
         ({"halving": {"rungs": [2], "keep": 0.5}}, "below training.epochs"),
