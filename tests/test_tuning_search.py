@@ -64,3 +64,39 @@ def test_halving_and_extension_in_the_dag(site, ran_tasks, tmp_path):
     ran_tasks.tasks.clear()
     build([TuneLearningRate(config=str(path), name="sgd")])
     assert ran_tasks.tasks == []
+
+
+def test_a_sigkill_during_halving_then_a_rerun_gives_the_same_cuts_and_choice(site, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    import luigi.configuration
+
+    raw = dict(SMOKE, experiment="halved", seeds=[0, 1, 2], tuning_seeds=[0, 1])
+    raw["tuning"] = {"extend": 1, "halving": {"rungs": [1], "keep": 0.333}}
+    raw["optimizers"] = [{"name": "sgd", "learning_rate": [0.003, 0.03, 0.3]}]
+    path = tmp_path / "halved.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    reference = TuneLearningRate(config=str(path), name="sgd")
+    build([reference], workers=1)
+    expected = json.loads(Path(reference.path).read_text())
+
+    root = tmp_path / "killed"
+    cfg = tmp_path / "killed.cfg"
+    pipeline = luigi.configuration.get_config()
+    cfg.write_text(
+        f"[pipeline]\nartifacts_root = {root}\nsources = {pipeline.get('pipeline', 'sources')}\n"
+        f"checksums_file = {pipeline.get('pipeline', 'checksums_file')}\n"
+    )
+    command = [sys.executable, "-m", "luigi", "--module", "pipeline", "TuneLearningRate", "--config", str(path)]
+    command += ["--name", "sgd", "--workers", "1"]
+    env = {**os.environ, "LUIGI_CONFIG_PATH": str(cfg)}
+    # 6 rung epochs (3 points × 2 seeds) come first: the 7th epoch done is in the survivors' full runs.
+    killed = subprocess.run(command, cwd=REPO_ROOT, env={**env, "FMNIST_CRASH_AT": "train.epoch-done:7"}, timeout=300)
+    assert killed.returncode == -signal.SIGKILL and not list(root.glob("tuning/*/*.json"))
+    rerun = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    (written,) = list(root.glob("tuning/halved/*.json"))
+    assert json.loads(written.read_text()) == expected
