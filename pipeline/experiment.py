@@ -11,7 +11,7 @@ from __future__ import annotations
 import luigi
 
 from pipeline.site import layout
-from pipeline.training import collect_runs, evaluate_task, train_task
+from pipeline.training import TrainToEpoch, collect_runs, evaluate_task, train_task
 from tasks.core.config import ExperimentConfig
 from tasks.core.experiment import (
     DEFAULT_CONFIG,
@@ -31,6 +31,8 @@ from tasks.core.storage import quarantine, read_json, write_json_atomic
 class TuneLearningRate(luigi.Task):
     """Train one entry's learning-rate grid on the tuning seeds and choose a rate on validation accuracy.
 
+    The search (tasks.training.tuning.tune: successive halving, then edge extension) yields its training as
+    dynamic dependencies, step by step; a rerun replays the finished steps from the run folders and resumes.
     Done when its record stands: a record that does not cover its grid, or whose choice the selection rule
     would not make (edited by hand, or damaged), is moved to quarantine and the choice is made again.
     """
@@ -47,7 +49,11 @@ class TuneLearningRate(luigi.Task):
         return grid_specs(config, entry_named(config, self.name))
 
     def requires(self):
-        return [train_task(spec) for spec in self.grid()]
+        # The written grid's first step; later steps (rungs, the full runs, extensions) come from run().
+        config = self.experiment
+        halving = config.tuning.halving if config.tuning else None
+        first = halving.rungs[0] if halving else None
+        return [train_task(spec) if first is None else TrainToEpoch.of(spec, until_epoch=first) for spec in self.grid()]
 
     def output(self):
         return luigi.LocalTarget(str(tuning_record_path(layout(), self.experiment, self.name)))
@@ -60,13 +66,24 @@ class TuneLearningRate(luigi.Task):
         return tuning_record_path(layout(), self.experiment, self.name)
 
     def run(self):
-        from tasks.training.tuning import choose_learning_rate
+        from tasks.training.tuning import tune, write_tuning_record
 
+        config = self.experiment
+        steps = tune(config, entry_named(config, self.name), lambda spec: train_task(spec).folder)
+        try:
+            request = next(steps)
+            while True:
+                specs, epoch = request
+                yield [
+                    train_task(spec) if epoch is None else TrainToEpoch.of(spec, until_epoch=epoch) for spec in specs
+                ]
+                request = steps.send(None)
+        except StopIteration as done:
+            record = done.value
         if self.path.exists():
-            problem = tuning_record_problem(self.path, self.experiment, self.name)
+            problem = tuning_record_problem(self.path, config, self.name)
             quarantine(self.path, f"{problem}; the grid's choice was made again")
-        runs = collect_runs(self.requires())
-        choose_learning_rate(self.name, self.experiment.tuning_seeds, runs, self.path)
+        write_tuning_record(record, self.path)
 
 
 class TunedRuns(luigi.Task):

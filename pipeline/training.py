@@ -18,7 +18,7 @@ from pipeline.site import device_setting, layout, site_settings
 from pipeline.warm import warm_up_tensorflow
 from tasks.core.config import check_safe_name
 from tasks.core.devices import gpu_device_nodes, wants_gpu
-from tasks.core.errors import ConfigError
+from tasks.core.errors import ConfigError, RunFolderError
 from tasks.core.runfolder import EVALUATION_JSON, RUN_JSON, RunFolder
 from tasks.core.runs import RunOnDisk, RunSpec
 
@@ -170,11 +170,38 @@ class TrainRun(OnDevice, RunIdentity):
             inter_op_threads=site.inter_op_threads,
             device=site.device,
             progress=self._report_progress,
+            until_epoch=self.stop_after,
         )
+
+    @property
+    def stop_after(self) -> int | None:
+        """The epoch to stop after without finishing (TrainToEpoch); None: train all epochs."""
+        return None
 
     def _report_progress(self, fraction: float, message: str) -> None:
         self.set_progress_percentage(round(100 * fraction, 1))
         self.set_status_message(message)
+
+
+class TrainToEpoch(TrainRun):
+    """Train one run up to `until_epoch` only (a successive-halving rung): done when the run has that epoch's
+    checkpoint and metrics, or is finished. A later TrainRun of the same run resumes there, bit for bit."""
+
+    until_epoch = luigi.IntParameter(description="the epoch to stop after (a tuning rung)")
+
+    def done(self) -> bool:
+        folder = self.folder
+        if folder.finished:
+            return True
+        try:
+            latest, rows = folder.latest(), folder.metric_rows()
+        except (RunFolderError, ValueError):
+            return False
+        return latest is not None and latest["epoch"] >= self.until_epoch and len(rows) >= self.until_epoch
+
+    @property
+    def stop_after(self) -> int | None:
+        return self.until_epoch
 
 
 class NightlyTrainRun(Nightly, TrainRun):

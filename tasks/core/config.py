@@ -82,6 +82,41 @@ def check_split_seed(value: Any) -> int | str:
         ) from None
 
 
+# A learning-rate grid point is kept to 12 significant digits, so that a computed grid (the log shorthand, or a
+# point added beyond an edge) is the same list of floats on every machine, and 1e-3 * 10**0.5 prints as it reads.
+GRID_DIGITS = 12
+LOG_GRID_KEYS = ("log_min", "log_max", "points")
+MAX_GRID_POINTS = 50
+
+
+def grid_point(value: float) -> float:
+    """A computed learning rate rounded to GRID_DIGITS significant digits (deterministic, exact endpoints)."""
+    return float(f"{value:.{GRID_DIGITS}g}")
+
+
+def log_grid(spec: Mapping[str, Any]) -> list[float]:
+    """`{log_min: a, log_max: b, points: n}`: n learning rates evenly spaced in log10 from a to b, both included.
+
+    The list is what a written-out list of the same numbers would be (`grid_point` of each), so it hashes the
+    same way; a ValueError names the key at fault.
+    """
+    keys = sorted(spec)
+    if keys != sorted(LOG_GRID_KEYS):
+        raise ValueError(
+            f"a learning-rate grid shorthand takes exactly the keys {list(LOG_GRID_KEYS)}, found {keys}; "
+            "or write the rates as a list"
+        )
+    low, high = (check_learning_rate(spec[key]) for key in ("log_min", "log_max"))
+    points = spec["points"]
+    if isinstance(points, bool) or not isinstance(points, int) or not 2 <= points <= MAX_GRID_POINTS:
+        raise ValueError(f"points: expected an integer in [2, {MAX_GRID_POINTS}], found {quote_value(points)}")
+    if not low < high:
+        raise ValueError(f"expected log_min < log_max, found log_min {low!r} and log_max {high!r}")
+    step = (math.log10(high) - math.log10(low)) / (points - 1)
+    inner = [grid_point(10 ** (math.log10(low) + index * step)) for index in range(1, points - 1)]
+    return [low, *inner, high]
+
+
 Seed = Annotated[int, BeforeValidator(check_seed)]
 SplitSeed = Annotated[int | str, BeforeValidator(check_split_seed)]
 LearningRate = Annotated[float, BeforeValidator(check_learning_rate)]
@@ -158,6 +193,8 @@ class OptimizerEntry(_Strict):
     @field_validator("learning_rate", mode="before")
     @classmethod
     def _positive_rates(cls, value: Any) -> Any:
+        if isinstance(value, Mapping):
+            return log_grid(value)  # the shorthand {log_min, log_max, points}: validated like a written list
         if not isinstance(value, list):
             return check_learning_rate(value)
         if not value:
@@ -182,6 +219,31 @@ class OptimizerEntry(_Strict):
     @property
     def learning_rates(self) -> list[float]:
         return self.learning_rate if isinstance(self.learning_rate, list) else [self.learning_rate]
+
+
+class HalvingConfig(_Strict):
+    """Successive halving of a tuned grid: at each rung (an epoch count) every point still in the race is
+    ranked by its validation accuracy at that epoch, and the best `keep` fraction (at least one) goes on; the
+    others stop there. The survivors train all epochs and the choice is made among them."""
+
+    rungs: list[int] = Field(min_length=1, max_length=10)
+    keep: float = Field(gt=0, lt=1)
+
+    @field_validator("rungs")
+    @classmethod
+    def _increasing(cls, value: list[int]) -> list[int]:
+        if value[0] < 1 or sorted(set(value)) != value:
+            raise ValueError(f"expected distinct epoch counts >= 1 in increasing order, found {value}")
+        return value
+
+
+class TuningConfig(_Strict):
+    """How a tuned grid is searched. `extend`: when the choice is at an edge of the grid, add the next point
+    beyond it (the edge's own log spacing) and choose again, at most this many times; 0 (the default) never
+    extends. `halving`: successive halving (HalvingConfig); absent: every point trains all epochs."""
+
+    extend: int = Field(default=0, ge=0, le=10)
+    halving: HalvingConfig | None = None
 
 
 class AdaptiveSeeds(_Strict):
@@ -228,6 +290,8 @@ class ExperimentConfig(_Strict):
     optimizers: list[OptimizerEntry] = Field(min_length=1)
     # Seeds on which a learning-rate grid is tuned (validation only) before its chosen point runs on `seeds`.
     tuning_seeds: list[Seed] | None = None
+    # How a tuned grid is searched (edge extension, successive halving); None: the whole written grid, all epochs.
+    tuning: TuningConfig | None = None
     # Validation-accuracy targets for time-to-target; a reporting setting, so no run's hash covers it.
     targets: list[float] = Field(default_factory=lambda: list(DEFAULT_TARGETS), min_length=1, max_length=8)
     nightly: NightlyConfig = Field(default_factory=NightlyConfig)
@@ -279,6 +343,20 @@ class ExperimentConfig(_Strict):
         return self
 
     @model_validator(mode="after")
+    def _tuning_fits(self) -> ExperimentConfig:
+        if self.tuning is None:
+            return self
+        if self.tuning_seeds is None:
+            raise ValueError("tuning: applies to grids tuned on 'tuning_seeds'; add tuning_seeds or drop 'tuning'")
+        halving = self.tuning.halving
+        if halving is not None and halving.rungs[-1] >= self.training.epochs:
+            raise ValueError(
+                f"tuning.halving.rungs: expected epoch counts below training.epochs ({self.training.epochs}), "
+                f"found {halving.rungs}; the last rung is followed by the full run of the survivors"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _unique_entries(self) -> ExperimentConfig:
         names = [entry.name for entry in self.optimizers]
         duplicates = sorted({name for name in names if names.count(name) > 1})
@@ -320,6 +398,8 @@ _SECTION_FIELDS = {
     ("split",): SplitConfig,
     ("nightly",): NightlyConfig,
     ("seeds",): AdaptiveSeeds,
+    ("tuning",): TuningConfig,
+    ("tuning", "halving"): HalvingConfig,
 }
 
 

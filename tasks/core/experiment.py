@@ -1,7 +1,8 @@
 """An experiment config as the pipeline sees it: loaded once per file version, hashed, and its tuning records.
 
-A tuned entry's grid is named by the hash of its runs (run hash and seed of every point), so editing the
-grid or the tuning seeds gives a new tuning record, and the old one stays for inspection. A tuning record
+A tuned entry's grid is named by the hash of its runs (run hash and seed of every point) and of the config's
+`tuning` section when there is one, so editing the grid, the tuning seeds or the search gives a new tuning
+record, and the old one stays for inspection. A tuning record
 is data read back from disk: it is believed only when it covers exactly its grid and its choice is the one
 the selection rule makes (tasks.core.selection).
 """
@@ -54,6 +55,8 @@ def config_hash(config: ExperimentConfig) -> str:
 def tuning_record_path(layout: Layout, config: ExperimentConfig, entry: str) -> Path:
     """Where the tuning record of a tuned entry's current grid lives."""
     hashes = ",".join(f"{spec.run_hash}:{spec.seed}" for spec in grid_specs(config, entry_named(config, entry)))
+    if config.tuning is not None:  # how the grid is searched; a config without `tuning` keeps its old records
+        hashes += f"|tuning:{config.tuning.model_dump_json()}"
     grid_hash = hashlib.sha256(hashes.encode()).hexdigest()[:HASH_LENGTH]
     return layout.tuning_record(config.experiment, entry, grid_hash)
 
@@ -66,7 +69,13 @@ def tuning_record_problem(path: Path, config: ExperimentConfig, entry: str) -> s
         return f"{path} not found"
     except (OSError, ValueError) as exc:
         return f"{path} is not readable JSON ({exc})"
-    problem = check_tuning_record(record, entry_named(config, entry).learning_rates)
+    tuning = config.tuning
+    problem = check_tuning_record(
+        record,
+        entry_named(config, entry).learning_rates,
+        extend=tuning.extend if tuning else 0,
+        halving=tuning.halving.model_dump() if tuning and tuning.halving else None,
+    )
     return f"{path}: {problem}" if problem else None
 
 

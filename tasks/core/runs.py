@@ -36,6 +36,7 @@ from tasks.core.config import (
 from tasks.core.errors import ConfigError
 from tasks.core.registry import optimizer_kind
 from tasks.core.runfolder import RunFolder
+from tasks.core.selection import reachable_rates
 
 # Bump when the training code changes what a given config produces, so that old runs are not reused.
 RUN_SCHEMA_VERSION = 2
@@ -198,12 +199,17 @@ def entry_named(config: ExperimentConfig, name: str) -> OptimizerEntry:
     )
 
 
-def grid_specs(config: ExperimentConfig, entry: OptimizerEntry) -> list[RunSpec]:
-    """The tuning runs of a tuned entry: every grid point on every tuning seed."""
+def grid_specs(config: ExperimentConfig, entry: OptimizerEntry, rates: list[float] | None = None) -> list[RunSpec]:
+    """The tuning runs of a tuned entry: every grid point (`rates`; default its written grid) on every tuning seed."""
     seeds = config.tuning_seeds or []
-    return [
-        RunSpec(entry.name, run_settings(config, entry, rate), seed) for rate in entry.learning_rates for seed in seeds
-    ]
+    rates = entry.learning_rates if rates is None else rates
+    return [RunSpec(entry.name, run_settings(config, entry, rate), seed) for rate in rates for seed in seeds]
+
+
+def tunable_rates(config: ExperimentConfig, entry: OptimizerEntry) -> list[float]:
+    """The rates a tuning of `entry` may choose: its grid, and the points edge extension may add."""
+    cap = config.tuning.extend if config.tuning else 0
+    return entry.learning_rates + reachable_rates(entry.learning_rates, cap)
 
 
 def final_specs(
@@ -227,10 +233,10 @@ def final_specs(
         if is_tuned(config, entry):
             if choices is None:
                 continue
-            if choices.get(entry.name) not in entry.learning_rates:
+            if choices.get(entry.name) not in tunable_rates(config, entry):
                 raise ConfigError(
                     f"tuning of {entry.name!r} chose {choices.get(entry.name)!r}, which is not in its grid "
-                    f"{entry.learning_rates}; the tuning record is stale: rerun the command"
+                    f"{entry.learning_rates} or its extensions; the tuning record is stale: rerun the command"
                 )
             rates = [choices[entry.name]]
         else:

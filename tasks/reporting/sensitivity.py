@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from tasks.core.errors import ReportError
-from tasks.core.selection import RULE, check_tuning_record
+from tasks.core.selection import RULE, check_tuning_record, final_scores, selection_stability
 from tasks.reporting import comparison
 
 GRID_RULE = f"on all seeds of the experiment: {RULE}"
@@ -72,6 +72,13 @@ def sensitivity_lines(
                     "rule": str(record["rule"]),
                     "seeds": f"seeds {', '.join(str(seed) for seed in record['tuning_seeds'])}",
                     "tuned": True,
+                    # Recomputed from the record's grid, so a record written before stability existed has it too.
+                    "stability": selection_stability(final_scores(record)),
+                    "extended": list(record.get("extended", [])),
+                    "stopped": {
+                        float(p["learning_rate"]): p["stopped_at_epoch"] for p in ordered if p.get("stopped_at_epoch")
+                    },
+                    "full_tuning_choice": record.get("full_tuning_choice", record["chosen_learning_rate"]),
                 }
             )
         elif len(points) > 1:

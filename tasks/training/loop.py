@@ -52,8 +52,12 @@ def train_run(
     inter_op_threads: int = 1,
     device: str = "auto",
     progress: Progress | None = None,
+    until_epoch: int | None = None,
 ) -> dict:
     """Train, resume or repair one run and return its run.json record.
+
+    `until_epoch` (successive halving, tasks.training.tuning): stop after that epoch's checkpoint, write no
+    run.json, and return {"stopped_at_epoch": n}; a later call without it resumes there, bit for bit.
 
     `settings` are validated here once (a RunSettings, or its plain form). A finished run whose files are all
     there is returned as it is. Otherwise: read the data, check the device (`device` is the `[pipeline] device`
@@ -87,8 +91,11 @@ def train_run(
     graph = build_training_graph(settings.model, settings.optimizer, seed, len(split.labels), steps, batch_size)
     with tf.Session(graph=graph.graph, config=config) as session:
         outcome = _train_epochs(
-            session, graph, state, split, settings, seed, progress or (lambda fraction, message: None)
+            session, graph, state, split, settings, seed, progress or (lambda fraction, message: None), until_epoch
         )
+    last_epoch = outcome.rows[-1]["epoch"] if outcome.rows else 0
+    if outcome.diverged_at is None and last_epoch < settings.training.epochs:
+        return {"stopped_at_epoch": last_epoch}
     record = run_record(
         settings.as_dict(),
         settings.run_hash,
@@ -127,9 +134,11 @@ def _train_epochs(
     settings: RunSettings,
     seed: int,
     report: Progress,
+    until_epoch: int | None = None,
 ) -> EpochsOutcome:
-    """Restore the resume point, then train, validate and checkpoint each remaining epoch."""
+    """Restore the resume point, then train, validate and checkpoint each remaining epoch (up to `until_epoch`)."""
     epochs, steps = settings.training.epochs, graph.steps_per_epoch
+    last = epochs if until_epoch is None else min(until_epoch, epochs)
     rows, latest, diverged_at = list(state.rows), state.latest, None
     first_step = _start_session(session, graph, state, split, settings)
     report(
@@ -142,7 +151,7 @@ def _train_epochs(
     run_chunk()  # no step yet (see train_graph): builds the executor outside the epoch's timing
     label = f"{state.run_dir.parent.name}/{state.run_dir.name}"
     with RunProgress(label, epochs * steps, state.start_epoch * steps) as bar:
-        for epoch in range(state.start_epoch + 1, epochs + 1):
+        for epoch in range(state.start_epoch + 1, last + 1):
             row, diverged_at = _run_epoch(session, graph, run_chunk, bar, seed, epoch, settings, split)
             if diverged_at is not None:
                 report(1.0, f"diverged: NaN or inf training loss at epoch {epoch}/{epochs}, step {diverged_at['step']}")

@@ -1,0 +1,102 @@
+"""Successive halving, edge extension and selection stability: the rule's pieces, then one tuned grid in the DAG."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+
+from pipeline import TuneLearningRate
+from tasks.core.selection import GridScore, beyond_edge, check_tuning_record, halve, selection_stability
+from tests.conftest import REPO_ROOT, build
+
+SMOKE = yaml.safe_load((REPO_ROOT / "configs" / "smoke.yaml").read_text())
+
+
+def test_halving_keeps_the_best_third_and_extension_steps_at_the_edge_spacing():
+    points = [GridScore(0.01, (0.5, 0.6)), GridScore(0.1, (0.8, 0.7)), GridScore(1.0, (None, 0.9))]
+    assert halve(points, 0.333) == [1]  # the diverged seed ranks last, whatever its other seed did
+    assert halve(points, 0.5) == [0, 1]
+    assert beyond_edge([0.001, 0.003], True) == 0.009 and beyond_edge([0.001, 0.003], False) == 0.000333333333333
+
+
+def test_selection_stability_counts_resamplings_that_keep_the_choice():
+    clear = [GridScore(0.01, (0.5, 0.6)), GridScore(0.1, (0.8, 0.7))]
+    assert selection_stability(clear) == 1.0
+    # Seed 0 prefers 0.1, seed 1 prefers 0.01: of the 4 resamplings (0,0) (0,1) (1,0) (1,1), 3 keep 0.1.
+    split = [GridScore(0.01, (0.5, 0.9)), GridScore(0.1, (0.8, 0.7))]
+    assert selection_stability(split) == 0.75
+
+
+def test_a_record_at_an_edge_with_extensions_left_is_not_believed():
+    record = {
+        "tuning_seeds": [0, 1],
+        "rule": "r",
+        "chosen_learning_rate": 0.1,
+        "grid": [
+            {"learning_rate": r, "val_accuracies": v, "mean_val_accuracy": 0, "std_val_accuracy": 0}
+            for r, v in ((0.01, [0.5, 0.5]), (0.1, [0.8, 0.8]))
+        ],
+    }
+    assert check_tuning_record(record, [0.01, 0.1]) is None
+    assert "extend it" in check_tuning_record(record, [0.01, 0.1], extend=1)
+
+
+def test_halving_and_extension_in_the_dag(site, ran_tasks, tmp_path):
+    raw = dict(SMOKE, experiment="halved", seeds=[0, 1, 2], tuning_seeds=[0, 1])
+    raw["tuning"] = {"extend": 1, "halving": {"rungs": [1], "keep": 0.333}}
+    raw["optimizers"] = [{"name": "sgd", "learning_rate": {"log_min": 0.001, "log_max": 0.1, "points": 3}}]
+    path = tmp_path / "halved.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    task = TuneLearningRate(config=str(path), name="sgd")
+    build([task], workers=1)
+    record = json.loads(Path(task.path).read_text())
+    full = [p for p in record["grid"] if p["stopped_at_epoch"] is None]
+    stopped = [p for p in record["grid"] if p["stopped_at_epoch"] == 1]
+    assert len(full) >= 1 and len(stopped) >= 1 and len(full) + len(stopped) == len(record["grid"])
+    assert record["rungs"][0]["epoch"] == 1 and record["stability"] is not None
+    # The rate the smoke grid picks is at the top edge: the grid grew by one point beyond it, 1.0.
+    assert record["extended"] == [1.0] or record["at_edge"] is False
+    # A stopped point never trained its second epoch, and no run.json marks it finished.
+    trained = [t for t in ran_tasks.tasks if t.task_family in ("TrainRun", "TrainToEpoch")]
+    assert {t.learning_rate for t in trained if t.task_family == "TrainRun"} == {p["learning_rate"] for p in full}
+    ran_tasks.tasks.clear()
+    build([TuneLearningRate(config=str(path), name="sgd")])
+    assert ran_tasks.tasks == []
+
+
+def test_a_sigkill_during_halving_then_a_rerun_gives_the_same_cuts_and_choice(site, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    import luigi.configuration
+
+    raw = dict(SMOKE, experiment="halved", seeds=[0, 1, 2], tuning_seeds=[0, 1])
+    raw["tuning"] = {"extend": 1, "halving": {"rungs": [1], "keep": 0.333}}
+    raw["optimizers"] = [{"name": "sgd", "learning_rate": [0.003, 0.03, 0.3]}]
+    path = tmp_path / "halved.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    reference = TuneLearningRate(config=str(path), name="sgd")
+    build([reference], workers=1)
+    expected = json.loads(Path(reference.path).read_text())
+
+    root = tmp_path / "killed"
+    cfg = tmp_path / "killed.cfg"
+    pipeline = luigi.configuration.get_config()
+    cfg.write_text(
+        f"[pipeline]\nartifacts_root = {root}\nsources = {pipeline.get('pipeline', 'sources')}\n"
+        f"checksums_file = {pipeline.get('pipeline', 'checksums_file')}\n"
+    )
+    command = [sys.executable, "-m", "luigi", "--module", "pipeline", "TuneLearningRate", "--config", str(path)]
+    command += ["--name", "sgd", "--workers", "1"]
+    env = {**os.environ, "LUIGI_CONFIG_PATH": str(cfg)}
+    # 6 rung epochs (3 points × 2 seeds) come first: the 7th epoch done is in the survivors' full runs.
+    killed = subprocess.run(command, cwd=REPO_ROOT, env={**env, "FMNIST_CRASH_AT": "train.epoch-done:7"}, timeout=300)
+    assert killed.returncode == -signal.SIGKILL and not list(root.glob("tuning/*/*.json"))
+    rerun = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    (written,) = list(root.glob("tuning/halved/*.json"))
+    assert json.loads(written.read_text()) == expected
