@@ -13,7 +13,6 @@ from pipeline.training import EvaluateRun, collect_runs, evaluate_task
 from tasks.core.config import ExperimentConfig
 from tasks.core.experiment import DEFAULT_CONFIG, chosen_rates, config_hash, load_experiment
 from tasks.core.runs import final_specs, tuned_entries
-from tasks.core.storage import read_json
 
 
 def report_inputs(
@@ -73,12 +72,14 @@ class ExperimentReport(luigi.Task):
         return luigi.LocalTarget(str(out_dir / "report.json"))
 
     def complete(self):
-        if not self.output().exists():
-            return False
-        try:
-            return read_json(self.output().path).get("config_hash") == config_hash(self.experiment)
-        except (OSError, ValueError):
-            return False
+        return self.problem() is None
+
+    def problem(self) -> str | None:
+        """Why the dated folder holds no finished report of this config (None: it does); pipeline.where
+        asks the same question, so it never sends anyone to a FullReport that would do nothing."""
+        from tasks.reporting.report import report_problem
+
+        return report_problem(Path(self.output().path).parent, config_hash(self.experiment))
 
     def run(self):
         config = self.experiment
