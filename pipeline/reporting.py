@@ -44,6 +44,54 @@ def report_record(config_path: str, config: ExperimentConfig, tuning: dict) -> d
     return {"config": str(config_path), "config_hash": config_hash(config), "tuning": tuning}
 
 
+def owned_experiment(config_path: str) -> ExperimentConfig:
+    """The config at `config_path`, once it owns its `experiment:` name (red team 4).
+
+    Reports (`reports/<experiment>/`) and the nightly history (`history/<experiment>/`) are named by the
+    experiment alone, so a second config file with the same name would take the first's files as its own.
+    The first config to use a name is recorded in `reports/<experiment>/owner.json`; another file that
+    names it is refused while the owner still exists and still names it (a moved, deleted or renamed
+    owner hands the name over). `x.yaml` and `./x.yaml` are one file.
+    """
+    from tasks.core.errors import ConfigError, PipelineError
+    from tasks.core.locks import target_lock
+    from tasks.core.storage import read_json, write_json_atomic
+
+    config = load_experiment(config_path)[0]
+    owner_path = layout().experiment_owner(config.experiment)
+    mine = str(Path(config_path).resolve())
+
+    def owner() -> str | None:
+        try:
+            found = read_json(owner_path).get("config")
+        except (OSError, ValueError, AttributeError):
+            return None
+        return found if isinstance(found, str) else None
+
+    def rival(found: str | None) -> bool:
+        if found is None or found == mine or not Path(found).is_file():
+            return False
+        try:
+            return not Path(found).samefile(mine) and load_experiment(found)[0].experiment == config.experiment
+        except (PipelineError, OSError, ValueError):  # an unreadable or invalid owner names nothing now
+            return False
+
+    found = owner()
+    if found != mine:
+        with target_lock(owner_path):
+            found = owner()
+            if rival(found):
+                raise ConfigError(
+                    f"{config_path}: experiment name {config.experiment!r} already belongs to the config {found} "
+                    f"(recorded in {owner_path}); reports and nightly history are named by the experiment, so two "
+                    "configs with one name would overwrite and reuse each other's. Give one of them another "
+                    "`experiment:` name, or, if this file replaces that one, delete or rename it, and rerun"
+                )
+            if found != mine:
+                write_json_atomic(owner_path, {"config": mine, "experiment": config.experiment})
+    return config
+
+
 class ExperimentReport(luigi.Task):
     """Every final run of one experiment config, evaluated and compared in one dated report folder.
 
@@ -57,7 +105,7 @@ class ExperimentReport(luigi.Task):
 
     @property
     def experiment(self) -> ExperimentConfig:
-        return load_experiment(self.config)[0]
+        return owned_experiment(self.config)
 
     def requires(self):
         untuned = [evaluate_task(spec) for spec in final_specs(self.experiment)]
