@@ -98,9 +98,7 @@ def publish_once(task: luigi.Task, publish) -> bool:
     Whether this process built it."""
     from tasks.core.locks import target_lock
 
-    import contextlib
-
-    with contextlib.nullcontext():  # BREAK
+    with target_lock(task.output().path):
         if task.complete():
             return False
         publish()

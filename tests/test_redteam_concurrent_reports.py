@@ -16,8 +16,7 @@ from tests.conftest import REPO_ROOT
 from tests.killcheck import temp_files
 
 DATE = "2026-12-02"
-CHILD = (
-    """
+CHILD = """
 import datetime, sys, time
 from pathlib import Path
 import luigi.configuration
@@ -46,8 +45,6 @@ record = report_record(config, load_experiment(config)[0], {})
 built = publish_once(task, lambda: report.publish_report(folder, record, **build_kwargs(work, runs, test_arrow)))
 print("built" if built else "found finished", flush=True)
 """
-    % DATE
-)
 
 
 def _start(root: Path, config: str, work: Path, hold: str, cwd: Path) -> subprocess.Popen:
