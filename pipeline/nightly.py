@@ -16,11 +16,11 @@ from pathlib import Path
 import luigi
 
 from pipeline.experiment import tuning_of, tuning_tasks
-from pipeline.reporting import report_inputs, report_record
+from pipeline.reporting import owned_experiment, report_inputs, report_record
 from pipeline.site import layout
 from pipeline.training import collect_runs, evaluate_task
 from tasks.core.errors import ConfigError, PipelineError
-from tasks.core.experiment import DEFAULT_CONFIG, chosen_rates, load_experiment
+from tasks.core.experiment import DEFAULT_CONFIG, chosen_rates
 from tasks.core.runs import final_specs
 
 
@@ -43,7 +43,7 @@ class NightTask(luigi.Task):
 
     @property
     def experiment(self):
-        return load_experiment(self.config)[0]
+        return owned_experiment(self.config)
 
     def night_runs(self, tuning: dict | None = None):
         """The night's evaluation tasks (tuned entries at the rate their tuning chose)."""

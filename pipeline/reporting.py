@@ -13,7 +13,6 @@ from pipeline.training import EvaluateRun, collect_runs, evaluate_task
 from tasks.core.config import ExperimentConfig
 from tasks.core.experiment import DEFAULT_CONFIG, chosen_rates, config_hash, load_experiment
 from tasks.core.runs import final_specs, tuned_entries
-from tasks.core.storage import read_json
 
 
 def report_inputs(
@@ -45,6 +44,67 @@ def report_record(config_path: str, config: ExperimentConfig, tuning: dict) -> d
     return {"config": str(config_path), "config_hash": config_hash(config), "tuning": tuning}
 
 
+def owned_experiment(config_path: str) -> ExperimentConfig:
+    """The config at `config_path`, once it owns its `experiment:` name (red team 4).
+
+    Reports (`reports/<experiment>/`) and the nightly history (`history/<experiment>/`) are named by the
+    experiment alone, so a second config file with the same name would take the first's files as its own.
+    The first config to use a name is recorded in `reports/<experiment>/owner.json`; another file that
+    names it is refused while the owner still exists and still names it (a moved, deleted or renamed
+    owner hands the name over). `x.yaml` and `./x.yaml` are one file.
+    """
+    from tasks.core.errors import ConfigError, PipelineError
+    from tasks.core.locks import target_lock
+    from tasks.core.storage import read_json, write_json_atomic
+
+    config = load_experiment(config_path)[0]
+    owner_path = layout().experiment_owner(config.experiment)
+    mine = str(Path(config_path).resolve())
+
+    def owner() -> str | None:
+        try:
+            found = read_json(owner_path).get("config")
+        except (OSError, ValueError, AttributeError):
+            return None
+        return found if isinstance(found, str) else None
+
+    def rival(found: str | None) -> bool:
+        if found is None or found == mine or not Path(found).is_file():
+            return False
+        try:
+            return not Path(found).samefile(mine) and load_experiment(found)[0].experiment == config.experiment
+        except (PipelineError, OSError, ValueError):  # an unreadable or invalid owner names nothing now
+            return False
+
+    found = owner()
+    if found != mine:
+        with target_lock(owner_path):
+            found = owner()
+            if rival(found):
+                raise ConfigError(
+                    f"{config_path}: experiment name {config.experiment!r} already belongs to the config {found} "
+                    f"(recorded in {owner_path}); reports and nightly history are named by the experiment, so two "
+                    "configs with one name would overwrite and reuse each other's. Give one of them another "
+                    "`experiment:` name, or, if this file replaces that one, delete or rename it, and rerun"
+                )
+            if found != mine:
+                write_json_atomic(owner_path, {"config": mine, "experiment": config.experiment})
+    return config
+
+
+def publish_once(task: luigi.Task, publish) -> bool:
+    """Run `publish()` under the lock of the task's report.json, unless the report was finished while this
+    process waited for it (red team 5: `x.yaml` and `./x.yaml` are two Luigi tasks writing one folder).
+    Whether this process built it."""
+    from tasks.core.locks import target_lock
+
+    with target_lock(task.output().path):
+        if task.complete():
+            return False
+        publish()
+        return True
+
+
 class ExperimentReport(luigi.Task):
     """Every final run of one experiment config, evaluated and compared in one dated report folder.
 
@@ -58,7 +118,7 @@ class ExperimentReport(luigi.Task):
 
     @property
     def experiment(self) -> ExperimentConfig:
-        return load_experiment(self.config)[0]
+        return owned_experiment(self.config)
 
     def requires(self):
         untuned = [evaluate_task(spec) for spec in final_specs(self.experiment)]
@@ -73,12 +133,14 @@ class ExperimentReport(luigi.Task):
         return luigi.LocalTarget(str(out_dir / "report.json"))
 
     def complete(self):
-        if not self.output().exists():
-            return False
-        try:
-            return read_json(self.output().path).get("config_hash") == config_hash(self.experiment)
-        except (OSError, ValueError):
-            return False
+        return self.problem() is None
+
+    def problem(self) -> str | None:
+        """Why the dated folder holds no finished report of this config (None: it does); pipeline.where
+        asks the same question, so it never sends anyone to a FullReport that would do nothing."""
+        from tasks.reporting.report import report_problem
+
+        return report_problem(Path(self.output().path).parent, config_hash(self.experiment))
 
     def run(self):
         config = self.experiment
@@ -92,7 +154,10 @@ class ExperimentReport(luigi.Task):
         inputs = report_inputs(
             self.config, f"Optimizer comparison: {config.experiment}", self.date.isoformat(), finals, tuning, plan
         )
-        publish_report(Path(self.output().path).parent, report_record(self.config, config, tuning), inputs)
+        publish_once(
+            self,
+            lambda: publish_report(Path(self.output().path).parent, report_record(self.config, config, tuning), inputs),
+        )
 
 
 class FullReport(luigi.WrapperTask):

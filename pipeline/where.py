@@ -11,8 +11,9 @@ import sys
 
 from pipeline.site import layout
 from tasks.core.errors import PipelineError
-from tasks.core.experiment import DEFAULT_CONFIG, load_experiment
+from tasks.core.experiment import DEFAULT_CONFIG, config_hash, load_experiment
 from tasks.core.layout import iso_date
+from tasks.reporting.report import report_problem
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,15 +24,19 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         date = iso_date(args.date, "--date")
-        experiment = load_experiment(args.config)[0].experiment
+        config = load_experiment(args.config)[0]
         # Refuses a report folder symlinked into the artifacts root: its path is never printed.
-        html = layout().report_dir(experiment, date) / "report.html"
+        folder = layout().report_dir(config.experiment, date)
+        html = folder / "report.html"
+        # FullReport's own test of "finished" (pipeline.reporting): where it would rebuild, this says so.
+        problem = report_problem(folder, config_hash(config))
     except PipelineError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    if not html.exists():
+    if problem is not None:
         print(
-            f"error: no report at {html}; run `luigi --module pipeline FullReport --config {args.config}`",
+            f"error: no finished report at {html} ({problem}); run "
+            f"`luigi --module pipeline FullReport --config {args.config} --date {date}`",
             file=sys.stderr,
         )
         return 1

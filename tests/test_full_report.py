@@ -60,17 +60,19 @@ def test_full_report_on_smoke_then_rerun_then_edit_one_learning_rate(site, ran_t
     import datetime as dt
 
     date = dt.date(2026, 1, 2)
-    build([FullReport(config=str(SMOKE), date=date)])
+    # One config file, edited in place below: a second file with the same `experiment:` name is refused.
+    edited = tmp_path / "smoke.yaml"
+    edited.write_text(SMOKE.read_text())
+    build([FullReport(config=str(edited), date=date)])
     families = ran_tasks.families()
     assert families.count("TrainRun") == 5 and families.count("EvaluateRun") == 5
     assert families.count("ExperimentReport") == 1
-    _assert_report_is_complete(_report_dir(site), SMOKE, site)
+    _assert_report_is_complete(_report_dir(site), edited, site)
 
     ran_tasks.tasks.clear()
-    build([FullReport(config=str(SMOKE), date=date)])
+    build([FullReport(config=str(edited), date=date)])
     assert ran_tasks.tasks == [], "a rerun on finished artifacts must run no task"
 
-    edited = tmp_path / "smoke-edited.yaml"
     raw = yaml.safe_load(SMOKE.read_text())
     for entry in raw["optimizers"]:
         if entry["name"] == "adam":

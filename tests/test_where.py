@@ -3,9 +3,12 @@ outside the artifacts root is never printed (red teams 3 and 11)."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from pipeline import where
+from tasks.core.experiment import config_hash, load_experiment
 from tests.conftest import REPO_ROOT
 
 SMOKE = str(REPO_ROOT / "configs" / "smoke.yaml")
@@ -36,5 +39,6 @@ def test_a_finished_report_is_printed(site, capsys):
     folder = site / "reports" / "smoke" / "2026-12-02"
     folder.mkdir(parents=True)
     (folder / "report.html").write_text("<html></html>")
+    (folder / "report.json").write_text(json.dumps({"config_hash": config_hash(load_experiment(SMOKE)[0])}))
     assert where.main(["report", "--config", SMOKE, "--date", "2026-12-02"]) == 0
     assert capsys.readouterr().out == f"report: {(folder / 'report.html').resolve()}\n"

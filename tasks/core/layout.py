@@ -110,6 +110,11 @@ class Layout:
     def report_dir(self, experiment: str, date: str) -> Path:
         return self._folder("reports", check_safe_name(experiment, "experiment name"), iso_date(date))
 
+    def experiment_owner(self, experiment: str) -> Path:
+        """Which config file owns an experiment name: its reports and history are per name, so one config
+        only (pipeline.reporting.owned_experiment refuses a second one)."""
+        return self._file("reports", check_safe_name(experiment, "experiment name"), "owner.json")
+
     def nightly_report_dir(self, experiment: str, date: str) -> Path:
         return self._folder("reports", check_safe_name(experiment, "experiment name"), "nightly", iso_date(date))
 

@@ -7,7 +7,7 @@ written it. No TensorFlow here: `finished` is asked at scheduling time, for ever
 
     runs/<model>-<entry>-<run hash>/seed-<n>/
       run.json             training's record, written last: the run is finished
-      metrics.parquet      one row per completed epoch
+      metrics.parquet      one row per completed epoch; its rows' digest is in run.json (metrics_sha256)
       attempts.json        every start of training in this folder (bookkeeping)
       checkpoints/         epoch-NNNN.index, epoch-NNNN.data-*, latest.json (the only pointer a resume trusts)
       predictions.parquet  evaluation's per-example test predictions (uint8, test-file row order), hashed in
@@ -35,6 +35,8 @@ import pyarrow.parquet as pq
 from tasks.core.errors import RunFolderError
 
 RUN_JSON = "run.json"
+# run.json's digest of metrics.parquet's rows (metrics_digest); absent in runs recorded before it existed.
+METRICS_SHA256 = "metrics_sha256"
 METRICS_PARQUET = "metrics.parquet"
 EVALUATION_JSON = "evaluation.json"
 PREDICTIONS_PARQUET = "predictions.parquet"
@@ -177,6 +179,9 @@ class RunFolder:
             raise RunFolderError(f"{self.run_json} has epochs_completed {epochs!r}, not a count")
         if epochs > 0 and not self.metrics_path.is_file():
             raise RunFolderError(f"{self.metrics_path} not found")
+        problem = self.metrics_mismatch(data)
+        if problem:
+            raise RunFolderError(problem)
         final, weights = data.get("final_checkpoint"), data.get("weights_sha256")
         if final is None:
             if status == "completed":
@@ -223,6 +228,31 @@ class RunFolder:
         return None
 
     # -- metrics ------------------------------------------------------------------------------------
+
+    def metrics_mismatch(self, data: Mapping[str, Any] | None = None) -> str | None:
+        """Why metrics.parquet is not the file run.json vouches for (red team 7a), or None when it is.
+
+        run.json records `metrics_sha256`, the digest of the rows' values (metrics_digest); a run recorded
+        before that key existed has none and is trusted as before: it cannot be checked, and retraining
+        every earlier run to get one would cost hours for no new number.
+        """
+        try:
+            data = self._run_json() if data is None else data
+        except RunFolderError:
+            return None
+        expected = data.get(METRICS_SHA256)
+        if expected is None:
+            return None
+        try:
+            found = metrics_digest(self.metric_rows())
+        except RunFolderError as exc:
+            return str(exc)
+        if found != expected:
+            return (
+                f"{self.metrics_path}: its rows' sha256 is {found}, but {RUN_JSON} records {expected!r}; it is "
+                "not the file training wrote (edited or damaged): the run is trained again"
+            )
+        return None
 
     def metric_rows(self) -> list[dict[str, Any]]:
         """metrics.parquet's rows as written (one per completed epoch); RunFolderError when missing or unusable."""
@@ -365,6 +395,17 @@ def metric_arrays(rows: list[Mapping[str, Any]]) -> dict[str, np.ndarray]:
     }
     order = np.argsort(columns["epoch"], kind="stable")
     return {name: values[order] for name, values in columns.items()}
+
+
+def metrics_digest(rows: list[Mapping[str, Any]]) -> str:
+    """The sha256 of metrics rows' values (float64/int32 little-endian, by epoch, column by column): the same
+    for the rows training holds and for the same rows read back from metrics.parquet, whatever the Parquet
+    writer's version."""
+    arrays = metric_arrays(rows)
+    digest = hashlib.sha256()
+    for name in METRIC_COLUMNS:
+        digest.update(arrays[name].astype(arrays[name].dtype.newbyteorder("<")).tobytes())
+    return digest.hexdigest()
 
 
 def encode_predictions(predictions: np.ndarray) -> bytes:

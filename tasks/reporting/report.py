@@ -24,7 +24,9 @@ from tasks.core.storage import (
     atomic_open,
     atomic_path,
     ensure_dir,
+    read_json,
     remove_stale_files,
+    sha256_file,
     write_bytes_atomic,
     write_json_atomic,
 )
@@ -40,6 +42,8 @@ FIGURES = "figures"
 SAMPLE_IMAGES = 25
 REPORT_JSON = "report.json"
 # What report.json carries from build_report's result, under stable keys.
+# report.json's {path relative to the folder: sha256} of every file it vouches for.
+FILES_KEY = "files"
 REPORT_JSON_KEYS = ("table", "statistics", "equivalence_margin", "time_to_target", "anchors")
 
 
@@ -92,8 +96,43 @@ def publish_report(out_dir: Path, record: dict[str, Any], inputs: ReportInputs) 
     result = build_report(out_dir, inputs)
     if not inputs.alerts:
         summary = {key: result[key] for key in REPORT_JSON_KEYS if key in result}
-        write_json_atomic(Path(out_dir) / REPORT_JSON, {**record, "html": str(result["html"]), **summary})
+        files = [result["html"], result["markdown"], result["summary"], *result["figures"]]
+        hashes = {Path(path).relative_to(out_dir).as_posix(): sha256_file(path) for path in files}
+        write_json_atomic(
+            Path(out_dir) / REPORT_JSON, {**record, "html": str(result["html"]), FILES_KEY: hashes, **summary}
+        )
     return result
+
+
+def report_problem(out_dir: Path, config_hash: str) -> str | None:
+    """Why `out_dir` holds no finished report of the config with this hash, or None when it does.
+
+    Finished: report.json readable, of this config hash, and every file it vouches for present with the
+    sha256 it records (a deleted report.html or figure makes the report build again). A report.json written
+    before the hashes were recorded vouches for report.html only.
+    """
+    record_path = Path(out_dir) / REPORT_JSON
+    try:
+        record = read_json(record_path)
+    except FileNotFoundError:
+        return f"{record_path} not found"
+    except (OSError, ValueError) as exc:
+        return f"{record_path} is not readable JSON ({exc})"
+    if not isinstance(record, dict) or record.get("config_hash") != config_hash:
+        found = record.get("config_hash") if isinstance(record, dict) else type(record).__name__
+        return f"{record_path}: expected the report of config hash {config_hash}, found {found!r}"
+    files = record.get(FILES_KEY, {"report.html": None})
+    if not isinstance(files, dict):
+        return f"{record_path}: {FILES_KEY!r} is {type(files).__name__}, expected an object of file: sha256"
+    for name, expected in files.items():
+        path = Path(out_dir) / name
+        if not isinstance(name, str) or not path.resolve().is_relative_to(Path(out_dir).resolve()):
+            return f"{record_path} names {name!r}, outside the report folder {out_dir}"
+        if not path.is_file():
+            return f"{path} not found"
+        if expected is not None and sha256_file(path) != expected:
+            return f"{path}: sha256 differs from the {expected} that {REPORT_JSON} records (edited or damaged)"
+    return None
 
 
 def plan_seeds(runs: Sequence[RunOnDisk], test_arrow: Path, *, margin: float, max_seeds: int) -> dict[str, Any]:

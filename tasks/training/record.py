@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from tasks.core.runfolder import CHECKPOINT_DIR
+from tasks.core.runfolder import CHECKPOINT_DIR, METRICS_SHA256, metrics_digest
 from tasks.training.runstate import AttemptLog
 
 
@@ -43,6 +43,8 @@ def run_record(
         "status": "diverged" if diverged_at else "completed",
         "diverged_at": diverged_at,
         "epochs_completed": len(rows),
+        # metrics.parquet holds exactly these rows (written at the last checkpoint): RunFolder checks it.
+        METRICS_SHA256: metrics_digest(rows) if rows else None,
         "final_checkpoint": f"{CHECKPOINT_DIR}/{latest['prefix']}" if latest else None,
         # The weights final_checkpoint holds (None when no epoch completed before a divergence).
         "weights_sha256": latest["weights_sha256"] if latest else None,

@@ -85,6 +85,10 @@ def finished_record(folder: RunFolder) -> tuple[RunRecord | None, str | None]:
     problem = folder.problem()
     if problem is None:
         return folder.record(), None
+    if folder.metrics_path.is_file() and folder.metrics_mismatch() is not None:
+        # Edited metrics must not be resumed from (a resume keeps the rows of checkpointed epochs): without
+        # them the checkpoint cannot be resumed either, so the run trains again from scratch.
+        quarantine(folder.metrics_path, f"{problem}; the run trains again from scratch")
     moved = quarantine(folder.run_json, f"{problem}; the run trains again to rebuild what is missing")
     log.warning("%s: %s; moved it to %s and training again", folder.run_json, problem, moved)
     return None, f"{problem}; run.json moved to {moved}"
