@@ -22,6 +22,7 @@ from tasks.core.errors import ConfigError
 from tasks.core.layout import Layout
 from tasks.core.runfolder import RunFolder
 from tasks.core.runs import expand_runs, final_specs, grid_specs
+from tasks.core.selection import final_scores, selection_stability
 from tests.conftest import REPO_ROOT, build
 
 SMOKE = yaml.safe_load((REPO_ROOT / "configs" / "smoke.yaml").read_text())
@@ -92,6 +93,12 @@ def test_full_report_tunes_then_runs_the_chosen_rate_on_every_seed(site, ran_tas
     assert {"table", "statistics", "time_to_target", "anchors", "tuning", "config_hash", "html"} <= set(report)
     assert report["tuning"] == {"sgd": record}
     assert set(report["statistics"]["optimizers"]) == {"sgd", "adam"} and len(report["statistics"]["pairs"]) == 1
+    # The reader is told how far the choice can be trusted: its stability over resampled tuning seeds, and
+    # whether it sits at an edge of its grid.
+    html = (site / "reports" / "tuned" / day.isoformat() / "report.html").read_text()
+    stability = selection_stability(final_scores(record))
+    assert f"selection stability {stability:.2f}" in html
+    assert ("at an edge of its grid" in html) == (chosen in (min(GRID), max(GRID)))
 
     ran_tasks.tasks.clear()
     build([FullReport(config=str(config_path), date=day)])

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from tasks.core.errors import ReportError
-from tasks.core.selection import RULE, check_tuning_record, final_scores, selection_stability
+from tasks.core.selection import RULE, STABILITY_WARNING, check_tuning_record, final_scores, selection_stability
 from tasks.reporting import comparison
 
 GRID_RULE = f"on all seeds of the experiment: {RULE}"
@@ -81,6 +81,7 @@ def sensitivity_lines(
                     "full_tuning_choice": record.get("full_tuning_choice", record["chosen_learning_rate"]),
                 }
             )
+            lines[-1]["notes"] = tuning_notes(lines[-1], record)
         elif len(points) > 1:
             ordered = sorted(points, key=lambda point: point.learning_rate)
             stats = [comparison.mean_std([run.final_val_accuracy for run in point.completed]) for point in ordered]
@@ -97,6 +98,39 @@ def sensitivity_lines(
                     "rule": GRID_RULE,
                     "seeds": "all seeds of the experiment",
                     "tuned": False,
+                    "notes": [],
                 }
             )
     return lines
+
+
+def tuning_notes(line: Mapping[str, Any], record: Mapping[str, Any]) -> list[str]:
+    """Plain sentences on how far a tuned entry's choice can be trusted: its stability, its grid's edges,
+    the points halving stopped, and whether full tuning would have chosen the same rate."""
+    notes = []
+    stability = line["stability"]
+    if stability is None:
+        notes.append("selection stability: not computable (fewer than 2 grid points or tuning seeds)")
+    else:
+        text = f"selection stability {stability:.2f}: the same rate wins in {stability:.0%} of resamplings"
+        text += " of the tuning seeds"
+        if stability < STABILITY_WARNING:
+            text += f"; below {STABILITY_WARNING:.1f}, so another draw of tuning seeds could well choose another rate"
+        notes.append(text)
+    if line["extended"]:
+        notes.append("grid extended beyond its edge with " + ", ".join(f"{float(rate):g}" for rate in line["extended"]))
+    elif record.get("at_edge"):
+        notes.append("the choice lies at an edge of its grid and was not extended (tuning.extend is 0 or used up)")
+    else:
+        notes.append("the choice lies inside its grid")
+    if line["stopped"]:
+        stops = ", ".join(f"{rate:g} after epoch {epoch}" for rate, epoch in sorted(line["stopped"].items()))
+        notes.append(f"successive halving stopped {stops}")
+        full = line["full_tuning_choice"]
+        if full is None:
+            notes.append("full tuning was not run, so whether it would choose differently is not known")
+        elif float(full) == line["chosen_learning_rate"]:
+            notes.append("full tuning chooses the same rate")
+        else:
+            notes.append(f"full tuning would choose {float(full):g} instead")
+    return notes

@@ -3,7 +3,11 @@
 The training rate of a run (examples/s) and its fixed cost (graph build, session, data load, writes) come
 from the run.json files of earlier runs of the same model and batch size under the artifacts root; without
 any, from the rates `benchmarks/train_throughput.py` measured on the 2-core reference machine. A tuned entry
-whose tuning has not finished is costed at its first grid point (every point costs the same). No TensorFlow.
+whose tuning has not finished is costed at its first grid point (every point costs the same). With
+successive halving (`tuning.halving`), a grid's points are costed at the epochs they will reach: at each
+rung all but the kept ceil(keep × n) stop, so the expected epochs per seed are known from the config alone
+(which points stop is not, but every point of a grid costs the same). An edge extension adds points that
+are not known before the tuning runs; they are not costed. No TensorFlow.
 """
 
 from __future__ import annotations
@@ -151,14 +155,45 @@ def rate_for(spec: RunSpec, rates: dict[RateKey, tuple[float, float]]) -> Rate |
     return None
 
 
-def run_seconds(spec: RunSpec, rate: Rate) -> float:
-    """CPU seconds of one run at `rate`: its fixed cost plus, per epoch, training, validation and the writes."""
+def halving_epochs(points: int, epochs: int, rungs: list[int], keep: float) -> list[int]:
+    """The epochs each of a grid's `points` trains under successive halving, best-ranked first: at each rung
+    the best ceil(keep × n) go on (tasks.core.selection.halve), the others stop at that rung."""
+    reached, alive = [], points
+    for rung in rungs:
+        kept = max(1, math.ceil(keep * alive - 1e-9))
+        reached += [rung] * (alive - kept)
+        alive = kept
+    return [epochs] * alive + sorted(reached, reverse=True)
+
+
+def grid_epochs(config: ExperimentConfig, finals: list[RunSpec]) -> dict[RunSpec, int]:
+    """With halving, the epochs each grid run of a tuned entry will train; a final run that is a grid run (on
+    a tuning seed) is a survivor and trains all epochs. Empty without halving: every run trains all."""
+    halving = config.tuning.halving if config.tuning is not None else None
+    if halving is None:
+        return {}
+    final_keys = {(spec.run_hash, spec.seed) for spec in finals}
+    out: dict[RunSpec, int] = {}
+    for entry in tuned_entries(config):
+        by_seed: dict[int, list[RunSpec]] = {}
+        for spec in grid_specs(config, entry):
+            by_seed.setdefault(spec.seed, []).append(spec)
+        for group in by_seed.values():
+            # the survivor first: the final run where it is one of these, else (untuned yet) any point
+            group.sort(key=lambda spec: ((spec.run_hash, spec.seed) not in final_keys, spec.learning_rate))
+            out.update(zip(group, halving_epochs(len(group), config.training.epochs, halving.rungs, halving.keep)))
+    return out
+
+
+def run_seconds(spec: RunSpec, rate: Rate, epochs: int | None = None) -> float:
+    """CPU seconds of one run at `rate` for `epochs` (default: all of the run's): its fixed cost plus, per
+    epoch, training, validation and the writes."""
     settings = spec.settings
     validation_rows = 10 * settings.split.validation_per_class
     train_rows = TRAIN_ROWS - validation_rows
     speed = rate.examples_per_second
     per_epoch = train_rows / speed + validation_rows / (VALIDATION_SPEEDUP * speed) + EPOCH_WRITE_SECONDS
-    return rate.fixed_seconds + settings.training.epochs * per_epoch
+    return rate.fixed_seconds + (settings.training.epochs if epochs is None else epochs) * per_epoch
 
 
 def plan(config: ExperimentConfig, layout: Layout) -> Plan:
@@ -177,6 +212,7 @@ def _costed(config: ExperimentConfig, layout: Layout, runs: list[RunSpec], final
     result.done = [spec for spec in runs if folders[spec].finished]
     result.evaluations_to_do = sum(not folders[spec].evaluated for spec in finals)
     rates = recorded_rates(layout.root / "runs")
+    halved = grid_epochs(config, finals)
     costs = []
     for spec in result.to_do:
         rate = rate_for(spec, rates)
@@ -184,7 +220,7 @@ def _costed(config: ExperimentConfig, layout: Layout, runs: list[RunSpec], final
             name, batch = spec.settings.model.name, spec.settings.training.batch_size
             result.unknown.append(f"no rate known for {name} at batch {batch}")
         else:
-            costs.append(run_seconds(spec, rate))
+            costs.append(run_seconds(spec, rate, halved.get(spec)))
             result.sources.append(rate.source)
     result.unknown, result.sources = sorted(set(result.unknown)), sorted(set(result.sources))
     cpu = sum(costs) + result.evaluations_to_do * EVALUATION_SECONDS
