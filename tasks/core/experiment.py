@@ -61,14 +61,21 @@ def tuning_record_path(layout: Layout, config: ExperimentConfig, entry: str) -> 
     return layout.tuning_record(config.experiment, entry, grid_hash)
 
 
+def _read_record(path: Path) -> tuple[Any, str | None]:
+    """(the JSON at `path`, None), or (None, why it cannot be read) for a missing or unreadable file."""
+    try:
+        return read_json(path), None
+    except FileNotFoundError:
+        return None, f"{path} not found"
+    except (OSError, ValueError) as exc:
+        return None, f"{path} is not readable JSON ({exc})"
+
+
 def tuning_record_problem(path: Path, config: ExperimentConfig, entry: str) -> str | None:
     """Why the tuning record at `path` cannot be believed for entry's grid, or None when it can."""
-    try:
-        record = read_json(path)
-    except FileNotFoundError:
-        return f"{path} not found"
-    except (OSError, ValueError) as exc:
-        return f"{path} is not readable JSON ({exc})"
+    record, problem = _read_record(path)
+    if problem:
+        return problem
     tuning = config.tuning
     problem = check_tuning_record(
         record,
@@ -98,12 +105,9 @@ def seed_plan_path(layout: Layout, config: ExperimentConfig) -> Path:
 def seed_plan_problem(path: Path, config: ExperimentConfig) -> str | None:
     """Why the seed plan at `path` cannot be believed for `config`, or None when it can: it must give every
     entry of the config a seed count between the pilot and the max."""
-    try:
-        record = read_json(path)
-    except FileNotFoundError:
-        return f"{path} not found"
-    except (OSError, ValueError) as exc:
-        return f"{path} is not readable JSON ({exc})"
+    record, problem = _read_record(path)
+    if problem:
+        return problem
     policy = config.adaptive
     seeds = record.get("seeds") if isinstance(record, dict) else None
     names = [entry.name for entry in config.optimizers]
