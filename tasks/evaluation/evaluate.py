@@ -31,6 +31,7 @@ from tasks.core.runs import RunSettings
 from tasks.core.storage import write_bytes_atomic, write_json_atomic
 from tasks.data.arrays import load_arrays
 from tasks.data.dataset import NUM_CLASSES
+from tasks.training.events import sync_events
 
 
 def _finite(value: Any) -> float | None:
@@ -198,6 +199,7 @@ def evaluate_run(run_dir: Path, test_arrow: Path, **scoring: Any) -> dict[str, A
             "sha256": hashlib.sha256(encoded).hexdigest(),
         }
     write_json_atomic(folder.evaluation_json, result)
+    sync_events(folder)  # TensorBoard's file gains the test numbers (derived: evaluation.json stays the record)
     return result
 
 
