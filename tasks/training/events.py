@@ -83,7 +83,7 @@ def event_records(
         wall_time += float(row["wall_seconds"])
         last_epoch = int(row["epoch"])
         values = {tag: row[column] for column, tag in SCALAR_TAGS.items()}
-        values[LEARNING_RATE_TAG] = row.get("learning_rate", settings["optimizer"]["learning_rate"])
+        values[LEARNING_RATE_TAG] = settings["optimizer"]["learning_rate"]  # constant for the whole run
         records.append(event(last_epoch, wall_time, scalars(values)))
     if test is not None:
         numbers = {tag: test[key] for key, tag in TEST_TAGS.items() if test.get(key) is not None}

@@ -1,0 +1,197 @@
+"""TensorBoard's view of a run (tasks.training.events), read back with TensorBoard's own loader.
+
+Every check compares the event file, as TensorBoard's EventAccumulator reads it (with its purge of orphaned
+data off, so a duplicate or out-of-order step would show), with metrics.parquet and evaluation.json: every
+step once, in order, every value equal. A real SIGKILL in a child process and a resume must keep it so.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from tasks.core import faults
+from tasks.core.runfolder import RunFolder
+from tasks.core.runs import settings_hash
+from tasks.data.arrays import write_arrays
+from tasks.evaluation.evaluate import evaluate_run
+from tasks.training import events
+from tests.cluster import wait_for
+from tests.conftest import REPO_ROOT
+from tests.synthetic import make_images_labels
+from tests.test_scheduler import _free_port
+from tests.test_train import make_settings, read_metrics, train, write_data
+
+EPOCHS = 3
+SETTINGS = make_settings(epochs=EPOCHS)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> tuple[Path, Path]:
+    return write_data(tmp_path_factory.mktemp("arrays"))
+
+
+@pytest.fixture(scope="module")
+def straight(data, tmp_path_factory) -> tuple[Path, dict]:
+    """An uninterrupted 3-epoch run, evaluated on a synthetic test file."""
+    root = tmp_path_factory.mktemp("straight")
+    images, labels = make_images_labels(200, seed=5)
+    write_arrays(root / "test.arrow", images, labels)
+    run_dir = root / "runs" / "mlp-sgd" / "seed-0"
+    record = train(data, run_dir, SETTINGS)
+    evaluate_run(run_dir, root / "test.arrow", settings=SETTINGS, run_hash=settings_hash(SETTINGS), seed=0)
+    return run_dir, record
+
+
+def loaded(run_dir: Path) -> EventAccumulator:
+    accumulator = EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "tensors": 0}, purge_orphaned_data=False)
+    return accumulator.Reload()
+
+
+def assert_events_equal_metrics(run_dir: Path, settings: dict = SETTINGS) -> EventAccumulator:
+    """Each per-epoch tag holds exactly metrics.parquet's epochs, once each and in order, with its values."""
+    accumulator = loaded(run_dir)
+    metrics = read_metrics(run_dir)
+    epochs = metrics["epoch"]
+    assert epochs == sorted(set(epochs))
+    for column, tag in events.SCALAR_TAGS.items():
+        scalars = accumulator.Scalars(tag) if epochs else []
+        assert [event.step for event in scalars] == epochs, tag
+        # simple_value is a float32: the parquet's float64 rounded once.
+        assert [event.value for event in scalars] == [float(np.float32(value)) for value in metrics[column]], tag
+    if epochs:
+        rates = accumulator.Scalars(events.LEARNING_RATE_TAG)
+        assert [(event.step, event.value) for event in rates] == [
+            (epoch, float(np.float32(settings["optimizer"]["learning_rate"]))) for epoch in epochs
+        ]
+    else:
+        assert accumulator.Tags()["scalars"] == []
+    (text,) = accumulator.Tensors(events.SETTINGS_TAG)
+    table = text.tensor_proto.string_val[0].decode()
+    assert f"| run_hash | `{settings_hash(settings)}` |" in table
+    assert f"| optimizer.learning_rate | `{settings['optimizer']['learning_rate']}` |" in table
+    return accumulator
+
+
+def test_a_run_writes_every_epoch_and_its_test_accuracy(straight):
+    run_dir, _ = straight
+    assert [path.name for path in run_dir.glob("*tfevents*")] == ["events.out.tfevents.fmnist-pipeline"]
+    accumulator = assert_events_equal_metrics(run_dir)
+    evaluation = json.loads((run_dir / "evaluation.json").read_text())
+    for key, tag in events.TEST_TAGS.items():
+        assert [(event.step, event.value) for event in accumulator.Scalars(tag)] == [
+            (EPOCHS, float(np.float32(evaluation["test"][key])))
+        ]
+    # Wall times advance by each epoch's own seconds.
+    times = [event.wall_time for event in accumulator.Scalars("loss/train")]
+    assert np.diff(times) == pytest.approx(read_metrics(run_dir)["wall_seconds"][1:])
+
+
+def test_writing_events_changes_no_weight(data, tmp_path, straight, monkeypatch):
+    monkeypatch.setattr("tasks.training.loop.sync_events", lambda *args, **kwargs: False)
+    record = train(data, tmp_path / "run", SETTINGS)
+    assert not list((tmp_path / "run").glob("*tfevents*"))
+    assert record["weights_sha256"] == straight[1]["weights_sha256"]
+    assert read_metrics(tmp_path / "run")["train_loss"] == read_metrics(straight[0])["train_loss"]
+
+
+def killed_training(data, run_dir: Path, crash_at: str) -> subprocess.CompletedProcess:
+    """Train SETTINGS in a child process that SIGKILLs itself at `crash_at` (tasks.core.faults)."""
+    code = (
+        "import sys, json; from pathlib import Path; from tests.test_train import train; "
+        "train((Path(sys.argv[1]), Path(sys.argv[2])), Path(sys.argv[3]), json.loads(sys.argv[4]))"
+    )
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", **{faults.ENV_VAR: crash_at})
+    return subprocess.run(
+        [sys.executable, "-c", code, str(data[0]), str(data[1]), str(run_dir), json.dumps(SETTINGS)],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+@pytest.mark.parametrize(
+    ("crash_at", "epochs_recorded"),
+    [
+        ("train.epoch-done:2", 2),  # after epoch 2's checkpoint and event file
+        ("train.checkpoint-saved:2", 1),  # metrics.parquet already holds epoch 2; the event file does not
+    ],
+)
+def test_a_sigkill_then_a_resume_writes_each_step_once_in_order(data, tmp_path, straight, crash_at, epochs_recorded):
+    run_dir = tmp_path / "run"
+    killed = killed_training(data, run_dir, crash_at)
+    assert killed.returncode == -9, killed.stderr[-3000:]
+    accumulator = loaded(run_dir)
+    assert [event.step for event in accumulator.Scalars("loss/train")] == list(range(1, epochs_recorded + 1))
+    before = events.read_records(run_dir / events.EVENTS_FILE)
+
+    record = train(data, run_dir, SETTINGS)
+    assert record["resumes"] and record["weights_sha256"] == straight[1]["weights_sha256"]
+    assert_events_equal_metrics(run_dir)
+    assert read_metrics(run_dir)["epoch"] == list(range(1, EPOCHS + 1))
+    # The resume rewrote the file with the records it had, byte for byte, and appended the rest.
+    after = events.read_records(run_dir / events.EVENTS_FILE)
+    assert after[: len(before)] == before and len(after) == len(before) + EPOCHS - epochs_recorded
+    assert not (run_dir / events.PENDING_FILE).exists()
+
+
+def test_an_older_run_without_events_is_not_retrained_and_gets_them_rebuilt(data, tmp_path, straight):
+    run_dir = tmp_path / "runs" / "mlp-sgd" / "seed-0"
+    train(data, run_dir, SETTINGS)
+    (run_dir / events.EVENTS_FILE).unlink()
+    run_json = (run_dir / "run.json").read_bytes()
+    folder = RunFolder(run_dir, settings_hash(SETTINGS), 0)
+    assert folder.problem() is None  # events are derived data: the run stays finished
+    assert train(data, run_dir, SETTINGS)["weights_sha256"] == straight[1]["weights_sha256"]
+    assert (run_dir / "run.json").read_bytes() == run_json and not (run_dir / events.EVENTS_FILE).exists()
+    (tmp_path / "runs" / "not-a-run" / "seed-0").mkdir(parents=True)
+    (tmp_path / "runs" / "not-a-run" / "seed-0" / "run.json").write_text("{")
+
+    assert events.main([str(tmp_path / "runs")]) == 0
+    assert_events_equal_metrics(run_dir)
+    assert events.sync_runs(tmp_path / "runs") == {
+        "written": [],
+        "current": [run_dir],
+        "skipped": [tmp_path / "runs" / "not-a-run" / "seed-0"],
+    }
+
+
+def test_a_real_tensorboard_serves_the_runs(straight, tmp_path):
+    runs = straight[0].parents[1]
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "tensorboard.main", "--logdir", str(runs), "--host", "127.0.0.1", "--port", str(port)],
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
+        stdout=subprocess.DEVNULL,
+        stderr=open(tmp_path / "tensorboard.log", "wb"),  # noqa: SIM115 - the child holds it
+    )
+
+    def tags() -> dict | None:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/data/plugin/scalars/tags", timeout=5) as reply:
+                found = json.loads(reply.read())
+        except OSError:
+            return None if server.poll() is None else {"exited": server.returncode}
+        return found or None
+
+    try:
+        found = wait_for(tags, "tensorboard to serve the run's scalars")
+    finally:
+        server.kill()
+        server.wait()
+    assert set(found) == {"mlp-sgd/seed-0"}, (tmp_path / "tensorboard.log").read_text()[-3000:]
+    assert set(found["mlp-sgd/seed-0"]) == {
+        *events.SCALAR_TAGS.values(),
+        events.LEARNING_RATE_TAG,
+        *events.TEST_TAGS.values(),
+    }
