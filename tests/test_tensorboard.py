@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import urllib.request
@@ -166,32 +167,43 @@ def test_an_older_run_without_events_is_not_retrained_and_gets_them_rebuilt(data
     }
 
 
-def test_a_real_tensorboard_serves_the_runs(straight, tmp_path):
-    runs = straight[0].parents[1]
+def test_a_real_tensorboard_serves_the_runs_and_follows_a_rewrite(straight, tmp_path):
+    """`tensorboard --logdir` on 127.0.0.1 (docs/tensorboard.md): it serves every tag, and with
+    --detect_file_replacement=true it picks up the epochs a rewrite of the file appended."""
+    runs = tmp_path / "runs"
+    shutil.copytree(straight[0].parents[1], runs)
+    folder = RunFolder(runs / "mlp-sgd" / "seed-0", settings_hash(SETTINGS), 0)
+    full = events.read_records(folder.events_path)
+    events._write(folder.events_path, full[:3])  # as the file stood after epoch 1: version, settings, epoch 1
     port = _free_port()
     server = subprocess.Popen(
-        [sys.executable, "-m", "tensorboard.main", "--logdir", str(runs), "--host", "127.0.0.1", "--port", str(port)],
+        [sys.executable, "-m", "tensorboard.main", "--logdir", str(runs), "--host", "127.0.0.1", "--port", str(port)]
+        + ["--reload_interval", "1", "--detect_file_replacement=true"],
         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
         stdout=subprocess.DEVNULL,
         stderr=open(tmp_path / "tensorboard.log", "wb"),  # noqa: SIM115 - the child holds it
     )
 
-    def tags() -> dict | None:
+    def served(path: str):
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/data/plugin/scalars/tags", timeout=5) as reply:
-                found = json.loads(reply.read())
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/data/plugin/scalars/{path}", timeout=5) as reply:
+                return json.loads(reply.read()) or None
         except OSError:
-            return None if server.poll() is None else {"exited": server.returncode}
-        return found or None
+            if server.poll() is not None:
+                pytest.fail((tmp_path / "tensorboard.log").read_text()[-3000:])
+            return None
+
+    def steps(least: int) -> list[int] | None:
+        found = [point[1] for point in served("scalars?run=mlp-sgd/seed-0&tag=loss/train") or []]
+        return found if len(found) >= least else None
 
     try:
-        found = wait_for(tags, "tensorboard to serve the run's scalars")
+        found = wait_for(lambda: served("tags"), "tensorboard to serve the run's scalars")
+        assert wait_for(lambda: steps(1), "epoch 1") == [1]
+        assert events.sync_events(folder)  # the file rewritten whole: epochs 2 and 3 and the test numbers
+        assert wait_for(lambda: steps(EPOCHS), "the rewritten epochs") == list(range(1, EPOCHS + 1))
     finally:
         server.kill()
         server.wait()
-    assert set(found) == {"mlp-sgd/seed-0"}, (tmp_path / "tensorboard.log").read_text()[-3000:]
-    assert set(found["mlp-sgd/seed-0"]) == {
-        *events.SCALAR_TAGS.values(),
-        events.LEARNING_RATE_TAG,
-        *events.TEST_TAGS.values(),
-    }
+    assert set(found) == {"mlp-sgd/seed-0"}
+    assert set(found["mlp-sgd/seed-0"]) == {*events.SCALAR_TAGS.values(), events.LEARNING_RATE_TAG}
