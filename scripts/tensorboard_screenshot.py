@@ -95,8 +95,10 @@ def main(out: Path) -> None:
         # Each chart is drawn on a canvas (or svg) once its data has arrived.
         # Each chart marks its runs' last points with a circle once their data has arrived: 4 charts × 2 runs.
         poll(
-            lambda: driver.execute_script("return document.querySelectorAll('vz-line-chart-tooltip').length >= 4")
-            and driver.execute_script("return document.querySelectorAll('svg circle').length") >= 4 * len(RUNS),
+            lambda: (
+                driver.execute_script("return document.querySelectorAll('vz-line-chart-tooltip').length >= 4")
+                and driver.execute_script("return document.querySelectorAll('svg circle').length") >= 4 * len(RUNS)
+            ),
             "the scalar charts to draw",
         )
         time.sleep(2)  # the charts animate in; a picture, not a synchronisation
