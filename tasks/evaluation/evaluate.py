@@ -199,7 +199,9 @@ def evaluate_run(run_dir: Path, test_arrow: Path, **scoring: Any) -> dict[str, A
             "sha256": hashlib.sha256(encoded).hexdigest(),
         }
     write_json_atomic(folder.evaluation_json, result)
-    sync_events(folder)  # TensorBoard's file gains the test numbers (derived: evaluation.json stays the record)
+    settings = scoring["settings"]
+    # TensorBoard's file gains the test numbers (derived: evaluation.json stays the record).
+    sync_events(folder, settings.as_dict() if isinstance(settings, RunSettings) else settings)
     return result
 
 
