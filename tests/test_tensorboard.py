@@ -96,6 +96,24 @@ def test_a_run_writes_every_epoch_and_its_test_accuracy(straight):
     assert np.diff(times) == pytest.approx(read_metrics(run_dir)["wall_seconds"][1:], abs=1e-6)  # double at 1e9 s
 
 
+def test_evaluation_writes_the_test_numbers_before_evaluation_json(straight, tmp_path):
+    """A kill between the two leaves the run unevaluated: the rerun (whose task sweeps the folder first)
+    writes both again, so no evaluated run is left with a temp file or without its test numbers."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(straight[0], run_dir)
+    (run_dir / "evaluation.json").unlink()
+    assert events.sync_events(RunFolder(run_dir, settings_hash(SETTINGS), 0))  # as trained, not yet evaluated
+    test_arrow = straight[0].parents[2] / "test.arrow"
+    scoring = {"settings": SETTINGS, "run_hash": settings_hash(SETTINGS), "seed": 0}
+    # Its atomic writes: predictions.parquet, the event file, evaluation.json; a kill at the last one.
+    with faults.stop_at("storage.temp-written", 3), pytest.raises(faults.FailpointStop):
+        evaluate_run(run_dir, test_arrow, **scoring)
+    assert not (run_dir / "evaluation.json").exists()  # unevaluated: EvaluateRun runs again
+    assert "test/accuracy" in loaded(run_dir).Tags()["scalars"]
+    evaluate_run(run_dir, test_arrow, **scoring)
+    assert (run_dir / EVENTS_FILE).read_bytes() == (straight[0] / EVENTS_FILE).read_bytes()
+
+
 def test_writing_events_changes_no_weight(data, tmp_path, straight, monkeypatch):
     monkeypatch.setattr("tasks.training.loop.sync_events", lambda *args, **kwargs: False)
     record = train(data, tmp_path / "run", SETTINGS)

@@ -110,20 +110,25 @@ def _flat(data: Mapping[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
     return items
 
 
-def sync_events(folder: RunFolder, settings: Mapping[str, Any] | None = None) -> bool:
+# sync_events' default for `test`: the numbers of evaluation.json, while it stands.
+RECORDED = object()
+
+
+def sync_events(folder: RunFolder, settings: Mapping[str, Any] | None = None, test: Any = RECORDED) -> bool:
     """Make the run's event file equal what the folder records; True when it was (re)written.
 
-    `settings` are the run's plain settings (RunSettings.as_dict()); None reads them from run.json. The test
-    numbers come from evaluation.json while it stands (RunFolder.evaluation). metrics.parquet that is missing
-    counts as no epoch yet.
+    `settings` are the run's plain settings (RunSettings.as_dict()); None reads them from run.json. `test` is
+    evaluation.json's `test` (None: not evaluated); by default it is read from evaluation.json while that stands
+    (RunFolder.evaluation). metrics.parquet that is missing counts as no epoch yet.
     """
     if settings is None:
         settings = folder.record().data["settings"]
     rows = folder.metric_rows() if folder.metrics_path.exists() else []
-    try:
-        test = folder.evaluation().test
-    except RunFolderError:
-        test = None
+    if test is RECORDED:
+        try:
+            test = folder.evaluation().test
+        except RunFolderError:
+            test = None
     path = folder.events_path
     kept = read_records(path)
     base = _base_wall_time(kept, rows)
