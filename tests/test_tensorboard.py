@@ -7,6 +7,7 @@ step once, in order, every value equal. A real SIGKILL in a child process and a 
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import shutil
@@ -17,8 +18,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from pipeline import FullReport
 from tasks.core import faults
 from tasks.core.runfolder import EVENTS_FILE, RunFolder
 from tasks.core.runs import settings_hash
@@ -26,8 +29,9 @@ from tasks.data.arrays import write_arrays
 from tasks.evaluation.evaluate import evaluate_run
 from tasks.training import events
 from tests.cluster import wait_for
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, build
 from tests.synthetic import make_images_labels
+from tests.test_adaptive_seeds import luigi_subprocess
 from tests.test_scheduler import _free_port
 from tests.test_train import make_settings, read_metrics, train, write_data
 
@@ -139,16 +143,12 @@ def killed_training(data, run_dir: Path, crash_at: str) -> subprocess.CompletedP
     )
 
 
-@pytest.mark.parametrize(
-    ("crash_at", "epochs_recorded"),
-    [
-        ("train.epoch-done:2", 2),  # after epoch 2's checkpoint and event file
-        ("train.checkpoint-saved:2", 1),  # metrics.parquet already holds epoch 2; the event file does not
-    ],
-)
-def test_a_sigkill_then_a_resume_writes_each_step_once_in_order(data, tmp_path, straight, crash_at, epochs_recorded):
-    run_dir = tmp_path / "run"
-    killed = killed_training(data, run_dir, crash_at)
+def test_a_sigkill_then_a_resume_writes_each_step_once_in_order(data, tmp_path, straight):
+    """Killed after epoch 2's metrics and checkpoint files, before its latest.json and event file: the resume
+    cuts metrics.parquet back to epoch 1 and trains epoch 2 again (a kill after a whole epoch: the pipeline
+    test below)."""
+    run_dir, epochs_recorded = tmp_path / "run", 1
+    killed = killed_training(data, run_dir, "train.checkpoint-saved:2")
     assert killed.returncode == -9, killed.stderr[-3000:]
     accumulator = loaded(run_dir)
     assert [event.step for event in accumulator.Scalars("loss/train")] == list(range(1, epochs_recorded + 1))
@@ -225,3 +225,32 @@ def test_a_real_tensorboard_serves_the_runs_and_follows_a_rewrite(straight, tmp_
         server.wait()
     assert set(found) == {"mlp-sgd/seed-0"}
     assert set(found["mlp-sgd/seed-0"]) == {*events.SCALAR_TAGS.values(), events.LEARNING_RATE_TAG}
+
+
+def test_every_run_of_a_pipeline_killed_and_resumed_reads_back_as_its_metrics(site, tmp_path):
+    """`luigi --module pipeline FullReport` SIGKILLed mid-run (tests/test_adaptive_seeds.py's child process), then
+    the same command again: every run folder's events equal its metrics.parquet and evaluation.json."""
+    raw = yaml.safe_load((REPO_ROOT / "configs" / "smoke.yaml").read_text())
+    raw["training"]["epochs"] = EPOCHS
+    raw["optimizers"] = [entry for entry in raw["optimizers"] if entry["name"] in ("sgd", "adam")]
+    config = tmp_path / "tensorboard.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    day = dt.date(2026, 3, 1)
+    # The 4th epoch done: sgd's 3 epochs, then adam's first.
+    killed = luigi_subprocess(
+        tmp_path, ["FullReport", "--config", str(config), "--date", day.isoformat()], "train.epoch-done:4"
+    )
+    assert killed.returncode == -9, killed.stderr[-3000:]
+    build([FullReport(config=str(config), date=day)], workers=1)
+    run_jsons = sorted((site / "runs").rglob("run.json"))
+    assert len(run_jsons) == 2
+    resumed = 0
+    for run_json in run_jsons:
+        record = json.loads(run_json.read_text())
+        accumulator = assert_events_equal_metrics(run_json.parent, record["settings"])
+        resumed += bool(record["resumes"])
+        evaluation = json.loads((run_json.parent / "evaluation.json").read_text())
+        assert [(event.step, event.value) for event in accumulator.Scalars("test/accuracy")] == [
+            (EPOCHS, float(np.float32(evaluation["test"]["accuracy"])))
+        ]
+    assert resumed == 1
