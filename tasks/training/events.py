@@ -10,10 +10,13 @@ run hash and seed; once evaluated, the test accuracy and loss at the last epoch'
 Kill and resume: the file is rewritten at each epoch end and when an attempt starts (after the resume has cut
 metrics.parquet back to its last checkpoint), so after the start of every attempt it holds exactly the rows
 of metrics.parquet, each step once, in order. A kill can only leave it one epoch behind, never ahead.
+Evaluation rewrites it with the test numbers just before it writes evaluation.json. It is derived data:
+"finished" never asks for it, and `python -m tasks.training.events artifacts/runs` builds it for older runs.
 The write goes to `events.pending` (atomically, see tasks.core.storage) and is then renamed onto the event file:
 a temp file beside the event file would have "tfevents" in its name, and TensorBoard reads every such file.
 Event wall times are the first write's time plus the epochs' own seconds, so a rewrite repeats the bytes of
-every record it keeps: a TensorBoard that is already reading the file only sees records appended.
+every record it keeps: a TensorBoard that follows the file (`--detect_file_replacement=true`) only sees records
+appended.
 """
 
 from __future__ import annotations
