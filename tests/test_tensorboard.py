@@ -150,6 +150,7 @@ def test_a_sigkill_then_a_resume_writes_each_step_once_in_order(data, tmp_path, 
     run_dir, epochs_recorded = tmp_path / "run", 1
     killed = killed_training(data, run_dir, "train.checkpoint-saved:2")
     assert killed.returncode == -9, killed.stderr[-3000:]
+    assert read_metrics(run_dir)["epoch"] == [1, 2]  # the event file is one epoch behind metrics.parquet
     accumulator = loaded(run_dir)
     assert [event.step for event in accumulator.Scalars("loss/train")] == list(range(1, epochs_recorded + 1))
     before = events.read_records(run_dir / EVENTS_FILE)
