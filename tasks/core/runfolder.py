@@ -13,6 +13,9 @@ written it. No TensorFlow here: `finished` is asked at scheduling time, for ever
       predictions.parquet  evaluation's per-example test predictions (uint8, test-file row order), hashed in
                            evaluation.json
       evaluation.json      evaluation's record, written last by evaluation
+      events.out.tfevents.fmnist-pipeline
+                           TensorBoard's view of metrics.parquet and evaluation.json (tasks.training.events),
+                           derived: "finished" never asks for it, and a run without it is not trained again
 """
 
 from __future__ import annotations
@@ -40,6 +43,8 @@ METRICS_SHA256 = "metrics_sha256"
 METRICS_PARQUET = "metrics.parquet"
 EVALUATION_JSON = "evaluation.json"
 PREDICTIONS_PARQUET = "predictions.parquet"
+# TensorBoard finds event files by "tfevents" in the name; one per run folder, rewritten whole.
+EVENTS_FILE = "events.out.tfevents.fmnist-pipeline"
 # The evaluation.json whose completed runs carry their per-example predictions (older ones are scored again).
 EVALUATION_SCHEMA_VERSION = 2
 CHECKPOINT_DIR = "checkpoints"
@@ -154,6 +159,10 @@ class RunFolder:
     @property
     def predictions_path(self) -> Path:
         return self.path / PREDICTIONS_PARQUET
+
+    @property
+    def events_path(self) -> Path:
+        return self.path / EVENTS_FILE
 
     # -- training's record --------------------------------------------------------------------------
 

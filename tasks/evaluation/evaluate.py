@@ -31,6 +31,7 @@ from tasks.core.runs import RunSettings
 from tasks.core.storage import write_bytes_atomic, write_json_atomic
 from tasks.data.arrays import load_arrays
 from tasks.data.dataset import NUM_CLASSES
+from tasks.training.events import sync_events
 
 
 def _finite(value: Any) -> float | None:
@@ -184,8 +185,9 @@ def score_predictions(
 
 
 def evaluate_run(run_dir: Path, test_arrow: Path, **scoring: Any) -> dict[str, Any]:
-    """Score the run (score_run's arguments), write its per-example predictions, then its evaluation.json last,
-    atomically; evaluation.json records the predictions' sha256, so a changed file is never believed."""
+    """Score the run (score_run's arguments), write its per-example predictions and TensorBoard's test numbers,
+    then its evaluation.json last, atomically; evaluation.json records the predictions' sha256, so a changed file
+    is never believed."""
     result, predictions = _score(run_dir, test_arrow, **scoring)
     crash_point("evaluate.scored")
     folder = RunFolder(Path(run_dir), scoring["run_hash"], scoring["seed"])
@@ -197,6 +199,10 @@ def evaluate_run(run_dir: Path, test_arrow: Path, **scoring: Any) -> dict[str, A
             "rows": int(len(predictions)),
             "sha256": hashlib.sha256(encoded).hexdigest(),
         }
+    settings = scoring["settings"]
+    # TensorBoard's file gains the test numbers before evaluation.json is written: a kill in between leaves the
+    # run unevaluated, so the rerun sweeps the folder and writes both again.
+    sync_events(folder, settings.as_dict() if isinstance(settings, RunSettings) else settings, test=result["test"])
     write_json_atomic(folder.evaluation_json, result)
     return result
 

@@ -9,7 +9,9 @@ never checkpointed); each epoch assigns its order of training rows once, and one
 chunk of steps in an in-graph loop that is fed nothing. The loop stops at the first step whose loss is
 NaN or inf: the run diverged.
 
-run_dir layout: attempts.json, metrics.parquet, run.json (written last: it marks completion), checkpoints/.
+run_dir layout: attempts.json, metrics.parquet, run.json (written last: it marks completion), checkpoints/, and
+TensorBoard's event file, rebuilt from metrics.parquet when an attempt starts and at each epoch end
+(tasks.training.events).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from tasks.core.runfolder import RunFolder, prefix_name
 from tasks.core.runs import RunSettings
 from tasks.core.storage import disk_errors_as_storage_errors, ensure_dir, write_json_atomic
 from tasks.training import TF_MODULE, checkpoints
+from tasks.training.events import sync_events
 from tasks.training.progress import RunProgress
 from tasks.training.record import run_record
 from tasks.training.runstate import ResumeState, SplitArrays, finished_record, load_split, prepare_resume, write_metrics
@@ -88,6 +91,7 @@ def train_run(
     config, used_device = session_config(device, intra_op_threads, inter_op_threads)
     ensure_dir(folder.path)
     state = prepare_resume(folder, settings.training.epochs, repair)
+    sync_events(folder, settings.as_dict())  # TensorBoard's file holds exactly the epochs this attempt keeps
     graph = build_training_graph(settings.model, settings.optimizer, seed, len(split.labels), steps, batch_size)
     with tf.Session(graph=graph.graph, config=config) as session:
         outcome = _train_epochs(
@@ -158,6 +162,7 @@ def _train_epochs(
                 break
             rows.append(row)
             latest = _checkpoint_epoch(session, graph, state, rows, epoch, seed)
+            sync_events(state.folder, settings.as_dict())
             state.attempts.record_steps(int(session.run(graph.global_step)) - first_step)
             message = (
                 f"epoch {epoch}/{epochs} · val_acc {row['val_accuracy']:.3f} · {row['examples_per_second']:,.0f} ex/s"
