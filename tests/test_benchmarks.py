@@ -46,7 +46,7 @@ def test_train_throughput_compares_three_loops_side_by_side(tmp_path):
         "--split",
         "split.arrow",
         "--repeat",
-        "2",
+        "1",
         "--optimizers",
         "sgd",
         "--cnn-rows",
