@@ -9,6 +9,7 @@ import yaml
 
 from pipeline import TuneLearningRate
 from tasks.core.selection import GridScore, beyond_edge, check_tuning_record, halve, selection_stability
+from tasks.reporting.sensitivity import tuning_notes
 from tests.conftest import REPO_ROOT, build
 
 SMOKE = yaml.safe_load((REPO_ROOT / "configs" / "smoke.yaml").read_text())
@@ -27,6 +28,42 @@ def test_selection_stability_counts_resamplings_that_keep_the_choice():
     # Seed 0 prefers 0.1, seed 1 prefers 0.01: of the 4 resamplings (0,0) (0,1) (1,0) (1,1), 3 keep 0.1.
     split = [GridScore(0.01, (0.5, 0.9)), GridScore(0.1, (0.8, 0.7))]
     assert selection_stability(split) == 0.75
+
+
+def test_the_report_says_stability_with_a_warning_extension_and_what_halving_changed():
+    split = [GridScore(0.01, (0.5, 0.9)), GridScore(0.1, (0.8, 0.7)), GridScore(0.3, (0.4, 0.4))]
+    line = {
+        "stability": selection_stability(split[:2]),
+        "learning_rates": [0.01, 0.1, 0.3],
+        "chosen_learning_rate": 0.1,
+        "stopped": {0.3: 1},
+        "full_tuning_choice": 0.01,
+    }
+    record = {
+        "tuning_seeds": [0, 1],
+        "extended": [0.3],
+        "extend_cap": 1,
+        "at_edge": False,
+        "halving": {"rungs": [1], "keep": 0.5},
+    }
+    notes = tuning_notes(record, line)
+    assert notes == [
+        "Warning: selection stability 0.75, below 0.8: resampling tuning seeds 0, 1 with replacement picks this "
+        "point only 75% of the time; the choice is not settled.",
+        "Grid extended beyond its edge by 0.3 (1 of at most 1).",
+        "Successive halving (rungs at epochs 1, keep 0.5) stopped 1 of 3 points early.",
+        "Full tuning (no halving) chooses 0.01 instead.",
+    ]
+    # A record from before extension and halving existed: stability still shown, nothing else claimed.
+    old = tuning_notes({"tuning_seeds": [0, 1]}, dict(line, stability=1.0, full_tuning_choice=0.1))
+    assert old[0].startswith("Selection stability 1.00: ") and old[1:] == ["Grid extension off (tuning.extend is 0)."]
+    inside = tuning_notes(dict(record, extended=[], halving=None), dict(line, stability=1.0))
+    assert inside[1:] == ["Grid not extended: the choice lies inside the written grid (up to 1 allowed)."]
+    edge = tuning_notes({"tuning_seeds": [0, 1]}, dict(line, stability=1.0, chosen_learning_rate=0.3))
+    assert edge[1:] == [
+        "Grid extension off (tuning.extend is 0).",
+        "The choice still lies at an edge of the grid: the best rate may lie outside it.",
+    ]
 
 
 def test_a_record_at_an_edge_with_extensions_left_is_not_believed():
