@@ -8,8 +8,10 @@ from pathlib import Path
 import yaml
 
 from pipeline import TuneLearningRate
+from pipeline.plan import main as plan_main
 from tasks.core.selection import GridScore, beyond_edge, check_tuning_record, halve, selection_stability
 from tasks.reporting.sensitivity import tuning_notes
+from tasks.training.cost import halving_epochs
 from tests.conftest import REPO_ROOT, build
 
 SMOKE = yaml.safe_load((REPO_ROOT / "configs" / "smoke.yaml").read_text())
@@ -80,7 +82,15 @@ def test_a_record_at_an_edge_with_extensions_left_is_not_believed():
     assert "extend it" in check_tuning_record(record, [0.01, 0.1], extend=1)
 
 
-def test_halving_and_extension_in_the_dag(site, ran_tasks, tmp_path):
+def test_the_cost_model_counts_the_epochs_halving_trains():
+    # dissecting-adam: 3 points to epoch 3, the best one on to 15: (3×3 + 12) / 3 = 7 epochs per point.
+    assert halving_epochs(3, [3], 0.333, 15) == 7.0
+    # An extended grid of 4 keeps ceil(0.333 × 4) = 2: (4×3 + 2×12) / 4.
+    assert halving_epochs(4, [3], 0.333, 15) == 9.0
+    assert halving_epochs(9, [2, 6], 0.333, 10) == (9 * 2 + 3 * 4 + 1 * 4) / 9
+
+
+def test_halving_and_extension_in_the_dag(site, ran_tasks, tmp_path, capsys):
     raw = dict(SMOKE, experiment="halved", seeds=[0, 1, 2], tuning_seeds=[0, 1])
     raw["tuning"] = {"extend": 1, "halving": {"rungs": [1], "keep": 0.333}}
     raw["optimizers"] = [{"name": "sgd", "learning_rate": {"log_min": 0.001, "log_max": 0.1, "points": 3}}]
@@ -101,6 +111,12 @@ def test_halving_and_extension_in_the_dag(site, ran_tasks, tmp_path):
     ran_tasks.tasks.clear()
     build([TuneLearningRate(config=str(path), name="sgd")])
     assert ran_tasks.tasks == []
+    # The plan's runs are the record's full points (extension included) on the tuning seeds, all done, plus
+    # the chosen rate's seed 2; the stopped points, which never finish, are not left "to do".
+    capsys.readouterr()
+    assert plan_main(["--config", str(path)]) == 0
+    counts = f"runs: {2 * len(full) + 1} total, {2 * len(full)} done, 1 to do"
+    assert counts in capsys.readouterr().out
 
 
 def test_a_sigkill_during_halving_then_a_rerun_gives_the_same_cuts_and_choice(site, tmp_path):

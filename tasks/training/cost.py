@@ -3,7 +3,11 @@
 The training rate of a run (examples/s) and its fixed cost (graph build, session, data load, writes) come
 from the run.json files of earlier runs of the same model and batch size under the artifacts root; without
 any, from the rates `benchmarks/train_throughput.py` measured on the 2-core reference machine. A tuned entry
-whose tuning has not finished is costed at its first grid point (every point costs the same). No TensorFlow.
+whose tuning has not finished is costed at its first grid point (every point costs the same). With successive
+halving (`tuning: {halving}`), an unfinished tuning's grid points are costed at the run-epochs halving will
+train on the written grid (`halving_epochs`; extension, which depends on the outcome, is not foreseen); a
+finished tuning's runs are the record's grid (extended points included) less the points it stopped early,
+which never finish and are never trained further. No TensorFlow.
 """
 
 from __future__ import annotations
@@ -63,6 +67,8 @@ class Plan:
 
     runs: list[RunSpec]
     finals: list[RunSpec]
+    # Epochs a run will train when fewer than its settings' (tuning points under successive halving).
+    epochs: dict[RunSpec, float] = field(default_factory=dict)
     done: list[RunSpec] = field(default_factory=list)
     evaluations_to_do: int = 0
     cpu_seconds: float = 0.0
@@ -79,31 +85,58 @@ class Plan:
         return self.cpu_seconds / max(1, slots)
 
 
+def halving_epochs(points: int, rungs: list[int], keep: float, epochs: int) -> float:
+    """Mean epochs per grid point (per seed) under successive halving of `points` points: every point to the
+    first rung, the best ceil(keep × n) (at least one) on to the next, the last rung's survivors to `epochs`;
+    the same cut as tasks.core.selection.halve."""
+    alive, total, previous = points, 0, 0
+    for rung in rungs:
+        total += alive * (rung - previous)
+        alive, previous = max(1, math.ceil(keep * alive - 1e-9)), rung
+    return (total + alive * (epochs - previous)) / points
+
+
 def planned_runs(
     config: ExperimentConfig, layout: Layout, seed_counts: dict[str, int] | None = None
-) -> tuple[list[RunSpec], list[RunSpec]]:
-    """(every run the config will train: tuning grids, then final runs; the final runs, to be evaluated).
+) -> tuple[list[RunSpec], list[RunSpec], dict[RunSpec, float]]:
+    """(every run the config will train: tuning grids, then final runs; the final runs, to be evaluated;
+    epochs of the runs that train fewer than their settings say: unfinished halving tunings' points).
 
     An adaptive comparison's final runs are those of its seed plan once it is made, else its pilot seeds;
     `seed_counts` overrides both (the cost model asks what `max` seeds would cost)."""
-    specs: dict[tuple[str, int], RunSpec] = {}
-    for entry in tuned_entries(config):
-        for spec in grid_specs(config, entry):
-            specs[(spec.run_hash, spec.seed)] = spec
     tuned = [
         (entry.name, tuning_record_path(layout, config, entry.name))
         for entry in tuned_entries(config)
         if tuning_record_problem(tuning_record_path(layout, config, entry.name), config, entry.name) is None
     ]
-    choices = chosen_rates(read_tuning(tuned, config))
+    records = read_tuning(tuned, config)
+    halving = config.tuning.halving if config.tuning else None
+    specs: dict[tuple[str, int], RunSpec] = {}
+    epochs: dict[RunSpec, float] = {}
+    for entry in tuned_entries(config):
+        record = records.get(entry.name)
+        if record is not None and config.tuning is not None:
+            # The record's grid, extended points included; points stopped at a rung are as far as they go.
+            rates = [float(p["learning_rate"]) for p in record["grid"] if p.get("stopped_at_epoch") is None]
+            grid = grid_specs(config, entry, rates)
+        else:
+            grid = grid_specs(config, entry)
+        if record is None and halving is not None:
+            share = halving_epochs(len(entry.learning_rates), halving.rungs, halving.keep, config.training.epochs)
+            epochs.update({spec: share for spec in grid})
+        for spec in grid:
+            specs[(spec.run_hash, spec.seed)] = spec
+    choices = chosen_rates(records)
     choices.update({e.name: e.learning_rates[0] for e in tuned_entries(config) if e.name not in choices})
     if seed_counts is None and config.adaptive is not None:
         path = seed_plan_path(layout, config)
         seed_counts = read_json(path)["seeds"] if seed_plan_problem(path, config) is None else None
     finals = final_specs(config, choices, seed_counts=seed_counts)
     for spec in finals:
+        if (spec.run_hash, spec.seed) in specs:
+            epochs.pop(specs[(spec.run_hash, spec.seed)], None)  # a final run trains all epochs
         specs.setdefault((spec.run_hash, spec.seed), spec)
-    return list(specs.values()), finals
+    return list(specs.values()), finals, epochs
 
 
 def _model_key(spec: RunSpec) -> str:
@@ -151,14 +184,15 @@ def rate_for(spec: RunSpec, rates: dict[RateKey, tuple[float, float]]) -> Rate |
     return None
 
 
-def run_seconds(spec: RunSpec, rate: Rate) -> float:
-    """CPU seconds of one run at `rate`: its fixed cost plus, per epoch, training, validation and the writes."""
+def run_seconds(spec: RunSpec, rate: Rate, epochs: float | None = None) -> float:
+    """CPU seconds of one run at `rate`: its fixed cost plus, per epoch, training, validation and the writes;
+    over `epochs` epochs where given (default: its settings')."""
     settings = spec.settings
     validation_rows = 10 * settings.split.validation_per_class
     train_rows = TRAIN_ROWS - validation_rows
     speed = rate.examples_per_second
     per_epoch = train_rows / speed + validation_rows / (VALIDATION_SPEEDUP * speed) + EPOCH_WRITE_SECONDS
-    return rate.fixed_seconds + settings.training.epochs * per_epoch
+    return rate.fixed_seconds + (settings.training.epochs if epochs is None else epochs) * per_epoch
 
 
 def plan(config: ExperimentConfig, layout: Layout) -> Plan:
@@ -171,8 +205,8 @@ def plan(config: ExperimentConfig, layout: Layout) -> Plan:
     return result
 
 
-def _costed(config: ExperimentConfig, layout: Layout, runs: list[RunSpec], finals: list[RunSpec]) -> Plan:
-    result = Plan(runs, finals)
+def _costed(config: ExperimentConfig, layout: Layout, runs: list[RunSpec], finals: list[RunSpec], epochs: dict) -> Plan:
+    result = Plan(runs, finals, epochs)
     folders = {spec: RunFolder(layout.run_dir(spec), spec.run_hash, spec.seed) for spec in runs}
     result.done = [spec for spec in runs if folders[spec].finished]
     result.evaluations_to_do = sum(not folders[spec].evaluated for spec in finals)
@@ -184,7 +218,7 @@ def _costed(config: ExperimentConfig, layout: Layout, runs: list[RunSpec], final
             name, batch = spec.settings.model.name, spec.settings.training.batch_size
             result.unknown.append(f"no rate known for {name} at batch {batch}")
         else:
-            costs.append(run_seconds(spec, rate))
+            costs.append(run_seconds(spec, rate, result.epochs.get(spec)))
             result.sources.append(rate.source)
     result.unknown, result.sources = sorted(set(result.unknown)), sorted(set(result.sources))
     cpu = sum(costs) + result.evaluations_to_do * EVALUATION_SECONDS
