@@ -82,6 +82,42 @@ def test_a_record_at_an_edge_with_extensions_left_is_not_believed():
     assert "extend it" in check_tuning_record(record, [0.01, 0.1], extend=1)
 
 
+def test_a_halving_record_whose_race_does_not_chain_is_not_believed():
+    def point(rate, accuracies, stop):
+        return {"learning_rate": rate, "val_accuracies": accuracies, "mean_val_accuracy": 0, "std_val_accuracy": 0,
+                "stopped_at_epoch": stop}  # fmt: skip
+
+    halving = {"rungs": [1, 2], "keep": 0.5}
+    record = {
+        "tuning_seeds": [0, 1],
+        "rule": "r",
+        "chosen_learning_rate": 0.1,
+        "grid": [point(0.01, [0.5, 0.5], 1), point(0.1, [0.8, 0.8], None), point(1.0, [0.7, 0.7], 2)],
+        "rungs": [
+            {
+                "epoch": 1,
+                "val_accuracies": {"0.01": [0.4, 0.4], "0.1": [0.6, 0.6], "1.0": [0.5, 0.5]},
+                "kept": [0.1, 1.0],
+            },
+            {"epoch": 2, "val_accuracies": {"0.1": [0.7, 0.7], "1.0": [0.6, 0.6]}, "kept": [0.1]},
+        ],
+    }
+    grid = [0.01, 0.1, 1.0]
+    assert check_tuning_record(record, grid, halving=halving) is None
+    raced_again = json.loads(json.dumps(record))
+    raced_again["rungs"][1]["val_accuracies"]["0.01"] = [0.9, 0.9]  # a point cut at epoch 1 back in the race
+    assert "but the points still in the race were [0.1, 1.0]" in check_tuning_record(raced_again, grid, halving=halving)
+    wrong_stop = json.loads(json.dumps(record))
+    wrong_stop["grid"][2]["stopped_at_epoch"] = 1
+    assert "stopped_at_epoch says otherwise" in check_tuning_record(wrong_stop, grid, halving=halving)
+    not_cut = json.loads(json.dumps(record))
+    not_cut["grid"][2]["stopped_at_epoch"] = None  # a cut point claims to have trained all epochs
+    assert "stopped_at_epoch says otherwise" in check_tuning_record(not_cut, grid, halving=halving)
+    survivor_stopped = json.loads(json.dumps(record))
+    survivor_stopped["grid"][1]["stopped_at_epoch"] = 2  # the last survivor claims it stopped
+    assert "the last rung kept [0.1]" in check_tuning_record(survivor_stopped, grid, halving=halving)
+
+
 def test_the_cost_model_counts_the_epochs_halving_trains():
     # dissecting-adam: 3 points to epoch 3, the best one on to 15: (3×3 + 12) / 3 = 7 epochs per point.
     assert halving_epochs(3, [3], 0.333, 15) == 7.0
