@@ -59,17 +59,11 @@ def test_plan_never_imports_tensorflow(tmp_path):
 
 
 def test_halving_costs_each_grid_point_the_epochs_it_will_reach_by_hand():
-    from tasks.core.config import parse_config
-    from tasks.core.runs import grid_specs, tuned_entries
-    from tasks.training.cost import grid_epochs, halving_epochs
+    from tasks.training.cost import halving_epochs
 
-    # 3 points, keep a third at epoch 3: one goes on to 15, two stop at 3.
-    assert halving_epochs(3, 15, [3], 0.333) == [15, 3, 3]
-    # 9 points, rungs 3 and 6, keep a third: 6 stop at 3, then 2 of the 3 left stop at 6, 1 trains all 15.
-    assert halving_epochs(9, 15, [3, 6], 1 / 3) == [15, 6, 6, 3, 3, 3, 3, 3, 3]
-    # dissecting-adam's tuning: 7 entries x 2 tuning seeds x (15 + 3 + 3) = 294 run-epochs of 630 (46.7%).
-    config = parse_config(yaml.safe_load((REPO_ROOT / "configs" / "dissecting-adam.yaml").read_text()))
-    epochs = grid_epochs(config, [])
-    grid = [spec for entry in tuned_entries(config) for spec in grid_specs(config, entry)]
-    assert len(grid) == 42 and sum(epochs[spec] for spec in grid) == 294
-    assert sum(spec.settings.training.epochs for spec in grid) == 630
+    # 3 points, keep a third at epoch 3: one goes on to 15, two stop at 3: (15 + 3 + 3) / 3 = 7 per point.
+    assert halving_epochs(3, [3], 0.333, 15) == 7
+    # 9 points, rungs 3 and 6, keep a third: 9 x 3 + 3 x 3 + 1 x 9 = 45 epochs, 5 per point.
+    assert halving_epochs(9, [3, 6], 1 / 3, 15) == 5
+    # dissecting-adam's tuning: 7 entries x 2 tuning seeds x 3 points x 7 = 294 run-epochs of 630 (46.7%).
+    assert 7 * 2 * 3 * halving_epochs(3, [3], 0.333, 15) == 294

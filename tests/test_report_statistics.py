@@ -159,3 +159,11 @@ def test_a_report_with_per_example_correctness_and_a_seed_plan_names_every_sourc
     for row, pair in zip(parser.tables["pairs"][1:], out["statistics"]["pairs"]):
         assert row[-1][1] == f"{pair['seed_plan']['seeds']}: {pair['seed_plan']['reason']}"
     assert out["equivalence_margin"] == 0.002
+
+
+def test_a_tuned_entry_shows_its_selection_stability_and_whether_its_grid_was_extended(stats_report):
+    # STATS_TUNING predates extension and halving: its line still gets stability, recomputed from the grid.
+    html, markdown = stats_report["html"], stats_report["out"]["markdown"].read_text()
+    for text in (html, markdown):
+        assert "Selection stability 1.00: resampling tuning seeds 0, 1 with replacement picks this point 100%" in text
+        assert "Grid extension off (tuning.extend is 0)." in text

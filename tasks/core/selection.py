@@ -213,15 +213,29 @@ def _halving_problem(record: Mapping[str, Any], halving: Mapping[str, Any] | Non
         return f"points {stopped} stopped early, but the config does not halve" if stopped or rungs else None
     if not isinstance(rungs, list) or [rung.get("epoch") for rung in rungs] != list(halving["rungs"]):
         return f"rungs: expected cuts at epochs {list(halving['rungs'])}, found {rungs!r}"
+    # Each rung races exactly the points the previous one kept (the first: the whole grid); a point stops at
+    # the rung that cut it, and the points that trained all epochs are the last rung's kept ones.
+    alive = sorted(float(point["learning_rate"]) for point in record["grid"])
+    stops = {float(p["learning_rate"]): p.get("stopped_at_epoch") for p in record["grid"]}
     for rung in rungs:
         accuracies = rung.get("val_accuracies", {})
         try:
             scores = [GridScore(float(rate), tuple(values)) for rate, values in sorted(accuracies.items(), key=_rate)]
         except (TypeError, ValueError, AttributeError):
             return f"rungs: epoch {rung.get('epoch')}: expected learning rate → accuracies, found {accuracies!r}"
+        if [score.learning_rate for score in scores] != alive:
+            raced = [score.learning_rate for score in scores]
+            return f"rungs: epoch {rung['epoch']} raced {raced}, but the points still in the race were {alive}"
         kept = [scores[index].learning_rate for index in halve(scores, halving["keep"])] if scores else []
         if kept != [float(rate) for rate in rung.get("kept", [])]:
             return f"rungs: epoch {rung['epoch']} kept {rung.get('kept')}, but halving keeps {kept}"
+        cut = [rate for rate in alive if rate not in kept and stops.get(rate) != rung["epoch"]]
+        if cut:
+            return f"grid: points {cut} were cut at epoch {rung['epoch']}, but their stopped_at_epoch says otherwise"
+        alive = kept
+    full = sorted(rate for rate, stop in stops.items() if stop is None)
+    if full != alive:
+        return f"grid: the points that trained all epochs are {full}, but the last rung kept {alive}"
     return None
 
 

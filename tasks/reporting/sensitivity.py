@@ -14,7 +14,13 @@ from collections.abc import Mapping
 from typing import Any
 
 from tasks.core.errors import ReportError
-from tasks.core.selection import RULE, STABILITY_WARNING, check_tuning_record, final_scores, selection_stability
+from tasks.core.selection import (
+    RULE,
+    STABILITY_WARNING,
+    check_tuning_record,
+    final_scores,
+    selection_stability,
+)
 from tasks.reporting import comparison
 
 GRID_RULE = f"on all seeds of the experiment: {RULE}"
@@ -81,7 +87,7 @@ def sensitivity_lines(
                     "full_tuning_choice": record.get("full_tuning_choice", record["chosen_learning_rate"]),
                 }
             )
-            lines[-1]["notes"] = tuning_notes(lines[-1], record)
+            lines[-1]["tuning_notes"] = tuning_notes(record, lines[-1])
         elif len(points) > 1:
             ordered = sorted(points, key=lambda point: point.learning_rate)
             stats = [comparison.mean_std([run.final_val_accuracy for run in point.completed]) for point in ordered]
@@ -98,39 +104,54 @@ def sensitivity_lines(
                     "rule": GRID_RULE,
                     "seeds": "all seeds of the experiment",
                     "tuned": False,
-                    "notes": [],
                 }
             )
     return lines
 
 
-def tuning_notes(line: Mapping[str, Any], record: Mapping[str, Any]) -> list[str]:
-    """Plain sentences on how far a tuned entry's choice can be trusted: its stability, its grid's edges,
-    the points halving stopped, and whether full tuning would have chosen the same rate."""
-    notes = []
+def tuning_notes(record: Mapping[str, Any], line: Mapping[str, Any]) -> list[str]:
+    """Plain sentences for a tuned entry: its selection stability (a warning below STABILITY_WARNING),
+    whether and how its grid was extended, and what successive halving stopped and whether full tuning
+    chooses the same. A record written before these keys existed reads as "no extension, no halving"."""
+    seeds = ", ".join(str(seed) for seed in record["tuning_seeds"])
     stability = line["stability"]
     if stability is None:
-        notes.append("selection stability: not computable (fewer than 2 grid points or tuning seeds)")
+        notes = ["Selection stability: not computable (fewer than 2 tuning seeds or grid points)."]
+    elif stability < STABILITY_WARNING:
+        notes = [
+            f"Warning: selection stability {stability:.2f}, below {STABILITY_WARNING:g}: resampling tuning seeds "
+            f"{seeds} with replacement picks this point only {stability:.0%} of the time; the choice is not settled."
+        ]
     else:
-        text = f"selection stability {stability:.2f}: the same rate wins in {stability:.0%} of resamplings"
-        text += " of the tuning seeds"
-        if stability < STABILITY_WARNING:
-            text += f"; below {STABILITY_WARNING:.1f}, so another draw of tuning seeds could well choose another rate"
-        notes.append(text)
-    if line["extended"]:
-        notes.append("grid extended beyond its edge with " + ", ".join(f"{float(rate):g}" for rate in line["extended"]))
-    elif record.get("at_edge"):
-        notes.append("the choice lies at an edge of its grid and was not extended (tuning.extend is 0 or used up)")
-    else:
-        notes.append("the choice lies inside its grid")
-    if line["stopped"]:
-        stops = ", ".join(f"{rate:g} after epoch {epoch}" for rate, epoch in sorted(line["stopped"].items()))
-        notes.append(f"successive halving stopped {stops}")
-        full = line["full_tuning_choice"]
+        notes = [
+            f"Selection stability {stability:.2f}: resampling tuning seeds {seeds} with replacement picks "
+            f"this point {stability:.0%} of the time."
+        ]
+    cap, extended = int(record.get("extend_cap", 0) or 0), [float(rate) for rate in record.get("extended", [])]
+    # From the grid, not the record's at_edge, so that an older record's edge choice is flagged too.
+    rates, chosen = line["learning_rates"], line["chosen_learning_rate"]
+    at_edge = any(math.isclose(chosen, rate, rel_tol=1e-9) for rate in (min(rates), max(rates)))
+    if extended:
+        added = ", ".join(f"{rate:g}" for rate in extended)
+        notes.append(f"Grid extended beyond its edge by {added} ({len(extended)} of at most {cap}).")
+    elif cap and not at_edge:
+        notes.append(f"Grid not extended: the choice lies inside the written grid (up to {cap} allowed).")
+    elif not cap:
+        notes.append("Grid extension off (tuning.extend is 0).")
+    if at_edge:
+        notes.append("The choice still lies at an edge of the grid: the best rate may lie outside it.")
+    halving = record.get("halving")
+    if halving:
+        stopped = line.get("stopped", {})
+        notes.append(
+            f"Successive halving (rungs at epochs {', '.join(str(e) for e in halving['rungs'])}, keep "
+            f"{halving['keep']:g}) stopped {len(stopped)} of {len(line['learning_rates'])} points early."
+        )
+        full = line.get("full_tuning_choice")
         if full is None:
-            notes.append("full tuning was not run, so whether it would choose differently is not known")
-        elif float(full) == line["chosen_learning_rate"]:
-            notes.append("full tuning chooses the same rate")
+            notes.append("Full tuning (no halving) was not run, so whether it would choose differently is unknown.")
+        elif math.isclose(float(full), line["chosen_learning_rate"], rel_tol=1e-9):
+            notes.append("Full tuning (no halving) chooses the same point.")
         else:
-            notes.append(f"full tuning would choose {float(full):g} instead")
+            notes.append(f"Full tuning (no halving) chooses {float(full):g} instead.")
     return notes

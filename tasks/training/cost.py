@@ -3,11 +3,11 @@
 The training rate of a run (examples/s) and its fixed cost (graph build, session, data load, writes) come
 from the run.json files of earlier runs of the same model and batch size under the artifacts root; without
 any, from the rates `benchmarks/train_throughput.py` measured on the 2-core reference machine. A tuned entry
-whose tuning has not finished is costed at its first grid point (every point costs the same). With
-successive halving (`tuning.halving`), a grid's points are costed at the epochs they will reach: at each
-rung all but the kept ceil(keep × n) stop, so the expected epochs per seed are known from the config alone
-(which points stop is not, but every point of a grid costs the same). An edge extension adds points that
-are not known before the tuning runs; they are not costed. No TensorFlow.
+whose tuning has not finished is costed at its first grid point (every point costs the same). With successive
+halving (`tuning: {halving}`), an unfinished tuning's grid points are costed at the run-epochs halving will
+train on the written grid (`halving_epochs`; extension, which depends on the outcome, is not foreseen); a
+finished tuning's runs are the record's grid (extended points included) less the points it stopped early,
+which never finish and are never trained further. No TensorFlow.
 """
 
 from __future__ import annotations
@@ -67,6 +67,8 @@ class Plan:
 
     runs: list[RunSpec]
     finals: list[RunSpec]
+    # Epochs a run will train when fewer than its settings' (tuning points under successive halving).
+    epochs: dict[RunSpec, float] = field(default_factory=dict)
     done: list[RunSpec] = field(default_factory=list)
     evaluations_to_do: int = 0
     cpu_seconds: float = 0.0
@@ -83,31 +85,58 @@ class Plan:
         return self.cpu_seconds / max(1, slots)
 
 
+def halving_epochs(points: int, rungs: list[int], keep: float, epochs: int) -> float:
+    """Mean epochs per grid point (per seed) under successive halving of `points` points: every point to the
+    first rung, the best ceil(keep × n) (at least one) on to the next, the last rung's survivors to `epochs`;
+    the same cut as tasks.core.selection.halve."""
+    alive, total, previous = points, 0, 0
+    for rung in rungs:
+        total += alive * (rung - previous)
+        alive, previous = max(1, math.ceil(keep * alive - 1e-9)), rung
+    return (total + alive * (epochs - previous)) / points
+
+
 def planned_runs(
     config: ExperimentConfig, layout: Layout, seed_counts: dict[str, int] | None = None
-) -> tuple[list[RunSpec], list[RunSpec]]:
-    """(every run the config will train: tuning grids, then final runs; the final runs, to be evaluated).
+) -> tuple[list[RunSpec], list[RunSpec], dict[RunSpec, float]]:
+    """(every run the config will train: tuning grids, then final runs; the final runs, to be evaluated;
+    epochs of the runs that train fewer than their settings say: unfinished halving tunings' points).
 
     An adaptive comparison's final runs are those of its seed plan once it is made, else its pilot seeds;
     `seed_counts` overrides both (the cost model asks what `max` seeds would cost)."""
-    specs: dict[tuple[str, int], RunSpec] = {}
-    for entry in tuned_entries(config):
-        for spec in grid_specs(config, entry):
-            specs[(spec.run_hash, spec.seed)] = spec
     tuned = [
         (entry.name, tuning_record_path(layout, config, entry.name))
         for entry in tuned_entries(config)
         if tuning_record_problem(tuning_record_path(layout, config, entry.name), config, entry.name) is None
     ]
-    choices = chosen_rates(read_tuning(tuned, config))
+    records = read_tuning(tuned, config)
+    halving = config.tuning.halving if config.tuning else None
+    specs: dict[tuple[str, int], RunSpec] = {}
+    epochs: dict[RunSpec, float] = {}
+    for entry in tuned_entries(config):
+        record = records.get(entry.name)
+        if record is not None and config.tuning is not None:
+            # The record's grid, extended points included; points stopped at a rung are as far as they go.
+            rates = [float(p["learning_rate"]) for p in record["grid"] if p.get("stopped_at_epoch") is None]
+            grid = grid_specs(config, entry, rates)
+        else:
+            grid = grid_specs(config, entry)
+        if record is None and halving is not None:
+            share = halving_epochs(len(entry.learning_rates), halving.rungs, halving.keep, config.training.epochs)
+            epochs.update({spec: share for spec in grid})
+        for spec in grid:
+            specs[(spec.run_hash, spec.seed)] = spec
+    choices = chosen_rates(records)
     choices.update({e.name: e.learning_rates[0] for e in tuned_entries(config) if e.name not in choices})
     if seed_counts is None and config.adaptive is not None:
         path = seed_plan_path(layout, config)
         seed_counts = read_json(path)["seeds"] if seed_plan_problem(path, config) is None else None
     finals = final_specs(config, choices, seed_counts=seed_counts)
     for spec in finals:
+        if (spec.run_hash, spec.seed) in specs:
+            epochs.pop(specs[(spec.run_hash, spec.seed)], None)  # a final run trains all epochs
         specs.setdefault((spec.run_hash, spec.seed), spec)
-    return list(specs.values()), finals
+    return list(specs.values()), finals, epochs
 
 
 def _model_key(spec: RunSpec) -> str:
@@ -155,39 +184,9 @@ def rate_for(spec: RunSpec, rates: dict[RateKey, tuple[float, float]]) -> Rate |
     return None
 
 
-def halving_epochs(points: int, epochs: int, rungs: list[int], keep: float) -> list[int]:
-    """The epochs each of a grid's `points` trains under successive halving, best-ranked first: at each rung
-    the best ceil(keep × n) go on (tasks.core.selection.halve), the others stop at that rung."""
-    reached, alive = [], points
-    for rung in rungs:
-        kept = max(1, math.ceil(keep * alive - 1e-9))
-        reached += [rung] * (alive - kept)
-        alive = kept
-    return [epochs] * alive + sorted(reached, reverse=True)
-
-
-def grid_epochs(config: ExperimentConfig, finals: list[RunSpec]) -> dict[RunSpec, int]:
-    """With halving, the epochs each grid run of a tuned entry will train; a final run that is a grid run (on
-    a tuning seed) is a survivor and trains all epochs. Empty without halving: every run trains all."""
-    halving = config.tuning.halving if config.tuning is not None else None
-    if halving is None:
-        return {}
-    final_keys = {(spec.run_hash, spec.seed) for spec in finals}
-    out: dict[RunSpec, int] = {}
-    for entry in tuned_entries(config):
-        by_seed: dict[int, list[RunSpec]] = {}
-        for spec in grid_specs(config, entry):
-            by_seed.setdefault(spec.seed, []).append(spec)
-        for group in by_seed.values():
-            # the survivor first: the final run where it is one of these, else (untuned yet) any point
-            group.sort(key=lambda spec: ((spec.run_hash, spec.seed) not in final_keys, spec.learning_rate))
-            out.update(zip(group, halving_epochs(len(group), config.training.epochs, halving.rungs, halving.keep)))
-    return out
-
-
-def run_seconds(spec: RunSpec, rate: Rate, epochs: int | None = None) -> float:
-    """CPU seconds of one run at `rate` for `epochs` (default: all of the run's): its fixed cost plus, per
-    epoch, training, validation and the writes."""
+def run_seconds(spec: RunSpec, rate: Rate, epochs: float | None = None) -> float:
+    """CPU seconds of one run at `rate`: its fixed cost plus, per epoch, training, validation and the writes;
+    over `epochs` epochs where given (default: its settings')."""
     settings = spec.settings
     validation_rows = 10 * settings.split.validation_per_class
     train_rows = TRAIN_ROWS - validation_rows
@@ -206,13 +205,12 @@ def plan(config: ExperimentConfig, layout: Layout) -> Plan:
     return result
 
 
-def _costed(config: ExperimentConfig, layout: Layout, runs: list[RunSpec], finals: list[RunSpec]) -> Plan:
-    result = Plan(runs, finals)
+def _costed(config: ExperimentConfig, layout: Layout, runs: list[RunSpec], finals: list[RunSpec], epochs: dict) -> Plan:
+    result = Plan(runs, finals, epochs)
     folders = {spec: RunFolder(layout.run_dir(spec), spec.run_hash, spec.seed) for spec in runs}
     result.done = [spec for spec in runs if folders[spec].finished]
     result.evaluations_to_do = sum(not folders[spec].evaluated for spec in finals)
     rates = recorded_rates(layout.root / "runs")
-    halved = grid_epochs(config, finals)
     costs = []
     for spec in result.to_do:
         rate = rate_for(spec, rates)
@@ -220,7 +218,7 @@ def _costed(config: ExperimentConfig, layout: Layout, runs: list[RunSpec], final
             name, batch = spec.settings.model.name, spec.settings.training.batch_size
             result.unknown.append(f"no rate known for {name} at batch {batch}")
         else:
-            costs.append(run_seconds(spec, rate, halved.get(spec)))
+            costs.append(run_seconds(spec, rate, result.epochs.get(spec)))
             result.sources.append(rate.source)
     result.unknown, result.sources = sorted(set(result.unknown)), sorted(set(result.sources))
     cpu = sum(costs) + result.evaluations_to_do * EVALUATION_SECONDS
