@@ -32,7 +32,7 @@ from typing import Any
 
 from tasks.core.errors import RunFolderError
 from tasks.core.runfolder import RunFolder
-from tasks.core.storage import QUARANTINE_DIR, atomic_path, fsync_files, storage_error
+from tasks.core.storage import QUARANTINE_DIR, atomic_path, storage_error
 
 log = logging.getLogger(__name__)
 
@@ -170,18 +170,20 @@ def _base_wall_time(records: list[bytes] | None, rows: Sequence[Mapping[str, Any
 
 
 def _write(path: Path, records: list[bytes]) -> None:
+    """Write the file whole, then rename it into place. Not flushed to disk (no fsync): it is derived data, so a
+    power cut that leaves an older or torn version costs nothing that the next attempt's rewrite (or
+    `python -m tasks.training.events`) does not rebuild, and an epoch pays no disk wait for it."""
     from tasks.training.tf1 import tf
 
     pending = path.with_name(PENDING_FILE)
-    with atomic_path(pending) as temp:
+    with atomic_path(pending, durable=False) as temp:
         with tf.io.TFRecordWriter(str(temp)) as writer:
             for record in records:
                 writer.write(record)
     try:
-        os.replace(pending, path)  # one folder: atomic; `pending` is whole (atomic_path flushed it)
+        os.replace(pending, path)  # one folder: atomic; `pending` is whole (atomic_path renamed it there complete)
     except OSError as exc:
         raise storage_error(path, exc) from None
-    fsync_files([path])
 
 
 def sync_runs(runs_dir: Path) -> dict[str, list[Path]]:
