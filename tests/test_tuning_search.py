@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import yaml
 
 from pipeline import TuneLearningRate
@@ -189,3 +190,12 @@ def test_a_sigkill_during_halving_then_a_rerun_gives_the_same_cuts_and_choice(si
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     (written,) = list(root.glob("tuning/halved/*.json"))
     assert json.loads(written.read_text()) == expected
+    # The cut was made on each run's validation accuracy at the rung epoch, as metrics.parquet holds it
+    # (not its latest row, which for a survivor is a later epoch): the record matches the killed site's runs.
+    (rung,) = expected["rungs"]
+    for point in expected["grid"]:
+        for index, seed in enumerate(point["seeds"]):
+            (metrics,) = root.glob(f"runs/**/*-{point['run_hash']}/seed-{seed}/metrics.parquet")
+            rows = pq.read_table(metrics).to_pylist()  # a stopped point has no run.json to open it by
+            at_rung = [row["val_accuracy"] for row in rows if row["epoch"] == rung["epoch"]]
+            assert rung["val_accuracies"][repr(float(point["learning_rate"]))][index] == at_rung[0]
