@@ -141,7 +141,7 @@ def test_halving_and_extension_in_the_dag(site, ran_tasks, tmp_path, capsys):
     assert len(full) >= 1 and len(stopped) >= 1 and len(full) + len(stopped) == len(record["grid"])
     assert record["rungs"][0]["epoch"] == 1 and record["stability"] is not None
     # The rate the smoke grid picks is at the top edge: the grid grew by one point beyond it, 1.0.
-    assert record["extended"] == [1.0] or record["at_edge"] is False
+    assert record["extended"] == [1.0] and record["extend_cap"] == 1
     # A stopped point never trained its second epoch, and no run.json marks it finished.
     trained = [t for t in ran_tasks.tasks if t.task_family in ("TrainRun", "TrainToEpoch")]
     assert {t.learning_rate for t in trained if t.task_family == "TrainRun"} == {p["learning_rate"] for p in full}
