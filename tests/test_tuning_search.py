@@ -54,7 +54,8 @@ def test_the_report_says_stability_with_a_warning_extension_and_what_halving_cha
         "Warning: selection stability 0.75, below 0.8: resampling tuning seeds 0, 1 with replacement picks this "
         "point only 75% of the time; the choice is not settled.",
         "Grid extended beyond its edge by 0.3 (1 of at most 1).",
-        "Successive halving (rungs at epochs 1, keep 0.5) stopped 1 of 3 points early.",
+        "Successive halving (rungs at epochs 1, keep 0.5) stopped 1 of 3 points early (shown at their validation "
+        "accuracy where they stopped).",
         "Full tuning (no halving) chooses 0.01 instead.",
     ]
     # A record from before extension and halving existed: stability still shown, nothing else claimed.
