@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import yaml
 
 from pipeline import TuneLearningRate
@@ -53,7 +54,8 @@ def test_the_report_says_stability_with_a_warning_extension_and_what_halving_cha
         "Warning: selection stability 0.75, below 0.8: resampling tuning seeds 0, 1 with replacement picks this "
         "point only 75% of the time; the choice is not settled.",
         "Grid extended beyond its edge by 0.3 (1 of at most 1).",
-        "Successive halving (rungs at epochs 1, keep 0.5) stopped 1 of 3 points early.",
+        "Successive halving (rungs at epochs 1, keep 0.5) stopped 1 of 3 points early (shown at their validation "
+        "accuracy where they stopped).",
         "Full tuning (no halving) chooses 0.01 instead.",
     ]
     # A record from before extension and halving existed: stability still shown, nothing else claimed.
@@ -140,7 +142,7 @@ def test_halving_and_extension_in_the_dag(site, ran_tasks, tmp_path, capsys):
     assert len(full) >= 1 and len(stopped) >= 1 and len(full) + len(stopped) == len(record["grid"])
     assert record["rungs"][0]["epoch"] == 1 and record["stability"] is not None
     # The rate the smoke grid picks is at the top edge: the grid grew by one point beyond it, 1.0.
-    assert record["extended"] == [1.0] or record["at_edge"] is False
+    assert record["extended"] == [1.0] and record["extend_cap"] == 1
     # A stopped point never trained its second epoch, and no run.json marks it finished.
     trained = [t for t in ran_tasks.tasks if t.task_family in ("TrainRun", "TrainToEpoch")]
     assert {t.learning_rate for t in trained if t.task_family == "TrainRun"} == {p["learning_rate"] for p in full}
@@ -189,3 +191,12 @@ def test_a_sigkill_during_halving_then_a_rerun_gives_the_same_cuts_and_choice(si
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     (written,) = list(root.glob("tuning/halved/*.json"))
     assert json.loads(written.read_text()) == expected
+    # The cut was made on each run's validation accuracy at the rung epoch, as metrics.parquet holds it
+    # (not its latest row, which for a survivor is a later epoch): the record matches the killed site's runs.
+    (rung,) = expected["rungs"]
+    for point in expected["grid"]:
+        for index, seed in enumerate(point["seeds"]):
+            (metrics,) = root.glob(f"runs/**/*-{point['run_hash']}/seed-{seed}/metrics.parquet")
+            rows = pq.read_table(metrics).to_pylist()  # a stopped point has no run.json to open it by
+            at_rung = [row["val_accuracy"] for row in rows if row["epoch"] == rung["epoch"]]
+            assert rung["val_accuracies"][repr(float(point["learning_rate"]))][index] == at_rung[0]

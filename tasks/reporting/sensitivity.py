@@ -145,7 +145,8 @@ def tuning_notes(record: Mapping[str, Any], line: Mapping[str, Any]) -> list[str
         stopped = line.get("stopped", {})
         notes.append(
             f"Successive halving (rungs at epochs {', '.join(str(e) for e in halving['rungs'])}, keep "
-            f"{halving['keep']:g}) stopped {len(stopped)} of {len(line['learning_rates'])} points early."
+            f"{halving['keep']:g}) stopped {len(stopped)} of {len(line['learning_rates'])} points early"
+            + (" (shown at their validation accuracy where they stopped)." if stopped else ".")
         )
         full = line.get("full_tuning_choice")
         if full is None:
