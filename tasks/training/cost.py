@@ -157,8 +157,11 @@ def run_seconds(spec: RunSpec, rate: Rate) -> float:
     validation_rows = 10 * settings.split.validation_per_class
     train_rows = TRAIN_ROWS - validation_rows
     speed = rate.examples_per_second
-    per_epoch = train_rows / speed + validation_rows / (VALIDATION_SPEEDUP * speed) + EPOCH_WRITE_SECONDS
-    return rate.fixed_seconds + settings.training.epochs * per_epoch
+    # In steps, so that a step budget (whose last epoch may be partial) is costed as it trains.
+    steps_per_epoch = max(1, train_rows // settings.training.batch_size)
+    steps, epochs = settings.training.total_steps(steps_per_epoch), settings.training.total_epochs(steps_per_epoch)
+    per_epoch = validation_rows / (VALIDATION_SPEEDUP * speed) + EPOCH_WRITE_SECONDS
+    return rate.fixed_seconds + steps * settings.training.batch_size / speed + epochs * per_epoch
 
 
 def plan(config: ExperimentConfig, layout: Layout) -> Plan:
