@@ -156,3 +156,17 @@ def test_a_kill_mid_budget_resumes_to_the_uninterrupted_weights(data, tmp_path, 
     assert record["attempts"] == 2
     # The resume ran only what was left after the last checkpoint latest.json named.
     assert record["attempt_history"][-1]["steps_run"] == left
+
+
+def test_plan_costs_a_step_budget_in_steps():
+    from tasks.training.cost import TRAIN_ROWS, Rate, run_seconds
+
+    def cost(**training) -> float:
+        config = parse_config(_with_training(**training))
+        return run_seconds(grid_specs(config, config.optimizers[0])[0], Rate(1000.0, 5.0, "test"))
+
+    batch = SMOKE["training"]["batch_size"]
+    per_epoch = (TRAIN_ROWS - 10 * parse_config(SMOKE).split.validation_per_class) // batch
+    assert cost(steps=3 * per_epoch) == pytest.approx(cost(epochs=3))
+    # Half an epoch more costs half an epoch's training and one more validation.
+    assert cost(epochs=3) < cost(steps=3 * per_epoch + per_epoch // 2) < cost(epochs=4)
