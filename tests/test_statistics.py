@@ -316,4 +316,9 @@ def test_anchors_match_only_the_same_problem_and_say_what_differs():
     rows = anchors.anchor_rows(settings, [("adam-fast", "adam"), ("sgd", "sgd")], {"adam-fast": 0.861, "sgd": 0.85})
     assert rows[0]["ours"] == 0.861 and rows[0]["ours_text"] == "adam-fast, mean over seeds"
     assert rows[1]["ours"] is None and "hidden layers 128-128, not 256-128-100" in rows[1]["ours_text"]
-    assert all(row["ours"] is None and "model mlp, not cnn_2c2d" in row["ours_text"] for row in rows[2:])
+    assert rows[2]["ours"] is None and "model mlp, not cnn_2c2d" in rows[2]["ours_text"]  # DeepOBS 2c2d
+    # P1 of Dissecting Adam is its own network, cnn_p1 (configs/paper-p1.yaml), not DeepOBS's 2c2d.
+    assert all(row["ours"] is None and "model mlp, not cnn_p1" in row["ours_text"] for row in rows[3:])
+    p1 = next(anchor for anchor in anchors.ANCHORS if "P1" in anchor.problem and "Adam" in anchor.problem)
+    assert anchors.matches(p1, "cnn_p1", {}, None, 64) == []
+    assert anchors.matches(p1, "cnn_p1", {}, None, 128) == ["batch 128, not 64"]

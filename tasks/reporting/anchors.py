@@ -61,7 +61,8 @@ ANCHORS: tuple[Anchor, ...] = (
             "Balles & Hennig 2018, Dissecting Adam (arXiv:1705.07774), problem P1, read from its figure",
             f"Fashion-MNIST CNN (P1), {label}",
             value,
-            "cnn_2c2d",
+            "cnn_p1",  # P1's network (configs/paper-p1.yaml), not DeepOBS's 2c2d
+            batch_size=64,
             optimizers=(optimizer,),
             note="values read by eye from a plot (±0.002); the paper's budget is not compared",
         )
