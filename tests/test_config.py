@@ -48,7 +48,13 @@ _DELETE = object()
 
 def test_shipped_configs_load():
     paths = sorted((REPO / "configs").glob("*.yaml"))
-    assert [p.name for p in paths] == ["default.yaml", "dissecting-adam.yaml", "paper-p1.yaml", "smoke.yaml"]
+    assert [p.name for p in paths] == [
+        "default.yaml",
+        "dissecting-adam.yaml",
+        "paper-p1-short.yaml",
+        "paper-p1.yaml",
+        "smoke.yaml",
+    ]
     for path in paths:
         config = load_config(path)
         choices = {entry.name: entry.learning_rates[0] for entry in tuned_entries(config)}

@@ -163,8 +163,39 @@ class ModelConfig(_Strict):
 
 
 class TrainingConfig(_Strict):
-    epochs: int = Field(ge=1, le=10000)
+    """The budget, in `epochs` or in `steps` (exactly one), and the batch size.
+
+    A step budget trains whole epochs and then a final partial one that stops at step `steps`; validation
+    and checkpoints come at each epoch's end and at step `steps` (see docs/schedules-and-budgets.md).
+    """
+
+    epochs: int | None = Field(default=None, ge=1, le=10000)
+    steps: int | None = Field(default=None, ge=1, le=10_000_000)
     batch_size: int = Field(ge=1, le=65536)
+
+    @model_validator(mode="after")
+    def _one_budget(self) -> TrainingConfig:
+        if (self.epochs is None) == (self.steps is None):
+            found = "both" if self.epochs is not None else "neither"
+            raise ValueError(
+                f"training.epochs / training.steps: expected exactly one budget, found {found}; "
+                "give e.g. `epochs: 20` or `steps: 6000`"
+            )
+        return self
+
+    def identity(self) -> dict[str, Any]:
+        """The budget as the run hash covers it: the unset one of epochs/steps is left out, so an epoch
+        config hashes exactly as it did before step budgets existed."""
+        data = {"epochs": self.epochs, "steps": self.steps, "batch_size": self.batch_size}
+        return {key: value for key, value in data.items() if value is not None}
+
+    def total_steps(self, steps_per_epoch: int) -> int:
+        """The run's budget in optimizer steps."""
+        return self.steps if self.steps is not None else self.epochs * steps_per_epoch
+
+    def total_epochs(self, steps_per_epoch: int) -> int:
+        """Epochs started: whole ones, plus a final partial one when a step budget ends mid-epoch."""
+        return -(-self.total_steps(steps_per_epoch) // steps_per_epoch)
 
 
 class SplitConfig(_Strict):
@@ -349,6 +380,11 @@ class ExperimentConfig(_Strict):
         if self.tuning_seeds is None:
             raise ValueError("tuning: applies to grids tuned on 'tuning_seeds'; add tuning_seeds or drop 'tuning'")
         halving = self.tuning.halving
+        if halving is not None and self.training.epochs is None:
+            raise ValueError(
+                f"tuning.halving: its rungs are epoch counts, so it needs training.epochs; found a budget of "
+                f"training.steps {self.training.steps}"
+            )
         if halving is not None and halving.rungs[-1] >= self.training.epochs:
             raise ValueError(
                 f"tuning.halving.rungs: expected epoch counts below training.epochs ({self.training.epochs}), "

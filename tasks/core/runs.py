@@ -94,6 +94,7 @@ class RunSettings(_Strict):
     def as_dict(self) -> dict[str, Any]:
         """Plain JSON data (what run.json records and the hash covers); a built-in optimizer has no `plugin` key."""
         data = self.model_dump(mode="json")
+        data["training"] = self.training.identity()  # an epoch budget hashes as before `steps` existed
         if data["optimizer"]["plugin"] is None:
             del data["optimizer"]["plugin"]
         return data

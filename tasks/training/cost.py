@@ -191,8 +191,14 @@ def run_seconds(spec: RunSpec, rate: Rate, epochs: float | None = None) -> float
     validation_rows = 10 * settings.split.validation_per_class
     train_rows = TRAIN_ROWS - validation_rows
     speed = rate.examples_per_second
-    per_epoch = train_rows / speed + validation_rows / (VALIDATION_SPEEDUP * speed) + EPOCH_WRITE_SECONDS
-    return rate.fixed_seconds + (settings.training.epochs if epochs is None else epochs) * per_epoch
+    # In steps, so that a step budget (whose last epoch may be partial) is costed as it trains; `epochs`
+    # (halving's expected epochs of a grid point, epoch budgets only) overrides the budget.
+    steps_per_epoch = max(1, train_rows // settings.training.batch_size)
+    steps, whole = settings.training.total_steps(steps_per_epoch), settings.training.total_epochs(steps_per_epoch)
+    if epochs is not None:
+        steps, whole = epochs * steps_per_epoch, epochs
+    per_epoch = validation_rows / (VALIDATION_SPEEDUP * speed) + EPOCH_WRITE_SECONDS
+    return rate.fixed_seconds + steps * settings.training.batch_size / speed + whole * per_epoch
 
 
 def plan(config: ExperimentConfig, layout: Layout) -> Plan:

@@ -215,7 +215,9 @@ def _chunk_loop(
 
     with tf.name_scope("train"):
         start = tf.identity(data.step_in_epoch)
-        stop = tf.minimum(start + chunk_steps, steps)
+        # A step budget's final partial epoch feeds its length here; unfed, an epoch runs all its steps.
+        epoch_limit = tf.placeholder_with_default(tf.constant(steps, tf.int32), [], name="epoch_limit")
+        stop = tf.minimum(start + chunk_steps, tf.minimum(epoch_limit, steps))
         step_after, finite = tf.while_loop(
             lambda step, finite: tf.logical_and(step < stop, finite),
             one_step,

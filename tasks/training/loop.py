@@ -16,6 +16,7 @@ TensorBoard's event file, rebuilt from metrics.parquet when an attempt starts an
 
 from __future__ import annotations
 
+import functools
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -90,7 +91,7 @@ def train_run(
     # Before the folder is touched: `gpu` on a host without one is refused here, having written nothing.
     config, used_device = session_config(device, intra_op_threads, inter_op_threads)
     ensure_dir(folder.path)
-    state = prepare_resume(folder, settings.training.epochs, repair)
+    state = prepare_resume(folder, settings.training.total_epochs(steps), repair)
     sync_events(folder, settings.as_dict())  # TensorBoard's file holds exactly the epochs this attempt keeps
     graph = build_training_graph(settings.model, settings.optimizer, seed, len(split.labels), steps, batch_size)
     with tf.Session(graph=graph.graph, config=config) as session:
@@ -141,7 +142,8 @@ def _train_epochs(
     until_epoch: int | None = None,
 ) -> EpochsOutcome:
     """Restore the resume point, then train, validate and checkpoint each remaining epoch (up to `until_epoch`)."""
-    epochs, steps = settings.training.epochs, graph.steps_per_epoch
+    steps = graph.steps_per_epoch
+    epochs, total_steps = settings.training.total_epochs(steps), settings.training.total_steps(steps)
     last = epochs if until_epoch is None else min(until_epoch, epochs)
     rows, latest, diverged_at = list(state.rows), state.latest, None
     first_step = _start_session(session, graph, state, split, settings)
@@ -154,7 +156,7 @@ def _train_epochs(
     run_chunk = session.make_callable(graph.run_chunk)
     run_chunk()  # no step yet (see train_graph): builds the executor outside the epoch's timing
     label = f"{state.run_dir.parent.name}/{state.run_dir.name}"
-    with RunProgress(label, epochs * steps, state.start_epoch * steps) as bar:
+    with RunProgress(label, total_steps, min(state.start_epoch * steps, total_steps)) as bar:
         for epoch in range(state.start_epoch + 1, last + 1):
             row, diverged_at = _run_epoch(session, graph, run_chunk, bar, seed, epoch, settings, split)
             if diverged_at is not None:
@@ -185,7 +187,8 @@ def _start_session(
     if latest is not None:
         graph.restore(session, state.checkpoint_dir / latest["prefix"], latest["weights_sha256"], settings.model)
     first_step = int(session.run(graph.global_step))
-    if latest is not None and first_step != state.start_epoch * graph.steps_per_epoch:
+    expected = min(state.start_epoch * graph.steps_per_epoch, settings.training.total_steps(graph.steps_per_epoch))
+    if latest is not None and first_step != expected:
         raise TrainingError(
             f"{state.checkpoint_dir / latest['prefix']}: restored global step {first_step}, expected "
             f"{state.start_epoch} epochs × {graph.steps_per_epoch} steps; the checkpoint is not this run's: delete "
@@ -218,7 +221,13 @@ def _run_epoch(
 ) -> tuple[dict | None, dict | None]:
     """Train one epoch in chunks, then validate: (metrics row, None), or (None, diverged_at) on NaN/inf."""
     started = time.perf_counter()
-    steps, batch_size = graph.steps_per_epoch, settings.training.batch_size
+    batch_size, per_epoch = settings.training.batch_size, graph.steps_per_epoch
+    # A step budget's last epoch is partial: it stops at the budget's step (the same order's first batches).
+    steps = min(per_epoch, settings.training.total_steps(per_epoch) - (epoch - 1) * per_epoch)
+    if steps < per_epoch:
+        limit = graph.graph.get_tensor_by_name("train/epoch_limit:0")
+        run_chunk = session.make_callable(graph.run_chunk, feed_list=[limit])
+        run_chunk = functools.partial(run_chunk, steps)
     # The epoch's order of training rows, as positions among all rows of train.arrow.
     order = split.train_rows[epoch_order(seed, epoch, len(split.train_rows), batch_size)]
     session.run(graph.new_epoch, {graph.order_init: order})
@@ -230,7 +239,7 @@ def _run_epoch(
         crash_point("train.mid-epoch")
         if bad_step >= 0:
             step = int(bad_step) + 1
-            return None, {"epoch": epoch, "step": step, "global_step": (epoch - 1) * steps + step}
+            return None, {"epoch": epoch, "step": step, "global_step": (epoch - 1) * per_epoch + step}
     train_seconds = time.perf_counter() - started
     loss_sum, correct_sum = session.run([graph.loss_sum, graph.correct_sum])
     val_loss, val_accuracy = _validate(session, graph.validation, split.val_rows, split.val_labels)
