@@ -151,9 +151,11 @@ def ideal_seconds(
             subsets: dict[tuple, tuple[Path, Path]] = {}
             for key, settings in first_of.items():
                 split = settings["split"]
+                # A per-seed split (`seed: per_seed`) has one file per seed; the rate does not depend on which.
+                split_seed = split["seed"] if isinstance(split["seed"], int) else 0
                 source = (
                     Layout(artifacts).train_arrow,
-                    Layout(artifacts).split_arrow(split["validation_per_class"], split["seed"]),
+                    Layout(artifacts).split_arrow(split["validation_per_class"], split_seed),
                 )
                 if source not in subsets:
                     folder = Path(temp) / str(len(subsets))
