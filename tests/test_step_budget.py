@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import pytest
 import yaml
@@ -163,7 +164,8 @@ def test_plan_costs_a_step_budget_in_steps():
 
     def cost(**training) -> float:
         config = parse_config(_with_training(**training))
-        return run_seconds(grid_specs(config, config.optimizers[0])[0], Rate(1000.0, 5.0, "test"))
+        spec = SimpleNamespace(settings=run_settings(config, config.optimizers[0], 0.01))  # all run_seconds reads
+        return run_seconds(spec, Rate(1000.0, 5.0, "test"))
 
     batch = SMOKE["training"]["batch_size"]
     per_epoch = (TRAIN_ROWS - 10 * parse_config(SMOKE).split.validation_per_class) // batch
