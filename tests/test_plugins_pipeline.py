@@ -58,8 +58,10 @@ def plugin_path(monkeypatch):
 
 
 def write_config(folder, sgd_rate: float = 0.1):
+    # One experiment name per config file (a second file with the same name is refused), so the name says
+    # the sgd rate too.
     raw = {
-        "experiment": "lion-vs-sgd",
+        "experiment": "lion-vs-sgd" if sgd_rate == 0.1 else f"lion-vs-sgd-{sgd_rate}",
         "model": {"name": "mlp", "params": {"hidden": [16]}},
         "training": {"epochs": 1, "batch_size": 60},
         "split": {"validation_per_class": 20, "seed": 0},

@@ -99,7 +99,7 @@ def train_run(
             session, graph, state, split, settings, seed, progress or (lambda fraction, message: None), until_epoch
         )
     last_epoch = outcome.rows[-1]["epoch"] if outcome.rows else 0
-    if outcome.diverged_at is None and last_epoch < settings.training.epochs:
+    if outcome.diverged_at is None and last_epoch < settings.training.total_epochs(steps):
         return {"stopped_at_epoch": last_epoch}
     record = run_record(
         settings.as_dict(),
