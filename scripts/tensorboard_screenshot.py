@@ -23,6 +23,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
+from tests.browser import CHROMEDRIVER, CHROMIUM, chromium_flags  # noqa: E402
 from tests.test_train import LEARNING_RATES, make_settings, train, write_data  # noqa: E402
 
 RUNS = ("sgd", "adam")
@@ -72,24 +73,13 @@ def main(out: Path) -> None:
             return False
 
     options = webdriver.ChromeOptions()
-    options.binary_location = "/usr/bin/chromium"
-    for flag in (
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--disable-quic",
-        "--window-size=1400,1000",
-        f"--user-data-dir={root / 'chromium-profile'}",
-    ):
+    options.binary_location = str(CHROMIUM)
+    for flag in chromium_flags(root / "chromium-profile", "1400,1000"):
         options.add_argument(flag)
     driver = None
     try:
         poll(runs_loaded, "tensorboard to load both runs")
-        driver = webdriver.Chrome(service=Service(executable_path="/usr/bin/chromedriver"), options=options)
+        driver = webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=options)
         driver.set_page_load_timeout(60)
         driver.get(f"http://127.0.0.1:{port}/?pinnedCards=%5B%5D#scalars&tagFilter=accuracy%7Closs")
         # Each chart is drawn on a canvas (or svg) once its data has arrived.

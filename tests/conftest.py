@@ -13,11 +13,10 @@ import luigi.configuration
 import pytest
 
 from tests import synthetic
+from tests.browser import CHROMEDRIVER, CHROMIUM, chromium_flags
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 REAL_DATA_DIR = Path("/usr/share/datasets/fashion-mnist")
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
 NEEDS_CHROMIUM = pytest.mark.skipif(
     not (CHROMIUM.is_file() and CHROMEDRIVER.is_file()),
     reason="headless Chromium needs /usr/bin/chromium and /usr/bin/chromedriver: "
@@ -120,24 +119,24 @@ def chromium(tmp_path):
 
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)
-    for flag in (
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--disable-quic",
-        "--window-size=1280,1600",
-        f"--user-data-dir={tmp_path / 'chromium-profile'}",
-    ):
+    for flag in chromium_flags(tmp_path / "chromium-profile", "1280,1600"):
         options.add_argument(flag)
     # An explicit driver path keeps Selenium Manager from trying to download one.
     driver = webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=options)
     driver.set_page_load_timeout(60)
     yield driver
     driver.quit()
+
+
+def site_cfg_beside(root: Path, cfg: Path) -> Path:
+    """Write `cfg`: the current site's data sources and checksums, with `root` as the artifacts root (a second
+    root for a child process, e.g. one to be killed and compared with the in-process reference)."""
+    pipeline = luigi.configuration.get_config()
+    cfg.write_text(
+        f"[pipeline]\nartifacts_root = {root}\nsources = {pipeline.get('pipeline', 'sources')}\n"
+        f"checksums_file = {pipeline.get('pipeline', 'checksums_file')}\n"
+    )
+    return cfg
 
 
 def luigi_cli(args: list[str], cfg: Path, timeout: int = 300) -> subprocess.CompletedProcess:

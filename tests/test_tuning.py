@@ -23,7 +23,7 @@ from tasks.core.layout import Layout
 from tasks.core.runfolder import RunFolder
 from tasks.core.runs import expand_runs, final_specs, grid_specs
 from tasks.core.selection import final_scores, selection_stability
-from tests.conftest import REPO_ROOT, build
+from tests.conftest import REPO_ROOT, build, site_cfg_beside
 
 SMOKE = yaml.safe_load((REPO_ROOT / "configs" / "smoke.yaml").read_text())
 GRID = [0.003, 0.3]
@@ -116,11 +116,7 @@ def test_a_kill_during_tuning_then_a_rerun_gives_the_same_choice_and_numbers(sit
 
     root = tmp_path / "killed"
     cfg = tmp_path / "killed.cfg"
-    pipeline = luigi.configuration.get_config()
-    cfg.write_text(
-        f"[pipeline]\nartifacts_root = {root}\nsources = {pipeline.get('pipeline', 'sources')}\n"
-        f"checksums_file = {pipeline.get('pipeline', 'checksums_file')}\n"
-    )
+    site_cfg_beside(root, cfg)
     command = [sys.executable, "-m", "luigi", "--module", "pipeline", "FullReport", "--config", str(config_path)]
     command += ["--date", day.isoformat(), "--workers", "1"]
     env = {**os.environ, "LUIGI_CONFIG_PATH": str(cfg)}

@@ -13,7 +13,7 @@ from pipeline.plan import main as plan_main
 from tasks.core.selection import GridScore, beyond_edge, check_tuning_record, halve, selection_stability
 from tasks.reporting.sensitivity import tuning_notes
 from tasks.training.cost import halving_epochs
-from tests.conftest import REPO_ROOT, build
+from tests.conftest import REPO_ROOT, build, site_cfg_beside
 
 SMOKE = yaml.safe_load((REPO_ROOT / "configs" / "smoke.yaml").read_text())
 
@@ -163,8 +163,6 @@ def test_a_sigkill_during_halving_then_a_rerun_gives_the_same_cuts_and_choice(si
     import subprocess
     import sys
 
-    import luigi.configuration
-
     raw = dict(SMOKE, experiment="halved", seeds=[0, 1, 2], tuning_seeds=[0, 1])
     raw["tuning"] = {"extend": 1, "halving": {"rungs": [1], "keep": 0.333}}
     raw["optimizers"] = [{"name": "sgd", "learning_rate": [0.003, 0.03, 0.3]}]
@@ -176,11 +174,7 @@ def test_a_sigkill_during_halving_then_a_rerun_gives_the_same_cuts_and_choice(si
 
     root = tmp_path / "killed"
     cfg = tmp_path / "killed.cfg"
-    pipeline = luigi.configuration.get_config()
-    cfg.write_text(
-        f"[pipeline]\nartifacts_root = {root}\nsources = {pipeline.get('pipeline', 'sources')}\n"
-        f"checksums_file = {pipeline.get('pipeline', 'checksums_file')}\n"
-    )
+    site_cfg_beside(root, cfg)
     command = [sys.executable, "-m", "luigi", "--module", "pipeline", "TuneLearningRate", "--config", str(path)]
     command += ["--name", "sgd", "--workers", "1"]
     env = {**os.environ, "LUIGI_CONFIG_PATH": str(cfg)}
