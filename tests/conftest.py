@@ -104,6 +104,23 @@ def ran_tasks():
     luigi.Task._event_callbacks[luigi.Task][luigi.Event.START].discard(on_start)
 
 
+@pytest.fixture
+def failures():
+    """The exceptions of the Luigi tasks that fail in-process, through Luigi's FAILURE event.
+
+    Luigi's own log is no place to look for them: its logger is configured once per process, so what
+    reaches caplog depends on which test ran first in the worker.
+    """
+    seen: list[tuple[luigi.Task, BaseException]] = []
+
+    def on_failure(task, exception):
+        seen.append((task, exception))
+
+    luigi.Task.event_handler(luigi.Event.FAILURE)(on_failure)
+    yield seen
+    luigi.Task._event_callbacks[luigi.Task][luigi.Event.FAILURE].discard(on_failure)
+
+
 def build(tasks, workers: int = 1) -> luigi.execution_summary.LuigiRunResult:
     """Run `tasks` in-process on the local scheduler; fail the test on any task failure."""
     result = luigi.build(tasks, local_scheduler=True, workers=workers, detailed_summary=True, log_level="WARNING")

@@ -106,22 +106,14 @@ def test_gpu_without_one_is_refused_before_training_writes_anything(tmp_path, tf
     assert not (tmp_path / "runs").exists()
 
 
-def test_gpu_without_one_fails_the_task_before_its_lock_or_run_folder(site, device_set, tf_sees):
+def test_gpu_without_one_fails_the_task_before_its_lock_or_run_folder(site, device_set, tf_sees, failures):
     tf_sees()
     device_set("gpu")
-    failures: list[BaseException] = []
-
-    def on_failure(task, exception):
-        failures.append(exception)
-
-    luigi.Task.event_handler(luigi.Event.FAILURE)(on_failure)
-    try:
-        task = TrainRun.of(_spec())
-        result = luigi.build([task], local_scheduler=True, detailed_summary=True, log_level="CRITICAL")
-    finally:
-        luigi.Task._event_callbacks[luigi.Task][luigi.Event.FAILURE].discard(on_failure)
+    task = TrainRun.of(_spec())
+    result = luigi.build([task], local_scheduler=True, detailed_summary=True, log_level="CRITICAL")
     assert result.status.name == "FAILED", result.summary_text
-    assert [type(exc) for exc in failures] == [ConfigError] and "gpu needs a GPU" in str(failures[0])
+    errors = [exc for _, exc in failures]
+    assert [type(exc) for exc in errors] == [ConfigError] and "gpu needs a GPU" in str(errors[0])
     assert (site / "data" / "manifest.json").exists()  # the data stage ran; the run wrote nothing at all
     assert not (site / "runs").exists(), sorted(str(path) for path in (site / "runs").rglob("*"))
 

@@ -97,19 +97,6 @@ def assert_data_stage_is_complete(root: Path, validation_per_class: int) -> None
     assert not temp_files(root) and not list(raw_dir.glob("*.part"))
 
 
-@pytest.fixture
-def failures():
-    """The exceptions of the Luigi tasks that fail in-process, through Luigi's FAILURE event."""
-    seen: list[tuple[luigi.Task, BaseException]] = []
-
-    def on_failure(task, exception):
-        seen.append((task, exception))
-
-    luigi.Task.event_handler(luigi.Event.FAILURE)(on_failure)
-    yield seen
-    luigi.Task._event_callbacks[luigi.Task][luigi.Event.FAILURE].discard(on_failure)
-
-
 def build_expecting_failure(tasks_to_run) -> None:
     result = luigi.build(tasks_to_run, local_scheduler=True, workers=1, detailed_summary=True, log_level="CRITICAL")
     assert result.status.name == "FAILED", result.summary_text

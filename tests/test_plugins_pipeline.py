@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import logging
 import os
 import subprocess
 import sys
@@ -98,7 +97,7 @@ def report_rows(root) -> dict[str, dict]:
 
 
 def test_lion_trains_is_compared_reruns_alone_when_edited_and_fails_cleanly_when_broken(
-    site, ran_tasks, installed, plugin_path, tmp_path, capsys, caplog
+    site, ran_tasks, installed, plugin_path, tmp_path, capsys, failures
 ):
     config = write_config(tmp_path)
     plugin_path.use(installed["pristine"])
@@ -131,14 +130,15 @@ def test_lion_trains_is_compared_reruns_alone_when_edited_and_fails_cleanly_when
     # A factory that raises: lion's run fails with the project's error; a new sgd run beside it completes.
     plugin_path.use(installed["raises"])
     other = write_config(tmp_path, sgd_rate=0.05)
-    with caplog.at_level(logging.ERROR):
-        result = luigi.build(
-            [FullReport(config=str(other), date=DATE)], local_scheduler=True, detailed_summary=True, log_level="ERROR"
-        )
+    result = luigi.build(
+        [FullReport(config=str(other), date=DATE)], local_scheduler=True, detailed_summary=True, log_level="CRITICAL"
+    )
     assert result.status.name == "FAILED", result.summary_text
     source = installed["raises"] / PACKAGE / "__init__.py"
-    assert f"optimizer plugin 'lion' (distribution lion-optimizer 0.1.0, {source}) raised RuntimeError" in caplog.text
-    assert "lion broken on purpose" in caplog.text
+    [(task, error)] = failures
+    assert (task.task_family, task.name) == ("TrainRun", "lion")
+    assert f"optimizer plugin 'lion' (distribution lion-optimizer 0.1.0, {source}) raised RuntimeError" in str(error)
+    assert "lion broken on purpose" in str(error)
     sgd_spec = next(spec for spec in expand_runs(load_config(other)) if spec.name == "sgd")
     sgd_evaluation = json.loads((Layout(site).run_dir(sgd_spec) / "evaluation.json").read_text())
     assert sgd_evaluation["status"] == "completed"
