@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -61,17 +63,38 @@ def test_a_pair_beyond_the_cap_pulls_its_optimizers_to_the_cap_and_says_how_many
     assert all(entry["seeds"] <= 8 for entry in plan["optimizers"].values())
 
 
-def test_a_pair_the_test_set_cannot_settle_adds_no_seeds():
+@pytest.mark.parametrize(
+    ("examples", "max_seeds", "seeds"),
+    [(200, 20, 3), (10_000, 20, 7), (10_000, 5, 5)],
+    ids=["wide", "balanced", "capped"],
+)
+def test_a_pair_the_test_set_keeps_undecided_gets_seeds_until_they_are_the_smaller_noise(examples, max_seeds, seeds):
     accuracies = {"adam": [0.88, 0.885, 0.875], "sgd": [0.87, 0.885, 0.88]}
     vectors = {
-        **correctness_for({"adam": accuracies["adam"]}, examples=200, seed=1),
-        **correctness_for({"sgd": accuracies["sgd"]}, examples=200, seed=2),
+        **correctness_for({"adam": accuracies["adam"]}, examples=examples, seed=1),
+        **correctness_for({"sgd": accuracies["sgd"]}, examples=examples, seed=2),
     }
-    plan = seedplan.seed_plan(rows_for(accuracies), margin=0.002, max_seeds=20, correctness=vectors)
+    plan = seedplan.seed_plan(rows_for(accuracies), margin=0.002, max_seeds=max_seeds, correctness=vectors)
     (pair,) = plan["pairs"]
-    assert (pair["status"], pair["seeds_needed"], pair["seeds"]) == ("test set", None, 3)
-    assert plan["optimizers"]["adam"]["seeds"] == 3 and pair["se_test"] > 0.001
+    assert (pair["status"], pair["seeds_needed"]) == ("test set", None)
+    # The known truth: the fewest n ≥ 3 with σ²/n ≤ τ², σ the SD of the pilot's differences, τ the test part.
+    sd, se_test = sd_of_lists(accuracies["adam"], accuracies["sgd"]), pair["se_test"]
+    assert pair["sd_difference"] == pytest.approx(sd) and se_test > 0.001
+    balanced = max(3, math.ceil(sd**2 / se_test**2))
+    assert pair["seeds_to_balance"] == balanced and pair["seeds"] == min(max_seeds, balanced) == seeds
+    assert plan["optimizers"]["adam"]["seeds"] == plan["optimizers"]["sgd"]["seeds"] == seeds
     assert pair["reason"].startswith("no seed count is sure to settle it: the test sample's own standard error")
+    if balanced > max_seeds:
+        assert (
+            f"even max {max_seeds} seeds leave the seed part of its variance the larger; it gets the cap"
+            in pair["reason"]
+        )
+    else:
+        assert f"{seeds} seeds make the seed part of its variance no larger than the test sample's" in pair["reason"]
+
+
+def sd_of_lists(a: list[float], b: list[float]) -> float:
+    return float(np.std(np.array(a) - np.array(b), ddof=1))
 
 
 def test_the_pilot_is_the_first_seeds_and_bad_settings_are_refused():

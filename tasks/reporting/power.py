@@ -106,6 +106,18 @@ def seeds_to_settle(
     return Sizing(None, sd, sd_source, test_sd, limit, BEYOND)
 
 
+def seeds_to_balance(sd: float, test_variance: float, *, limit: int = MAX_SEEDS) -> int:
+    """Fewest seeds, in [MIN_SEEDS, limit], whose seed part σ²/n is no larger than the test part τ².
+
+    For a pair the test set keeps undecided whatever the seed count (TEST_SET): past this n the seeds are
+    the smaller share of the interval's variance, and any number more narrows its standard error by less
+    than 1 − 1/√2 ≈ 29%. Like seeds_to_settle it reads the variance only.
+    """
+    if not test_variance > 0:
+        raise ValueError(f"seeds_to_balance: expected a test-sample variance > 0, found {test_variance}")
+    return int(min(max(limit, MIN_SEEDS), max(MIN_SEEDS, math.ceil(sd**2 / test_variance - 1e-9))))
+
+
 def points(value: float) -> str:
     """An accuracy difference in percentage points, e.g. 0.0062 → '0.62'."""
     return f"{100 * value:.2f}"

@@ -7,8 +7,10 @@ beats or equivalent (tasks.reporting.power). It uses the variance only, never th
 so deciding how many seeds to run does not bias the verdicts read from all of them afterwards (Wittes
 & Brittain 1990's internal pilot; the suite's simulation checks the level). Pairs are compared on the
 seeds both optimizers ran, so each optimizer gets the most any of its pairs needs, at least the pilot
-and at most `max_seeds`. A pair no seed count can settle (its test-sample part alone is too wide for
-the margin) adds no seeds; one that would need more than `max_seeds` pulls its optimizers to the cap.
+and at most `max_seeds`. A pair no seed count is sure to settle (its test-sample part alone is too wide
+for the margin) can still be decided as "beats", and seeds still narrow it until their part of the
+variance is no larger than the test sample's (power.seeds_to_balance): it gets that many, at most the cap.
+One that would need more than `max_seeds` pulls its optimizers to the cap.
 """
 
 from __future__ import annotations
@@ -95,10 +97,12 @@ def pair_need(
     size = {"alpha": alpha, "power": target_power}
     sizing = power.seeds_to_settle(sd, source, test_variance, margin, comparisons, limit=max_seeds, **size)
     n = pair.differences.size
+    balanced = None
     if sizing.seeds is not None:
         status, needed, capped = SIZED, max(n, sizing.seeds), max(n, sizing.seeds)
     elif sizing.reason == power.TEST_SET:
-        status, needed, capped = TEST_SET, None, 0
+        balanced = max(n, power.seeds_to_balance(sd, test_variance))
+        status, needed, capped = TEST_SET, None, min(max_seeds, balanced)
     else:
         beyond = power.seeds_to_settle(sd, source, test_variance, margin, comparisons, **size)
         status, needed, capped = CAPPED, beyond.seeds, max_seeds
@@ -112,6 +116,7 @@ def pair_need(
         "status": status,
         "seeds_needed": needed,
         "seeds_requested": capped,
+        "seeds_to_balance": balanced,
     }
 
 
@@ -121,11 +126,20 @@ def reason(need: Mapping[str, Any], margin: float, max_seeds: int, target_power:
         sd=power.points(need["sd_difference"]), seeds=f"the pilot's {need['pilot_seeds']} seeds"
     )
     if need["status"] == TEST_SET:
-        return (
+        text = (
             "no seed count is sure to settle it: the test sample's own standard error, "
             f"{power.points(need['se_test'])} points, is too wide for the ±{power.points(margin)}-point margin; "
-            "it adds no seeds"
         )
+        if need["seeds_to_balance"] > max_seeds:
+            text += f"even max {max_seeds} seeds leave the seed part of its variance the larger; it gets the cap"
+        else:
+            text += (
+                f"{need['seeds_requested']} seeds make the seed part of its variance no larger than the test sample's"
+            )
+        text += f" ({sd})"
+        if need["seeds"] > need["seeds_requested"]:
+            text += f"; it gets {need['seeds']}, which another pair of the same optimizers needs"
+        return text
     if need["status"] == CAPPED:
         beyond = f"about {need['seeds_needed']}" if need["seeds_needed"] else f"more than {power.MAX_SEEDS}"
         return (
