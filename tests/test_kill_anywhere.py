@@ -1,12 +1,13 @@
 """Kill anywhere: SIGKILL the real CLI at every dangerous moment, rerun, and get the same result.
 
-The harness runs `luigi --module pipeline FullReport` (one worker, so every task runs in the killed process)
-on synthetic data with a one-optimizer (M-SVAG), two-epoch config; the data stage's failpoints kill and rerun
-`PrepareData` alone. One uninterrupted run is the reference. Each cycle starts in a fresh artifacts root and
-dies by SIGKILL at a failpoint (`FMNIST_CRASH_AT`, tasks/core/faults.py) on a seeded occurrence, or at a
-seeded wall-clock moment. Every finished target on disk must then be whole; a rerun must finish with the
-reference's bytes and weights, leave no temp file, and resume: each killed run continues from the epoch its
-latest.json named and runs only the remaining steps (a deterministic retrain would otherwise pass unnoticed).
+The harness runs `luigi --module pipeline FullReport` (one worker, so every task runs in the killed process) on
+synthetic data with a one-optimizer (M-SVAG, cosine schedule with warm-up), two-epoch config; the data stage's
+failpoints kill and rerun `PrepareData` alone. One uninterrupted run is the reference. Each cycle starts in a
+fresh artifacts root and dies by SIGKILL at a failpoint (`FMNIST_CRASH_AT`, tasks/core/faults.py) on a seeded
+occurrence, or at a seeded wall-clock moment. Every finished target on disk must then be whole; a rerun must
+finish with the reference's bytes and weights, leave no temp file, and resume: each killed run continues from
+the epoch its latest.json named and runs only the remaining steps (a deterministic retrain would otherwise pass
+unnoticed).
 """
 
 from __future__ import annotations
@@ -117,6 +118,8 @@ def workspace(tmp_path_factory, request) -> Workspace:
     raw["experiment"] = "kill"
     raw["training"]["epochs"] = EPOCHS
     raw["optimizers"] = [entry for entry in raw["optimizers"] if entry["name"] in OPTIMIZERS]
+    for entry in raw["optimizers"]:  # a schedule's position must survive every kill too (global step)
+        entry["schedule"] = {"kind": "cosine", "warmup_steps": 3}
     config = base / "kill.yaml"
     config.write_text(yaml.safe_dump(raw))
     space = Workspace(base, source, checksums, config, base / "reference", 0.0, [])
@@ -126,6 +129,8 @@ def workspace(tmp_path_factory, request) -> Workspace:
     assert returncode == 0, output[-4000:]
     assert_targets_are_whole(space.reference)
     assert not temp_files(space.reference)
+    (markdown,) = space.reference.rglob("report.md")
+    assert "| cosine to 0×, after 3 warm-up steps |" in markdown.read_text()  # the report names the schedule
     yield space
     # Shown even under -q and output capture: how many kill points ran, and where each one struck.
     capture = request.config.pluginmanager.get_plugin("capturemanager")

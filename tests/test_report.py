@@ -106,6 +106,7 @@ def test_table_numbers_equal_the_evaluations_and_best_point_is_chosen_on_validat
         assert float(attrs["data-std"]) == pytest.approx(tests.std(ddof=1), abs=1e-12)
         assert text == f"{tests.mean():.4f} ± {tests.std(ddof=1):.4f}"
         assert float(cells["Learning rate"][0]["data-value"]) == rate
+        assert cells["Schedule"][1] == "constant"
         assert cells["Final val. accuracy"][1] == f"{finals.mean():.4f}"
         assert cells["Best val. accuracy"][1] == f"{(finals + 0.01).mean():.4f}"  # the fixture peaks at epoch 2
         assert cells["Best val. epoch(s)"][1] == "2, 2"
@@ -123,7 +124,8 @@ def test_table_numbers_equal_the_evaluations_and_best_point_is_chosen_on_validat
     assert table["adam"]["learning_rate"] == 0.001 and table["momentum"]["learning_rate"] == 0.01
     assert table["adam"]["overhead_vs_sgd"] == pytest.approx(1.5)
     # The Markdown renders the very same cells.
-    assert "| adam | adam | 0.001 | beta1=0.9, beta2=0.999, epsilon=1e-08 | 2 | 0.8250 ± 0.0071 |" in report["markdown"]
+    row = "| adam | adam | 0.001 | constant | beta1=0.9, beta2=0.999, epsilon=1e-08 | 2 | 0.8250 ± 0.0071 |"
+    assert row in report["markdown"]
 
 
 def test_diverged_run_is_shown_as_diverged_never_as_zero(report):

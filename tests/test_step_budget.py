@@ -98,12 +98,12 @@ def _step_settings(steps: int = STEP_BUDGET) -> dict:
     return settings
 
 
-def _child(data, run_dir, crash_at: str | None = None) -> subprocess.CompletedProcess:
+def _child(data, run_dir, crash_at: str | None = None, settings: dict | None = None) -> subprocess.CompletedProcess:
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     env.pop(faults.ENV_VAR, None)
     if crash_at:
         env[faults.ENV_VAR] = crash_at
-    args = [json.dumps(_step_settings()), str(data[0]), str(data[1]), str(run_dir)]
+    args = [json.dumps(settings or _step_settings()), str(data[0]), str(data[1]), str(run_dir)]
     return subprocess.run(
         [sys.executable, "-c", CHILD, *args], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300
     )

@@ -26,6 +26,7 @@ from tasks.core.config import (
     LearningRate,
     ModelConfig,
     OptimizerEntry,
+    ScheduleConfig,
     SplitConfig,
     TrainingConfig,
     _Strict,
@@ -56,13 +57,15 @@ class PluginIdentity(_Strict):
 
 class OptimizerSettings(_Strict):
     """The optimizer of a run. `plugin` is None for a built-in, and then left out of the hash and run.json, so
-    built-in runs keep the hashes they had before plugins existed. For a plugin it is filled from the installed
-    plugin when not given; given (parsed from a task parameter or run.json), it is what the run was planned with."""
+    built-in runs keep the hashes they had before plugins existed; so is a constant `schedule`. For a plugin,
+    `plugin` is filled from the installed plugin when not given; given (parsed from a task parameter or
+    run.json), it is what the run was planned with."""
 
     name: str
     learning_rate: LearningRate
     params: dict[str, Any] = Field(default_factory=dict)
     plugin: PluginIdentity | None = None
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
 
     @model_validator(mode="after")
     def _known(self) -> OptimizerSettings:
@@ -97,6 +100,10 @@ class RunSettings(_Strict):
         data["training"] = self.training.identity()  # an epoch budget hashes as before `steps` existed
         if data["optimizer"]["plugin"] is None:
             del data["optimizer"]["plugin"]
+        if self.optimizer.schedule.is_constant:  # a constant rate hashes as before schedules existed
+            del data["optimizer"]["schedule"]
+        else:
+            data["optimizer"]["schedule"] = self.optimizer.schedule.identity()
         return data
 
     def canonical_json(self) -> str:
@@ -167,7 +174,9 @@ def run_settings(config: ExperimentConfig, entry: OptimizerEntry, learning_rate:
         model=config.model,
         training=config.training,
         split=config.split,
-        optimizer=OptimizerSettings(name=entry.optimizer, learning_rate=learning_rate, params=dict(entry.params)),
+        optimizer=OptimizerSettings(
+            name=entry.optimizer, learning_rate=learning_rate, params=dict(entry.params), schedule=entry.schedule
+        ),
     )
 
 

@@ -60,6 +60,7 @@ class RunResult:
     run_hash: str
     status: str
     run_dir: Path
+    schedule: str  # the learning-rate schedule in words (ScheduleConfig.describe), "constant" by default
     run: Mapping[str, Any]  # run.json, checked by its RunFolder
     evaluation: Mapping[str, Any]  # evaluation.json, checked by its RunFolder
     test_accuracy: float | None = None
@@ -98,6 +99,7 @@ def run_result(run: RunOnDisk) -> RunResult:
         optimizer=optimizer.name,
         learning_rate=optimizer.learning_rate,
         params=dict(optimizer.params),
+        schedule=optimizer.schedule.describe(),
         seed=spec.seed,
         run_hash=spec.run_hash,
         status=record.status,
@@ -190,6 +192,7 @@ def table_rows(grid: dict[str, list[GridPoint]], best: dict[str, GridPoint]) -> 
                 "optimizer": first.optimizer,
                 "learning_rate": point.learning_rate,
                 "params": format_params(first.params),
+                "schedule": first.schedule,
                 "run_hash": point.run_hash,
                 "status": "completed" if completed else "diverged",
                 "seeds": [run.seed for run in point.runs],

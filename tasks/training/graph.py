@@ -27,6 +27,7 @@ from tasks.data.dataset import IMAGE_PIXELS
 from tasks.training import CHUNK_STEPS, checkpoints
 from tasks.training.models import MODEL_SCOPE, build_model, classification_head, inference_path, scale_images
 from tasks.training.optimizers import make_optimizer
+from tasks.training.schedules import ScheduledRate
 from tasks.training.tf1 import tf
 
 
@@ -113,12 +114,14 @@ def build_training_graph(
     steps: int,
     batch_size: int,
     chunk_steps: int | None = None,
+    total_steps: int | None = None,
 ) -> TrainingGraph:
     """The graph of one run. `data_rows` is the number of rows of train.arrow (training and validation rows).
 
     One call of `run_chunk` runs up to `chunk_steps` steps in an in-graph while loop; the result is
     bit-identical to one step per call (a test checks it), only faster. The pieces are built in a fixed
     order: the graph-level seed gives each random op its seed by creation order, so the order is the weights.
+    `total_steps`, the run's budget, is needed by a cosine schedule (default: one epoch).
     """
     graph = tf.Graph()
     with graph.as_default():
@@ -130,8 +133,13 @@ def build_training_graph(
         inference_path(model, reuse=False)
         model_variables = tf.trainable_variables()
         validation = _validation(model, data)
-        tf_optimizer = make_optimizer(optimizer)
-        run_chunk = _chunk_loop(model, data, tf_optimizer, model_variables, global_step, steps, chunk_steps)
+        rate = (
+            None
+            if optimizer.schedule.is_constant
+            else ScheduledRate(optimizer.schedule, optimizer.learning_rate, total_steps or steps)
+        )
+        tf_optimizer = make_optimizer(optimizer, rate)
+        run_chunk = _chunk_loop(model, data, tf_optimizer, model_variables, global_step, steps, chunk_steps, rate)
         new_epoch = _epoch_reset(data)
         # Only global variables: model, optimizer slots and step. The resident data is rebuilt from the arrays.
         saver = tf.train.Saver(tf.global_variables(), max_to_keep=None, save_relative_paths=True)
@@ -193,11 +201,18 @@ def _chunk_loop(
     global_step: Any,
     steps: int,
     chunk_steps: int | None,
+    rate: ScheduledRate | None = None,
 ) -> list:
-    """Up to chunk_steps training steps in a while loop; it stops right after a step whose loss is NaN or inf."""
+    """Up to chunk_steps training steps in a while loop; it stops right after a step whose loss is NaN or inf.
+
+    With a schedule, `rate` is told each step's global step (the chunk's first plus the steps run in it)
+    before the update is built, so the optimizer's _prepare reads that step's rate inside the loop.
+    """
     chunk_steps = chunk_steps or CHUNK_STEPS
 
     def one_step(step: Any, finite: Any) -> tuple[Any, Any]:
+        if rate is not None:
+            rate.at_step = chunk_first_step + tf.cast(step - start, tf.int64)
         rows = tf.gather(data.order, step)
         batch_images = scale_images(tf.gather(data.images, rows))
         batch_labels = tf.gather(data.labels, rows)
@@ -215,6 +230,8 @@ def _chunk_loop(
 
     with tf.name_scope("train"):
         start = tf.identity(data.step_in_epoch)
+        # Read before the loop, like `start`: the global step advances only after it.
+        chunk_first_step = tf.cast(global_step, tf.int64) if rate is not None else None
         # A step budget's final partial epoch feeds its length here; unfed, an epoch runs all its steps.
         epoch_limit = tf.placeholder_with_default(tf.constant(steps, tf.int32), [], name="epoch_limit")
         stop = tf.minimum(start + chunk_steps, tf.minimum(epoch_limit, steps))

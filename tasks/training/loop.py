@@ -84,6 +84,13 @@ def train_run(
             f"training.batch_size: {batch_size} exceeds the {train_rows} training rows of "
             f"{train_arrow}; lower the batch size"
         )
+    try:  # a schedule's steps must lie inside the budget, known only now that the rows are counted
+        settings.optimizer.schedule.check_budget(settings.training.total_steps(steps))
+    except ValueError as exc:
+        raise ConfigError(
+            f"optimizer {settings.optimizer.name!r} of {folder.path}: {exc} "
+            f"({train_rows} training rows // batch {batch_size} = {steps} steps per epoch)"
+        ) from None
     from tasks.training.devices import session_config  # TensorFlow loads here
     from tasks.training.graph import build_training_graph
     from tasks.training.tf1 import tf
@@ -93,7 +100,15 @@ def train_run(
     ensure_dir(folder.path)
     state = prepare_resume(folder, settings.training.total_epochs(steps), repair)
     sync_events(folder, settings.as_dict())  # TensorBoard's file holds exactly the epochs this attempt keeps
-    graph = build_training_graph(settings.model, settings.optimizer, seed, len(split.labels), steps, batch_size)
+    graph = build_training_graph(
+        settings.model,
+        settings.optimizer,
+        seed,
+        len(split.labels),
+        steps,
+        batch_size,
+        total_steps=settings.training.total_steps(steps),
+    )
     with tf.Session(graph=graph.graph, config=config) as session:
         outcome = _train_epochs(
             session, graph, state, split, settings, seed, progress or (lambda fraction, message: None), until_epoch

@@ -73,8 +73,13 @@ def mssd(learning_rate: float, *, beta: float):
 OPTIMIZER_NAMES: tuple[str, ...] = tuple(OPTIMIZER_PARAMS)
 
 
-def make_optimizer(settings: OptimizerSettings) -> Any:
-    """The TF optimizer of `settings`, whose name, learning rate and params the config schema has checked."""
+def make_optimizer(settings: OptimizerSettings, rate: Any = None) -> Any:
+    """The TF optimizer of `settings`, whose name, learning rate and params the config schema has checked.
+
+    `rate` replaces the constant learning rate for a scheduled run: a zero-argument callable returning the
+    step's rate tensor (tasks.training.schedules.ScheduledRate), which the optimizer resolves in `_prepare`.
+    """
+    learning_rate = settings.learning_rate if rate is None else rate
     try:
         kind = optimizer_kind(settings.name)
     except ValueError as exc:
@@ -91,9 +96,9 @@ def make_optimizer(settings: OptimizerSettings) -> Any:
         )
     factory = load_factory(kind.factory)
     if kind.builtin:
-        return factory(settings.learning_rate, **settings.params)
+        return factory(learning_rate, **settings.params)
     try:
-        optimizer = factory(settings.learning_rate, **settings.params)
+        optimizer = factory(learning_rate, **settings.params)
     except Exception as exc:
         raise TrainingError(
             f"{kind.describe()} raised {type(exc).__name__} while building its optimizer: {exc}; fix the plugin's "
