@@ -8,6 +8,9 @@
   tests/test_kill_anywhere.py uses it to prove that every such moment is survivable.
 - `with stop_at("train.epoch-done", 2): ...` raises `FailpointStop` the second time the point is reached
   inside the block: the in-process stand-in for a kill, for tests that must not kill pytest itself.
+- `FMNIST_HOLD_AT=train.mid-epoch:2` with `FMNIST_HOLD_DIR=<folder>` holds the process at the second hit:
+  it writes `<folder>/<pid>.held` and waits for a signal. A test that needs several processes stopped at
+  once (every worker of a command mid-epoch) waits for their files, then kills the whole command.
 
 Unselected (every real run), a crash point costs a dictionary check and an environment lookup.
 """
@@ -20,6 +23,7 @@ import signal
 from collections.abc import Iterator
 
 ENV_VAR = "FMNIST_CRASH_AT"
+HOLD_VAR, HOLD_DIR_VAR = "FMNIST_HOLD_AT", "FMNIST_HOLD_DIR"
 
 # The points placed in the code, for the harness and for anyone grepping; crash_point accepts any name.
 CRASH_POINTS = (
@@ -42,7 +46,7 @@ class FailpointStop(BaseException):
     """
 
 
-_hits: dict[str, int] = {}
+_hits: dict[tuple[str, str], int] = {}  # (variable, point) → hits in this process
 # Points armed by stop_at: name → [hits so far, the hit that raises].
 _armed: dict[str, list[int]] = {}
 
@@ -68,14 +72,34 @@ def crash_point(name: str) -> None:
         counter[0] += 1
         if counter[0] == counter[1]:
             raise FailpointStop(f"failpoint {name}: stopped at hit {counter[1]}")
-    wanted = os.environ.get(ENV_VAR)
-    if not wanted:
+    crash, hold = os.environ.get(ENV_VAR), os.environ.get(HOLD_VAR)
+    if not (crash or hold):
         return
+    for variable, wanted in ((ENV_VAR, crash), (HOLD_VAR, hold)):
+        if wanted and _selected(variable, wanted, name):
+            if variable == ENV_VAR:
+                os.kill(os.getpid(), signal.SIGKILL)
+            _hold()
+
+
+def _selected(variable: str, wanted: str, name: str) -> bool:
+    """Whether this hit of `name` is the one `variable` (<point> or <point>:<N>) selects; counts the hit."""
     point, _, occurrence = wanted.partition(":")
     if point != name:
-        return
+        return False
     if occurrence and not occurrence.isdigit():
-        raise ValueError(f"{ENV_VAR}={wanted!r}: expected <point> or <point>:<N> with N >= 1; fix the variable")
-    _hits[name] = _hits.get(name, 0) + 1
-    if _hits[name] == (int(occurrence) if occurrence else 1):
-        os.kill(os.getpid(), signal.SIGKILL)
+        raise ValueError(f"{variable}={wanted!r}: expected <point> or <point>:<N> with N >= 1; fix the variable")
+    key = (variable, name)
+    _hits[key] = _hits.get(key, 0) + 1
+    return _hits[key] == (int(occurrence) if occurrence else 1)
+
+
+def _hold() -> None:
+    """Say so in FMNIST_HOLD_DIR, then wait for a signal (the test's SIGKILL) for as long as it takes."""
+    folder = os.environ.get(HOLD_DIR_VAR)
+    if not folder:
+        raise ValueError(f"{HOLD_VAR} is set but {HOLD_DIR_VAR} is not: set it to a folder for the .held files")
+    with open(os.path.join(folder, f"{os.getpid()}.held"), "w") as marker:
+        marker.write(f"{os.getpid()}\n")
+    while True:
+        signal.pause()
