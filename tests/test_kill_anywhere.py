@@ -12,12 +12,10 @@ unnoticed).
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import signal
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,8 +25,8 @@ import yaml
 
 from tasks.core import faults
 from tasks.core.storage import sha256_file
-from tests import synthetic
-from tests.conftest import REPO_ROOT, SYNTHETIC_TEST_ROWS, SYNTHETIC_TRAIN_ROWS
+from tests.clirun import SyntheticSource
+from tests.conftest import REPO_ROOT
 from tests.killcheck import (
     DATE,
     EPOCHS,
@@ -66,40 +64,18 @@ class Workspace:
     """Synthetic source data, the experiment config, the reference root, and a log of the kills."""
 
     base: Path
-    source: Path
-    checksums: Path
+    data: SyntheticSource
     config: Path
     reference: Path
     reference_seconds: float
     kills: list[str]
 
-    def site_cfg(self, root: Path) -> Path:
-        path = root.with_name(f"{root.name}.cfg")
-        path.write_text(
-            f"[pipeline]\nartifacts_root = {root}\nsources = {json.dumps([str(self.source)])}\n"
-            f"checksums_file = {self.checksums}\nfetch_retries = 0\n"
-        )
-        return path
-
     def start(
         self, root: Path, crash_at: str | None = None, task: tuple[str, ...] = ()
     ) -> tuple[subprocess.Popen, Path]:
         """Start FullReport (or `task`) into `root` as a subprocess; its output goes to a log file beside it."""
-        env = dict(os.environ, LUIGI_CONFIG_PATH=str(self.site_cfg(root)), TF_CPP_MIN_LOG_LEVEL="2")
-        env.pop(faults.ENV_VAR, None)
-        if crash_at:
-            env[faults.ENV_VAR] = crash_at
-        log = root.with_name(f"{root.name}-{time.monotonic_ns()}.log")
-        with open(log, "wb") as sink:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "luigi", "--module", "pipeline", "--workers", "1"]
-                + list(task or ("FullReport", "--config", str(self.config), "--date", DATE)),
-                cwd=REPO_ROOT,
-                env=env,
-                stdout=sink,
-                stderr=subprocess.STDOUT,
-            )
-        return process, log
+        args = list(task or ("FullReport", "--config", str(self.config), "--date", DATE))
+        return self.data.start(root, args, {faults.ENV_VAR: crash_at} if crash_at else None)
 
     def run(self, root: Path, crash_at: str | None = None, task: tuple[str, ...] = ()) -> tuple[int, str]:
         process, log = self.start(root, crash_at, task)
@@ -109,11 +85,6 @@ class Workspace:
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory, request) -> Workspace:
     base = tmp_path_factory.mktemp("kill-anywhere")
-    source = base / "source"
-    checksums = synthetic.write_checksums_file(
-        base / "checksums.json",
-        synthetic.write_raw_dir(source, train_count=SYNTHETIC_TRAIN_ROWS, test_count=SYNTHETIC_TEST_ROWS),
-    )
     raw = yaml.safe_load((REPO_ROOT / "configs" / "smoke.yaml").read_text())
     raw["experiment"] = "kill"
     raw["training"]["epochs"] = EPOCHS
@@ -122,7 +93,7 @@ def workspace(tmp_path_factory, request) -> Workspace:
         entry["schedule"] = {"kind": "cosine", "warmup_steps": 3}
     config = base / "kill.yaml"
     config.write_text(yaml.safe_dump(raw))
-    space = Workspace(base, source, checksums, config, base / "reference", 0.0, [])
+    space = Workspace(base, SyntheticSource.write(base), config, base / "reference", 0.0, [])
     started = time.monotonic()
     returncode, output = space.run(space.reference)
     space.reference_seconds = time.monotonic() - started

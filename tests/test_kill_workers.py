@@ -14,7 +14,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -22,53 +21,28 @@ import pytest
 import yaml
 
 from tasks.core import faults
-from tests import synthetic
-from tests.conftest import REPO_ROOT, SYNTHETIC_TEST_ROWS, SYNTHETIC_TRAIN_ROWS
+from tests.clirun import SyntheticSource
+from tests.conftest import REPO_ROOT
 
 WORKERS, EPOCHS, DATE = 2, 3, "2026-01-07"
 OPTIMIZERS = ("sgd", "momentum", "adam")
 
 
 @pytest.fixture(scope="module")
-def setting(tmp_path_factory):
+def setting(tmp_path_factory) -> tuple[SyntheticSource, Path]:
     base = tmp_path_factory.mktemp("kill-workers")
-    source = base / "source"
-    checksums = synthetic.write_checksums_file(
-        base / "checksums.json",
-        synthetic.write_raw_dir(source, train_count=SYNTHETIC_TRAIN_ROWS, test_count=SYNTHETIC_TEST_ROWS),
-    )
     raw = yaml.safe_load((REPO_ROOT / "configs" / "smoke.yaml").read_text())
     raw["experiment"] = "kill-workers"
     raw["training"]["epochs"] = EPOCHS
     raw["optimizers"] = [entry for entry in raw["optimizers"] if entry["name"] in OPTIMIZERS]
     config = base / "kill-workers.yaml"
     config.write_text(yaml.safe_dump(raw))
-    return base, source, checksums, config
+    return SyntheticSource.write(base), config
 
 
 def start(setting, root: Path, env_extra: dict[str, str]) -> tuple[subprocess.Popen, Path]:
-    base, source, checksums, config = setting
-    site = root.with_name(f"{root.name}.cfg")
-    site.write_text(
-        f"[pipeline]\nartifacts_root = {root}\nsources = {json.dumps([str(source)])}\n"
-        f"checksums_file = {checksums}\nfetch_retries = 0\n"
-    )
-    env = dict(os.environ, LUIGI_CONFIG_PATH=str(site), TF_CPP_MIN_LOG_LEVEL="2", **env_extra)
-    for variable in (faults.ENV_VAR, faults.HOLD_VAR):
-        if variable not in env_extra:
-            env.pop(variable, None)
-    log = root.with_name(f"{root.name}-{time.monotonic_ns()}.log")
-    with open(log, "wb") as sink:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "luigi", "--module", "pipeline", "--workers", str(WORKERS)]
-            + ["FullReport", "--config", str(config), "--date", DATE],
-            cwd=REPO_ROOT,
-            env=env,
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own process group: one killpg reaches every worker process
-        )
-    return process, log
+    source, config = setting
+    return source.start(root, ["FullReport", "--config", str(config), "--date", DATE], env_extra, workers=WORKERS)
 
 
 def finish(setting, root: Path) -> None:

@@ -33,6 +33,7 @@ CRASH_POINTS = (
     "train.checkpoint-saved",  # TF's Saver wrote the epoch's files; latest.json does not point at them yet
     "train.epoch-done",  # the epoch's metrics, checkpoint and latest.json are written, old epochs pruned
     "evaluate.scored",  # the test set was scored; evaluation.json not yet written
+    "history.partition-written",  # a night's history partition is in its temp file, not yet renamed onto its name
     "report.figures-written",  # the report's PNGs are written; summary.parquet, report.html, report.json not yet
     "storage.temp-written",  # an atomic write's temp file is complete; it has not replaced its target yet
 )

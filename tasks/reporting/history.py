@@ -26,6 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tasks.core.errors import DataError
+from tasks.core.faults import crash_point
 from tasks.core.storage import atomic_path, quarantine, sweep_temp_files
 
 HISTORY_SCHEMA = pa.schema(
@@ -66,6 +67,7 @@ def write_night(history_dir: Path, date: str, table_rows: Sequence[dict[str, Any
     sweep_temp_files(history_dir)
     with atomic_path(path, suffix=".parquet") as temp:
         pq.write_table(table.replace_schema_metadata({DIGEST_KEY: digest.encode()}), temp)
+        crash_point("history.partition-written")
     return path
 
 
