@@ -53,43 +53,51 @@ def owned_experiment(config_path: str) -> ExperimentConfig:
     names it is refused while the owner still exists and still names it (a moved, deleted or renamed
     owner hands the name over). `x.yaml` and `./x.yaml` are one file.
     """
-    from tasks.core.errors import ConfigError, PipelineError
     from tasks.core.locks import target_lock
-    from tasks.core.storage import read_json, write_json_atomic
+    from tasks.core.storage import write_json_atomic
 
     config = load_experiment(config_path)[0]
     owner_path = layout().experiment_owner(config.experiment)
     mine = str(Path(config_path).resolve())
-
-    def owner() -> str | None:
-        try:
-            found = read_json(owner_path).get("config")
-        except (OSError, ValueError, AttributeError):
-            return None
-        return found if isinstance(found, str) else None
-
-    def rival(found: str | None) -> bool:
-        if found is None or found == mine or not Path(found).is_file():
-            return False
-        try:
-            return not Path(found).samefile(mine) and load_experiment(found)[0].experiment == config.experiment
-        except (PipelineError, OSError, ValueError):  # an unreadable or invalid owner names nothing now
-            return False
-
-    found = owner()
-    if found != mine:
+    if _recorded_owner(owner_path) != mine:
         with target_lock(owner_path):
-            found = owner()
-            if rival(found):
-                raise ConfigError(
-                    f"{config_path}: experiment name {config.experiment!r} already belongs to the config {found} "
-                    f"(recorded in {owner_path}); reports and nightly history are named by the experiment, so two "
-                    "configs with one name would overwrite and reuse each other's. Give one of them another "
-                    "`experiment:` name, or, if this file replaces that one, delete or rename it, and rerun"
-                )
-            if found != mine:
+            check_not_rival(config_path, config)
+            if _recorded_owner(owner_path) != mine:
                 write_json_atomic(owner_path, {"config": mine, "experiment": config.experiment})
     return config
+
+
+def check_not_rival(config_path: str, config: ExperimentConfig) -> None:
+    """A ConfigError when another, still existing config file owns `config.experiment` (owned_experiment).
+    Reads only: `pipeline.where` asks it too, so that it never points at another config's report."""
+    from tasks.core.errors import ConfigError, PipelineError
+
+    owner_path = layout().experiment_owner(config.experiment)
+    mine = str(Path(config_path).resolve())
+    found = _recorded_owner(owner_path)
+    if found is None or found == mine or not Path(found).is_file():
+        return
+    try:
+        rival = not Path(found).samefile(mine) and load_experiment(found)[0].experiment == config.experiment
+    except (PipelineError, OSError, ValueError):  # an unreadable or invalid owner names nothing now
+        return
+    if rival:
+        raise ConfigError(
+            f"{config_path}: experiment name {config.experiment!r} already belongs to the config {found} "
+            f"(recorded in {owner_path}); reports and nightly history are named by the experiment, so two "
+            "configs with one name would overwrite and reuse each other's. Give one of them another "
+            "`experiment:` name, or, if this file replaces that one, delete or rename it, and rerun"
+        )
+
+
+def _recorded_owner(owner_path: Path) -> str | None:
+    from tasks.core.storage import read_json
+
+    try:
+        found = read_json(owner_path).get("config")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return found if isinstance(found, str) else None
 
 
 def publish_once(task: luigi.Task, publish) -> bool:

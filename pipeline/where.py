@@ -9,6 +9,7 @@ import argparse
 import datetime as dt
 import sys
 
+from pipeline.reporting import check_not_rival
 from pipeline.site import layout
 from tasks.core.errors import PipelineError
 from tasks.core.experiment import DEFAULT_CONFIG, config_hash, load_experiment
@@ -25,6 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         date = iso_date(args.date, "--date")
         config = load_experiment(args.config)[0]
+        check_not_rival(args.config, config)  # another config file's report is not this one's
         # Refuses a report folder symlinked into the artifacts root: its path is never printed.
         folder = layout().report_dir(config.experiment, date)
         html = folder / "report.html"

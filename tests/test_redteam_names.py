@@ -84,3 +84,20 @@ def test_a_deleted_or_renamed_owner_hands_the_name_over(site, two_configs):
     assert owner["config"] == str(second.resolve())
     first.unlink()
     assert NightlyReport(config=str(second), date=DATE).complete() is False
+
+
+def test_where_names_the_owner_instead_of_pointing_at_its_report(site, two_configs, capsys):
+    from pipeline.where import main as where
+
+    first, second = two_configs
+    assert ExperimentReport(config=str(first), date=DATE).complete() is False  # the first owns the name
+    # A copy of the owner with the same content has the same config hash: where must still not send its
+    # user to the owner's report folder, nor record a new owner (it only reads).
+    second.write_text(first.read_text())
+    assert where(["report", "--config", str(second), "--date", DATE.isoformat()]) == 2
+    error = capsys.readouterr().err
+    assert "already belongs to the config" in error and str(first.resolve()) in error, error
+    owner = json.loads((site / "reports" / "smoke" / "owner.json").read_text())
+    assert owner["config"] == str(first.resolve())
+    assert where(["report", "--config", str(first), "--date", DATE.isoformat()]) == 1  # not built yet
+    assert "no finished report" in capsys.readouterr().err
