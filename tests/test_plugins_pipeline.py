@@ -14,7 +14,6 @@ import os
 import subprocess
 import sys
 
-import luigi
 import numpy as np
 import pytest
 import yaml
@@ -127,22 +126,35 @@ def test_lion_trains_is_compared_reruns_alone_when_edited_and_fails_cleanly_when
     assert ran(ran_tasks) == [("EvaluateRun", "lion"), ("ExperimentReport", None), ("FullReport", None),
                               ("TrainRun", "lion")]  # fmt: skip
 
-    # A factory that raises: lion's run fails with the project's error; a new sgd run beside it completes.
+    # A factory that raises: lion's run is recorded as failed with the project's error, naming the plugin and
+    # its file; a new sgd run beside it completes, and the report is built with lion marked failed.
     plugin_path.use(installed["raises"])
     other = write_config(tmp_path, sgd_rate=0.05)
-    result = luigi.build(
-        [FullReport(config=str(other), date=DATE)], local_scheduler=True, detailed_summary=True, log_level="CRITICAL"
-    )
-    assert result.status.name == "FAILED", result.summary_text
+    build([FullReport(config=str(other), date=DATE)])
+    assert failures == []  # no task failed: the failure is the run's recorded outcome
     source = installed["raises"] / PACKAGE / "__init__.py"
-    [(task, error)] = failures
-    assert (task.task_family, task.name) == ("TrainRun", "lion")
-    assert f"optimizer plugin 'lion' (distribution lion-optimizer 0.1.0, {source}) raised RuntimeError" in str(error)
-    assert "lion broken on purpose" in str(error)
-    sgd_spec = next(spec for spec in expand_runs(load_config(other)) if spec.name == "sgd")
-    sgd_evaluation = json.loads((Layout(site).run_dir(sgd_spec) / "evaluation.json").read_text())
+    specs = {spec.name: spec for spec in expand_runs(load_config(other))}
+    lion_record = json.loads((Layout(site).run_dir(specs["lion"]) / "run.json").read_text())
+    assert lion_record["status"] == "failed" and lion_record["epochs_completed"] == 0
+    assert lion_record["final_checkpoint"] is None and lion_record["weights_sha256"] is None
+    expected = f"optimizer plugin 'lion' (distribution lion-optimizer 0.1.0, {source}) raised RuntimeError"
+    assert expected in lion_record["failure"] and "lion broken on purpose" in lion_record["failure"]
+    lion_evaluation = json.loads((Layout(site).run_dir(specs["lion"]) / "evaluation.json").read_text())
+    assert lion_evaluation["status"] == "failed" and lion_evaluation["test"] is None
+    sgd_evaluation = json.loads((Layout(site).run_dir(specs["sgd"]) / "evaluation.json").read_text())
     assert sgd_evaluation["status"] == "completed"
-    assert ran(ran_tasks) == [("EvaluateRun", "sgd"), ("TrainRun", "lion"), ("TrainRun", "sgd")]
+    other_report = site / "reports" / "lion-vs-sgd-0.05" / DATE.isoformat()
+    rows = {row["name"]: row for row in json.loads((other_report / "report.json").read_text())["table"]}
+    assert rows["lion"]["status"] == "failed" and rows["lion"]["failed_runs"] == 1
+    assert rows["lion"]["test_accuracy_mean"] is None and rows["sgd"]["test_accuracy_mean"] > 0
+    markdown = (other_report / "report.md").read_text()
+    assert "| failed: optimizer plugin 'lion' (distribution lion-optimizer 0.1.0," in markdown
+    assert sorted(ran(ran_tasks)) == [
+        ("EvaluateRun", "lion"), ("EvaluateRun", "sgd"), ("ExperimentReport", None), ("FullReport", None),
+        ("TrainRun", "lion"), ("TrainRun", "sgd"),
+    ]  # fmt: skip
+    build([FullReport(config=str(other), date=DATE)])
+    assert ran_tasks.tasks == [], "a failed run is a recorded outcome: the rerun is a no-op"
 
     # NaN updates: lion diverges, and the report says so next to sgd's accuracy.
     plugin_path.use(installed["nan"])

@@ -24,6 +24,13 @@ class TrainingError(PipelineError):
     """Training could not run (not a divergence: that is a recorded outcome, not an error)."""
 
 
+class PluginFault(TrainingError):
+    """An optimizer plugin's own code failed while its optimizer was built (import, factory, return type).
+
+    Training records it in the run's run.json as status "failed" (the same code fails the same way), so
+    the other runs and the report go on; the report marks the run failed with this message."""
+
+
 class EvaluationError(PipelineError):
     """A trained run could not be restored or scored."""
 

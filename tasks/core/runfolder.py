@@ -49,8 +49,10 @@ EVENTS_FILE = "events.out.tfevents.fmnist-pipeline"
 EVALUATION_SCHEMA_VERSION = 2
 CHECKPOINT_DIR = "checkpoints"
 LATEST_JSON = "latest.json"
-# What training writes into run.json's status; anything else is not a finished run.
-RUN_STATUSES = ("completed", "diverged")
+# What training writes into run.json's status; anything else is not a finished run. "failed": a plugin's own
+# code failed before training began (tasks.core.errors.PluginFault); the run has no epochs and no weights.
+COMPLETED, DIVERGED, FAILED = "completed", "diverged", "failed"
+RUN_STATUSES = (COMPLETED, DIVERGED, FAILED)
 
 # One row per completed epoch.
 METRICS_SCHEMA = pa.schema(
@@ -83,7 +85,7 @@ class RunRecord:
 
     run_hash: str
     seed: int
-    status: str  # "completed" or "diverged"
+    status: str  # one of RUN_STATUSES
     epochs_completed: int
     final_checkpoint: str | None  # relative to the run folder; None when no epoch completed
     weights_sha256: str | None  # of the weights final_checkpoint holds
@@ -91,7 +93,12 @@ class RunRecord:
 
     @property
     def diverged(self) -> bool:
-        return self.status == "diverged"
+        return self.status == DIVERGED
+
+    @property
+    def has_result(self) -> bool:
+        """Whether the run has weights to score: completed. A diverged or failed run has no test numbers."""
+        return self.status == COMPLETED
 
     def get(self, key: str, default: Any = None) -> Any:
         return self.data.get(key, default)
@@ -192,8 +199,13 @@ class RunFolder:
         if problem:
             raise RunFolderError(problem)
         final, weights = data.get("final_checkpoint"), data.get("weights_sha256")
+        if status == FAILED and (epochs or final is not None or not isinstance(data.get("failure"), str)):
+            raise RunFolderError(
+                f"{self.run_json} has status 'failed' but epochs_completed {epochs!r}, final_checkpoint {final!r} "
+                f"and failure {data.get('failure')!r}; a failed run has no epochs, no checkpoint and says why"
+            )
         if final is None:
-            if status == "completed":
+            if status == COMPLETED:
                 raise RunFolderError(f"{self.run_json} has status 'completed' but no final_checkpoint")
         else:
             if not isinstance(final, str):
@@ -340,7 +352,7 @@ class RunFolder:
                 f"{self.evaluation_json}: status {data.get('status')!r} disagrees with run.json's "
                 f"{record.status!r}; delete evaluation.json and rerun EvaluateRun"
             )
-        if not record.diverged:
+        if record.has_result:
             if data.get("schema_version") != EVALUATION_SCHEMA_VERSION:
                 raise RunFolderError(
                     f"{self.evaluation_json}: schema_version {data.get('schema_version')!r}, expected "

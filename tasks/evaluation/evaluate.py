@@ -113,11 +113,13 @@ def _score(
         "test": None,
         "device": None,
     }
-    # A run that diverged in its first epoch may have no metrics file: nothing to summarise, not an error.
-    if folder.metrics_path.exists() or not run.diverged:
+    if run.get("failure") is not None:
+        result["failure"] = run.get("failure")
+    # A run that diverged in its first epoch, or failed, may have no metrics file: nothing to summarise.
+    if folder.metrics_path.exists() or run.has_result:
         result["metrics"] = summarize_metrics(folder.metrics())
-    if run.diverged:
-        return result, None  # a diverged run has no trustworthy weights: no test numbers are made up
+    if not run.has_result:
+        return result, None  # no trustworthy weights (diverged) or none at all (failed): no test numbers
     images, labels = _test_set(Path(test_arrow))
     predictions, loss, result["device"] = _predict(
         settings.model,

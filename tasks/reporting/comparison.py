@@ -22,6 +22,7 @@ import numpy as np
 import pyarrow as pa
 
 from tasks.core.errors import ReportError, RunFolderError
+from tasks.core.runfolder import COMPLETED, DIVERGED, FAILED
 from tasks.core.runs import RunOnDisk
 from tasks.core.selection import GridScore, select
 from tasks.reporting.targets import TARGETS_METADATA_KEY
@@ -71,6 +72,7 @@ class RunResult:
     seconds_per_epoch: float | None = None
     wall_seconds: float | None = None
     chosen: bool = False
+    failure: str | None = None  # a failed run's error (a plugin's code failed before training began)
     time_to_target: list[tuple[int | None, float | None]] = field(default_factory=list)
 
     def summary_row(self, targets: Sequence[float] = ()) -> dict[str, Any]:
@@ -82,6 +84,10 @@ class RunResult:
 
     @property
     def diverged_text(self) -> str:
+        """What the report says for a run without a result: where it diverged, or why it failed."""
+        if self.status == FAILED:
+            failure = self.failure or "no reason recorded"
+            return f"failed: {failure if len(failure) <= 300 else failure[:299] + '…'}"
         where = self.evaluation.get("diverged_at") or {}
         return f"diverged at epoch {where.get('epoch', '?')}, step {where.get('step', '?')}"
 
@@ -107,11 +113,12 @@ def run_result(run: RunOnDisk) -> RunResult:
         run=record.data,
         evaluation=evaluation.data,
         wall_seconds=record.get("wall_seconds"),
+        failure=record.get("failure") if record.status == FAILED else None,
     )
     metrics = evaluation.metrics
     if metrics:
         result.seconds_per_epoch = metrics.get("seconds_per_epoch")
-    if record.diverged:
+    if not record.has_result:
         return result
     test = evaluation.test
     if not test or not metrics:
@@ -143,7 +150,7 @@ class GridPoint:
 
     @property
     def completed(self) -> list[RunResult]:
-        return [run for run in self.runs if run.status == "completed"]
+        return [run for run in self.runs if run.status == COMPLETED]
 
     @property
     def diverged(self) -> int:
@@ -194,7 +201,9 @@ def table_rows(grid: dict[str, list[GridPoint]], best: dict[str, GridPoint]) -> 
                 "params": format_params(first.params),
                 "schedule": first.schedule,
                 "run_hash": point.run_hash,
-                "status": "completed" if completed else "diverged",
+                "status": COMPLETED
+                if completed
+                else (FAILED if all(r.status == FAILED for r in point.runs) else DIVERGED),
                 "seeds": [run.seed for run in point.runs],
                 "grid_points": len(points),
                 "test_accuracy_mean": test_mean,
@@ -203,7 +212,8 @@ def table_rows(grid: dict[str, list[GridPoint]], best: dict[str, GridPoint]) -> 
                 "best_val_accuracy_mean": mean_std([run.best_val_accuracy for run in completed])[0],
                 "best_val_epochs": [run.best_val_epoch for run in completed],
                 "final_val_accuracy_mean": point.mean_final_val_accuracy,
-                "diverged_runs": sum(p.diverged for p in points),
+                "diverged_runs": sum(run.status == DIVERGED for p in points for run in p.runs),
+                "failed_runs": sum(run.status == FAILED for p in points for run in p.runs),
                 "total_runs": sum(len(p.runs) for p in points),
                 "seconds_per_epoch": mean_std([run.seconds_per_epoch for run in point.runs])[0],
                 "overhead_vs_sgd": None,

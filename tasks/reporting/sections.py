@@ -21,7 +21,7 @@ def run_metrics(results: list[comparison.RunResult]) -> dict[Path, dict[str, np.
     metrics: dict[Path, dict[str, np.ndarray] | None] = {}
     for run in results:
         folder = RunFolder(run.run_dir, run.run_hash, run.seed)
-        if run.status == "diverged" and not folder.metrics_path.exists():
+        if run.status != "completed" and not folder.metrics_path.exists():
             metrics[run.run_dir] = None
             continue
         try:

@@ -17,6 +17,7 @@ TensorBoard's event file, rebuilt from metrics.parquet when an attempt starts an
 from __future__ import annotations
 
 import functools
+import logging
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -26,9 +27,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from tasks.core.errors import ConfigError, TrainingError
+from tasks.core.errors import ConfigError, PluginFault, TrainingError
 from tasks.core.faults import crash_point
-from tasks.core.runfolder import RunFolder, prefix_name
+from tasks.core.runfolder import FAILED, RunFolder, prefix_name
 from tasks.core.runs import RunSettings
 from tasks.core.storage import disk_errors_as_storage_errors, ensure_dir, write_json_atomic
 from tasks.training import TF_MODULE, checkpoints
@@ -41,6 +42,7 @@ if TYPE_CHECKING:
     from tasks.training.graph import TrainingGraph
 
 VALIDATION_BATCH = 2000
+log = logging.getLogger(__name__)
 
 Progress = Callable[[float, str], None]
 
@@ -100,15 +102,39 @@ def train_run(
     ensure_dir(folder.path)
     state = prepare_resume(folder, settings.training.total_epochs(steps), repair)
     sync_events(folder, settings.as_dict())  # TensorBoard's file holds exactly the epochs this attempt keeps
-    graph = build_training_graph(
-        settings.model,
-        settings.optimizer,
-        seed,
-        len(split.labels),
-        steps,
-        batch_size,
-        total_steps=settings.training.total_steps(steps),
-    )
+    try:
+        graph = build_training_graph(
+            settings.model,
+            settings.optimizer,
+            seed,
+            len(split.labels),
+            steps,
+            batch_size,
+            total_steps=settings.training.total_steps(steps),
+        )
+    except PluginFault as fault:
+        if state.start_epoch:  # it trained before: not the code's own failure; the task fails, a rerun retries
+            raise
+        record = run_record(
+            settings.as_dict(),
+            settings.run_hash,
+            seed,
+            split_rows=(train_rows, validation_rows),
+            steps_per_epoch=steps,
+            rows=[],
+            latest=None,
+            diverged_at=None,
+            model_variables=[],
+            attempts=state.attempts,
+            attempt_wall_seconds=time.perf_counter() - started,
+            threads=(intra_op_threads, inter_op_threads),
+            device=used_device,
+            tensorflow_version=tf.__version__,
+            tensorflow_inherited=tensorflow_inherited,
+        ) | {"status": FAILED, "failure": str(fault)}
+        log.error("%s: %s", folder.path, fault)
+        write_json_atomic(folder.run_json, record)
+        return record
     with tf.Session(graph=graph.graph, config=config) as session:
         outcome = _train_epochs(
             session, graph, state, split, settings, seed, progress or (lambda fraction, message: None), until_epoch

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tasks.core.errors import TrainingError
+from tasks.core.errors import PluginFault, TrainingError
 from tasks.core.plugins import load_factory
 from tasks.core.registry import OPTIMIZER_PARAMS, optimizer_kind
 from tasks.core.runs import OptimizerSettings
@@ -94,18 +94,21 @@ def make_optimizer(settings: OptimizerSettings, rate: Any = None) -> Any:
             f"{kind.describe()}: its source changed after this process imported it, so the code loaded here is not "
             "the code the run's hash names; rerun the command (a new process imports the plugin anew)"
         )
-    factory = load_factory(kind.factory)
     if kind.builtin:
-        return factory(learning_rate, **settings.params)
+        return load_factory(kind.factory)(learning_rate, **settings.params)
+    try:
+        factory = load_factory(kind.factory)
+    except Exception as exc:
+        raise PluginFault(f"{kind.describe()}: its factory {kind.factory} could not be loaded: {exc}") from exc
     try:
         optimizer = factory(learning_rate, **settings.params)
     except Exception as exc:
-        raise TrainingError(
+        raise PluginFault(
             f"{kind.describe()} raised {type(exc).__name__} while building its optimizer: {exc}; fix the plugin's "
             f"factory {kind.factory}"
         ) from exc
     if not isinstance(optimizer, _tf().train.Optimizer):
-        raise TrainingError(
+        raise PluginFault(
             f"{kind.describe()}: its factory {kind.factory} returned {type(optimizer).__name__}, expected a "
             "tf.compat.v1.train.Optimizer"
         )
