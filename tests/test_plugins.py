@@ -3,6 +3,7 @@ validated like built-ins, refused with the project's own error when broken, and 
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 
@@ -12,7 +13,7 @@ from tasks.core import plugins
 from tasks.core.config import parse_config
 from tasks.core.errors import ConfigError
 from tasks.core.registry import OPTIMIZER_PARAMS, optimizer_kind, optimizer_names
-from tasks.core.runs import OptimizerSettings, RunSettings, run_settings
+from tasks.core.runs import OptimizerSettings, RunSettings, expand_runs, run_settings
 from tests.conftest import REPO_ROOT
 from tests.plugin_install import PluginPath, write_distribution
 
@@ -106,19 +107,39 @@ def test_an_unknown_name_lists_plugins_with_the_built_ins(fake_plugin):
         parse_config(config_with([{"name": "fancie", "learning_rate": 0.1}]))
 
 
-def test_a_plugin_that_fails_to_import_is_a_config_error_naming_plugin_distribution_and_file(tmp_path, plugin_path):
+def test_a_plugin_that_fails_to_import_loads_as_a_broken_optimizer_whose_runs_fail_naming_it(tmp_path, plugin_path):
     source = "import numpy\nraise RuntimeError('broken on purpose')\n"
     site = write_distribution(
         tmp_path / "site", "fake-plugin", {"fancy": "fake_plugin.opt:factory"},
         {"fake_plugin/__init__.py": "", "fake_plugin/opt.py": source},
     )  # fmt: skip
     plugin_path.use(site)
-    with pytest.raises(ConfigError) as caught:
-        parse_config(config_with([{"name": "fancy", "learning_rate": 0.1}]))
-    message = str(caught.value)
-    for part in ("optimizers.0.name", "'fancy'", "fake-plugin 1.0", str(site / "fake_plugin" / "opt.py"),
+    warnings: list[str] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = lambda record: warnings.append(record.getMessage())
+    logger = logging.getLogger("tasks.core.plugins")  # its own handler: what reaches caplog is order-dependent
+    logger.addHandler(handler)
+    try:
+        config = parse_config(config_with([{"name": "fancy", "learning_rate": 0.1, "params": {"beta": 0.5}}]))
+    finally:
+        logger.removeHandler(handler)
+    kind = optimizer_kind("fancy")
+    assert kind.params is None and kind.identity["distribution"] == "fake-plugin"
+    for part in ("'fancy'", "fake-plugin 1.0", str(site / "fake_plugin" / "opt.py"),
                  "failed to import", "RuntimeError: broken on purpose", "line 2"):  # fmt: skip
-        assert part in message, (part, message)
+        assert part in kind.broken, (part, kind.broken)
+    assert warnings == [f"{kind.broken}; its runs will be recorded as failed"]
+    # Its params are taken as given (finite numbers only): the signature that would check them is unknown.
+    (spec,) = expand_runs(config)
+    assert spec.settings.optimizer.params == {"beta": 0.5}
+    with pytest.raises(ConfigError, match=r"optimizers\.0\.params\.beta: expected a finite number, found 'x'"):
+        parse_config(config_with([{"name": "fancy", "learning_rate": 0.1, "params": {"beta": "x"}}]))
+    from tasks.core.errors import PluginFault
+    from tasks.training.optimizers import make_optimizer
+
+    with pytest.raises(PluginFault) as fault:
+        make_optimizer(spec.settings.optimizer)
+    assert str(fault.value) == kind.broken
     parse_config(config_with([{"name": "sgd", "learning_rate": 0.1}]))  # a config without it is unaffected
 
 

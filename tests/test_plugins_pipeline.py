@@ -45,6 +45,9 @@ def installed(tmp_path_factory):
             pristine, root / "raises", FACTORY_CALL, "    raise RuntimeError('lion broken on purpose')\n" + FACTORY_CALL
         ),
         "nan": variant(pristine, root / "nan", UPDATE, UPDATE + " * float('nan')", module="optimizer.py"),
+        "import": variant(
+            pristine, root / "import", "__all__ = ", "raise ImportError('lion import broken')\n__all__ = "
+        ),
     }
 
 
@@ -164,6 +167,34 @@ def test_lion_trains_is_compared_reruns_alone_when_edited_and_fails_cleanly_when
     rows = report_rows(site)
     assert rows["lion"]["status"] == "diverged" and rows["lion"]["diverged_runs"] == 1
     assert rows["sgd"]["status"] != "diverged" and rows["sgd"]["test_accuracy_mean"] > 0
+
+
+def test_a_plugin_that_fails_to_import_fails_its_runs_and_the_rest_of_the_config_completes(
+    site, ran_tasks, installed, plugin_path, tmp_path, failures
+):
+    plugin_path.use(installed["import"])
+    config = write_config(tmp_path)
+    build([FullReport(config=str(config), date=DATE)])
+    assert failures == []
+    specs = {spec.name: spec for spec in expand_runs(load_config(config))}
+    record = json.loads((Layout(site).run_dir(specs["lion"]) / "run.json").read_text())
+    source = installed["import"] / PACKAGE / "__init__.py"
+    assert (
+        record["status"] == "failed" and record["settings"]["optimizer"]["plugin"]["distribution"] == "lion-optimizer"
+    )
+    for part in ("optimizer plugin 'lion' (distribution lion-optimizer 0.1.0", "failed to import",
+                 "ImportError: lion import broken", f"{source}, line"):  # fmt: skip
+        assert part in record["failure"], (part, record["failure"])
+    rows = report_rows(site)
+    assert rows["lion"]["status"] == "failed" and rows["sgd"]["status"] == "completed"
+    assert rows["sgd"]["test_accuracy_mean"] > 0
+    # Fixed (the pristine code: another source hash), lion trains as its own new run; sgd is not retrained.
+    plugin_path.use(installed["pristine"])
+    ran(ran_tasks)
+    build([FullReport(config=str(config), date=DATE + dt.timedelta(days=1))])
+    assert ran(ran_tasks) == [
+        ("EvaluateRun", "lion"), ("ExperimentReport", None), ("FullReport", None), ("TrainRun", "lion"),
+    ]  # fmt: skip
 
 
 def test_plan_reads_a_plugin_without_loading_tensorflow(installed, tmp_path):

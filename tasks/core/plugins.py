@@ -16,6 +16,7 @@ import hashlib
 import importlib
 import importlib.util
 import inspect
+import logging
 import sys
 import traceback
 from collections.abc import Callable
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 GROUP = "fmnist_pipeline.optimizers"
+log = logging.getLogger(__name__)
 IMPORTED_SHA256 = "__fmnist_pipeline_source_sha256__"  # set on a plugin's module when it is first loaded
 
 _declared_cache: dict[tuple[str, ...], dict[str, list[EntryPoint]]] = {}
@@ -93,8 +95,9 @@ def module_file(point: EntryPoint) -> str:
 def load(name: str, points: list[EntryPoint], make_param: Callable[[Any], Any]):
     """The registry's OptimizerKind of plugin `name`: imports its module and reads the factory's signature.
 
-    ValueError (naming plugin, distribution and file) for a clash between distributions, an import failure
-    or a factory whose signature is not `factory(learning_rate, *, hp=number, ...)`.
+    ValueError (naming plugin, distribution and file) for a clash between distributions or a factory whose
+    signature is not `factory(learning_rate, *, hp=number, ...)`. A module that fails to import gives a
+    broken kind (`_broken_kind`): its runs fail with the import error, the config's others run.
     """
     from tasks.core.registry import OptimizerKind
 
@@ -114,10 +117,11 @@ def load(name: str, points: list[EntryPoint], make_param: Callable[[Any], Any]):
         in_plugin = [frame for frame in frames if "importlib" not in frame.filename]
         failed_at = in_plugin[-1] if in_plugin else None
         at = f"{failed_at.filename}, line {failed_at.lineno}" if failed_at else module_file(point)
-        raise ValueError(
+        message = (
             f"{where}, {module_file(point)}) failed to import: {type(exc).__name__}: {exc} (at {at}); "
             f"fix the plugin or uninstall {distribution}"
-        ) from None
+        )
+        return _broken_kind(name, point, distribution, version, message)
     digest = source_sha256(point)
     # The code this process runs is the code it imported: remember its hash on the module, the first time.
     module = sys.modules.get(point.module)
@@ -137,6 +141,33 @@ def load(name: str, points: list[EntryPoint], make_param: Callable[[Any], Any]):
         source_file=file,
         source_sha256=digest,
         imported_sha256=imported,
+    )
+
+
+_warned: set[str] = set()
+
+
+def _broken_kind(name: str, point: EntryPoint, distribution: str, version: str, message: str):
+    """A plugin that fails to import: still an optimizer a config may name, with its identity (read from
+    metadata and source files, no import needed), whose runs are recorded as failed with `message`
+    (tasks.core.errors.PluginFault) while the config's other runs go on. Its hyper-parameters cannot be
+    read, so a config's `params` for it are checked only as finite numbers. Warned once per process."""
+    from tasks.core.registry import OptimizerKind
+
+    if message not in _warned:
+        _warned.add(message)
+        log.warning("%s; its runs will be recorded as failed", message)
+    digest = source_sha256(point)
+    return OptimizerKind(
+        name=name,
+        params=None,
+        factory=point.value,
+        distribution=distribution,
+        version=version,
+        source_file=module_file(point),
+        source_sha256=digest,
+        imported_sha256=digest,
+        broken=message,
     )
 
 

@@ -108,13 +108,14 @@ class OptimizerKind:
     """One optimizer name: its hyper-parameters and where its factory lives. Built-in or plugin, the same shape."""
 
     name: str
-    params: dict[str, Param]
+    params: dict[str, Param] | None  # None: a plugin that failed to import (its signature is unknown)
     factory: str  # "module:attribute"
     distribution: str
     version: str
     source_file: str  # the factory's module file (error messages name it)
     source_sha256: str | None = None  # a plugin's package files; None for a built-in (RUN_SCHEMA_VERSION covers it)
     imported_sha256: str | None = None  # the same when this process imported the plugin (the code it runs)
+    broken: str | None = None  # why a plugin failed to import: its runs are recorded as failed with it
 
     @property
     def builtin(self) -> bool:
@@ -199,13 +200,19 @@ def _plugin_param(default: Any) -> Param | None:
     return Param(default, _is_number, "a finite number")
 
 
-def resolve_params(table: dict[str, Param], given: dict[str, Any], where: str) -> dict[str, Any]:
+def resolve_params(table: dict[str, Param] | None, given: dict[str, Any], where: str) -> dict[str, Any]:
     """Fill defaults into `given` and check every value; raise ValueError naming `where.key`.
 
-    Unknown keys are reported with the nearest valid key, so that a typo is easy to spot.
+    Unknown keys are reported with the nearest valid key, so that a typo is easy to spot. Without a table (a
+    plugin that failed to import), each value must be a finite number and none is added.
     """
     import difflib
 
+    if table is None:
+        for key, value in given.items():
+            if not _is_number(value):
+                raise ValueError(f"{where}.{key}: expected a finite number, found {value!r}")
+        return dict(sorted(given.items()))
     resolved: dict[str, Any] = {}
     for key, value in given.items():
         if key not in table:

@@ -96,6 +96,8 @@ def make_optimizer(settings: OptimizerSettings, rate: Any = None) -> Any:
         )
     if kind.builtin:
         return load_factory(kind.factory)(learning_rate, **settings.params)
+    if kind.broken:
+        raise PluginFault(kind.broken)
     try:
         factory = load_factory(kind.factory)
     except Exception as exc:
