@@ -152,7 +152,7 @@ def test_a_huge_learning_rate_diverges_without_raising(data, tmp_path):
 
 def test_a_later_divergence_keeps_the_completed_epochs(data, tmp_path, monkeypatch):
     # SGD whose rate jumps to 1e6 once epoch 1 (20 steps) is done: a divergence in the middle of epoch 2.
-    def make_optimizer(settings):
+    def make_optimizer(settings, rate=None):
         rate = tf.where_v2(tf.train.get_global_step() >= 20, 1e6, settings.learning_rate)
         return tf.train.GradientDescentOptimizer(lambda: rate)
 

@@ -102,6 +102,32 @@ def train_run(
     ensure_dir(folder.path)
     state = prepare_resume(folder, settings.training.total_epochs(steps), repair)
     sync_events(folder, settings.as_dict())  # TensorBoard's file holds exactly the epochs this attempt keeps
+
+    def finish(outcome: EpochsOutcome, variables: list[str], **extra: Any) -> dict:
+        """Write run.json, last: the run's record, with `extra` keys over it (a failed run's status)."""
+        record = (
+            run_record(
+                settings.as_dict(),
+                settings.run_hash,
+                seed,
+                split_rows=(train_rows, validation_rows),
+                steps_per_epoch=steps,
+                rows=outcome.rows,
+                latest=outcome.latest,
+                diverged_at=outcome.diverged_at,
+                model_variables=variables,
+                attempts=state.attempts,
+                attempt_wall_seconds=time.perf_counter() - started,
+                threads=(intra_op_threads, inter_op_threads),
+                device=used_device,
+                tensorflow_version=tf.__version__,
+                tensorflow_inherited=tensorflow_inherited,
+            )
+            | extra
+        )
+        write_json_atomic(folder.run_json, record)
+        return record
+
     try:
         graph = build_training_graph(
             settings.model,
@@ -115,26 +141,8 @@ def train_run(
     except PluginFault as fault:
         if state.start_epoch:  # it trained before: not the code's own failure; the task fails, a rerun retries
             raise
-        record = run_record(
-            settings.as_dict(),
-            settings.run_hash,
-            seed,
-            split_rows=(train_rows, validation_rows),
-            steps_per_epoch=steps,
-            rows=[],
-            latest=None,
-            diverged_at=None,
-            model_variables=[],
-            attempts=state.attempts,
-            attempt_wall_seconds=time.perf_counter() - started,
-            threads=(intra_op_threads, inter_op_threads),
-            device=used_device,
-            tensorflow_version=tf.__version__,
-            tensorflow_inherited=tensorflow_inherited,
-        ) | {"status": FAILED, "failure": str(fault)}
         log.error("%s: %s", folder.path, fault)
-        write_json_atomic(folder.run_json, record)
-        return record
+        return finish(EpochsOutcome([], None, None), [], status=FAILED, failure=str(fault))
     with tf.Session(graph=graph.graph, config=config) as session:
         outcome = _train_epochs(
             session, graph, state, split, settings, seed, progress or (lambda fraction, message: None), until_epoch
@@ -142,25 +150,7 @@ def train_run(
     last_epoch = outcome.rows[-1]["epoch"] if outcome.rows else 0
     if outcome.diverged_at is None and last_epoch < settings.training.total_epochs(steps):
         return {"stopped_at_epoch": last_epoch}
-    record = run_record(
-        settings.as_dict(),
-        settings.run_hash,
-        seed,
-        split_rows=(train_rows, validation_rows),
-        steps_per_epoch=steps,
-        rows=outcome.rows,
-        latest=outcome.latest,
-        diverged_at=outcome.diverged_at,
-        model_variables=graph.variable_names,
-        attempts=state.attempts,
-        attempt_wall_seconds=time.perf_counter() - started,
-        threads=(intra_op_threads, inter_op_threads),
-        device=used_device,
-        tensorflow_version=tf.__version__,
-        tensorflow_inherited=tensorflow_inherited,
-    )
-    write_json_atomic(folder.run_json, record)
-    return record
+    return finish(outcome, graph.variable_names)
 
 
 @dataclass
