@@ -320,5 +320,7 @@ def test_anchors_match_only_the_same_problem_and_say_what_differs():
     # Dissecting Adam's P1 is its own network, cnn_p1, at batch 64 (not DeepOBS's 2c2d).
     assert all(row["ours"] is None and "model mlp, not cnn_p1" in row["ours_text"] for row in rows[3:])
     p1 = [anchor for anchor in anchors.ANCHORS if "P1" in anchor.problem]
-    assert len(p1) == 4 and all(anchors.matches(anchor, "cnn_p1", {}, None, 64) == [] for anchor in p1)
-    assert anchors.matches(p1[0], "cnn_p1", {}, None, 128) == ["batch 128, not 64"]
+    assert len(p1) == 4 and all(anchors.matches(anchor, "cnn_p1", {}, None, 64, 6000) == [] for anchor in p1)
+    assert anchors.matches(p1[0], "cnn_p1", {}, None, 128, 6000) == ["batch 128, not 64"]
+    assert anchors.matches(p1[0], "cnn_p1", {}, None, 64, 3000) == ["3,000 steps, not 6,000 steps"]
+    assert anchors.matches(p1[0], "cnn_p1", {}, 20, 64) == ["20 epochs, not 6,000 steps"]
