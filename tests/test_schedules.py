@@ -259,3 +259,21 @@ def data(tmp_path_factory):
     from tests.test_train import write_data
 
     return write_data(tmp_path_factory.mktemp("arrays"))
+
+
+def test_configs_without_schedules_keep_their_run_and_config_hashes():
+    """Pinned before schedules existed: a config's run hashes and its config hash (which reports record)."""
+    from tasks.core.experiment import config_hash, load_experiment
+    from tasks.core.runs import grid_specs
+    from tests.conftest import REPO_ROOT
+
+    pinned = {"default": "483d7a181e", "smoke": "e3db81ce81", "dissecting-adam": "7586a48694"}
+    for name, expected in pinned.items():
+        config = load_experiment(str(REPO_ROOT / "configs" / f"{name}.yaml"))[0]
+        assert config_hash(config) == expected, name
+    config = load_experiment(str(REPO_ROOT / "configs" / "default.yaml"))[0]
+    assert grid_specs(config, config.optimizers[0])[0].run_hash == "cbc3518422"
+    scheduled = config.model_copy(
+        update={"optimizers": [config.optimizers[0].model_copy(update={"schedule": ScheduleConfig(kind="cosine")})]}
+    )
+    assert config_hash(scheduled) != config_hash(config.model_copy(update={"optimizers": config.optimizers[:1]}))

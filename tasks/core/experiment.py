@@ -45,7 +45,9 @@ def config_hash(config: ExperimentConfig) -> str:
 
     It covers the identity of every plugin optimizer the config names (editing a plugin rebuilds the report);
     a config of built-ins only hashes as it did before plugins existed."""
-    text = config.model_dump_json()
+    # A constant learning rate (no schedule) is left out, so a config hashes as it did before schedules existed.
+    constant = {index: {"schedule"} for index, entry in enumerate(config.optimizers) if entry.schedule.is_constant}
+    text = config.model_dump_json(exclude={"optimizers": constant} if constant else None)
     identities = plugin_identities(entry.optimizer for entry in config.optimizers)
     if identities:
         text += json.dumps(identities, sort_keys=True)
