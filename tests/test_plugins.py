@@ -238,7 +238,9 @@ def test_a_config_hash_covers_its_plugins_and_is_unchanged_for_built_ins(fake_pl
     from tasks.core.experiment import config_hash
 
     built_in = parse_config(config_with([{"name": "sgd", "learning_rate": 0.1}]))
-    before_plugins = hashlib.sha256(built_in.model_dump_json().encode()).hexdigest()[:10]  # main's formula
+    # main's formula before plugins (and before schedules, whose constant default is left out of the hash)
+    dumped = built_in.model_dump_json(exclude={"optimizers": {0: {"schedule"}}})
+    before_plugins = hashlib.sha256(dumped.encode()).hexdigest()[:10]
     assert config_hash(built_in) == before_plugins
     with_plugin = parse_config(config_with([{"name": "fancy", "learning_rate": 0.1}]))
     first = config_hash(with_plugin)
