@@ -27,6 +27,7 @@ from tasks.core.experiment import load_experiment, seed_plan_path
 from tasks.core.layout import Layout
 from tasks.core.runs import final_specs, run_settings
 from tests.conftest import REPO_ROOT, build
+from tests.killcheck import EPOCHS, assert_resumed_where_killed, resume_points
 
 SMOKE = yaml.safe_load((REPO_ROOT / "configs" / "smoke.yaml").read_text())
 DAY = dt.date(2026, 3, 1)
@@ -91,17 +92,22 @@ def test_full_report_runs_the_pilot_plans_from_its_variance_then_runs_what_each_
 
 
 def test_a_kill_during_the_extra_seeds_resumes_to_the_same_plan_and_numbers(site, tmp_path):
-    config_path = adaptive_config(tmp_path, seeds={"pilot": 3, "max": 6})
+    config_path = adaptive_config(tmp_path, seeds={"pilot": 3, "max": 6}, training={"epochs": EPOCHS, "batch_size": 64})
     config = load_experiment(str(config_path))[0]
-    # A real SIGKILL in a separate process, at the 7th epoch end: the 6 pilot runs and the plan are on disk.
+    # A real SIGKILL in a separate process, mid-epoch 2 of the first extra seed's run, after its epoch-1
+    # checkpoint: one chunk per epoch here, so the 6 pilot runs hit train.mid-epoch 12 times, and hit 14 is
+    # that run's second epoch. The pilot's runs and the plan are on disk.
     killed_run = luigi_subprocess(
-        tmp_path, ["FullReport", "--config", str(config_path), "--date", DAY.isoformat()], "train.epoch-done:7"
+        tmp_path, ["FullReport", "--config", str(config_path), "--date", DAY.isoformat()], "train.mid-epoch:14"
     )
     assert killed_run.returncode == -signal.SIGKILL, killed_run.stdout[-3000:]
     plan_path = seed_plan_path(Layout(site), config)
     first_plan = json.loads(plan_path.read_text())  # the kill came after the pilot's 6 runs: the plan stands
     assert sum(first_plan["seeds"].values()) > 6
+    points = resume_points(site)
+    assert sorted(points.values(), key=str).count(1) == 1, points  # the extra run killed after its checkpoint
     build([FullReport(config=str(config_path), date=DAY)], workers=1)
+    assert_resumed_where_killed(site, points)  # it ran epoch 2 only; nothing finished was retrained
     assert json.loads(plan_path.read_text()) == first_plan
     killed = report_of(site)["statistics"]
 

@@ -24,6 +24,7 @@ from tasks.core.runfolder import RunFolder
 from tasks.core.runs import expand_runs, final_specs, grid_specs
 from tasks.core.selection import final_scores, selection_stability
 from tests.conftest import REPO_ROOT, build, site_cfg_beside
+from tests.killcheck import EPOCHS, assert_resumed_where_killed, resume_points
 
 SMOKE = yaml.safe_load((REPO_ROOT / "configs" / "smoke.yaml").read_text())
 GRID = [0.003, 0.3]
@@ -107,7 +108,7 @@ def test_full_report_tunes_then_runs_the_chosen_rate_on_every_seed(site, ran_tas
 
 def test_a_kill_during_tuning_then_a_rerun_gives_the_same_choice_and_numbers(site, tmp_path):
     raw = dict(SMOKE, experiment="tuned", seeds=[0, 1, 2], tuning_seeds=[0, 1])
-    raw["training"] = {"epochs": 1, "batch_size": 64}
+    raw["training"] = {"epochs": EPOCHS, "batch_size": 64}
     raw["optimizers"] = [{"name": "sgd", "learning_rate": GRID}]
     config_path = tmp_path / "only-tuned.yaml"
     config_path.write_text(yaml.safe_dump(raw))
@@ -120,11 +121,15 @@ def test_a_kill_during_tuning_then_a_rerun_gives_the_same_choice_and_numbers(sit
     command = [sys.executable, "-m", "luigi", "--module", "pipeline", "FullReport", "--config", str(config_path)]
     command += ["--date", day.isoformat(), "--workers", "1"]
     env = {**os.environ, "LUIGI_CONFIG_PATH": str(cfg)}
-    # A tuned entry alone: the first 4 runs to train are its grid runs, so the 3rd epoch done is mid-tuning.
-    killed = subprocess.run(command, cwd=REPO_ROOT, env={**env, "FMNIST_CRASH_AT": "train.epoch-done:3"}, timeout=300)
+    # A tuned entry alone: the first runs to train are its grid runs, one chunk per epoch, so hit 4 of
+    # train.mid-epoch is the second grid run's epoch 2, after its epoch-1 checkpoint: mid-tuning.
+    killed = subprocess.run(command, cwd=REPO_ROOT, env={**env, "FMNIST_CRASH_AT": "train.mid-epoch:4"}, timeout=300)
     assert killed.returncode == -signal.SIGKILL and not list(root.glob("tuning/*/*.json"))
+    points = resume_points(root)
+    assert sorted(points.values(), key=str) == [1, None], points  # one grid run done, one killed in epoch 2
     rerun = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert_resumed_where_killed(root, points)  # the killed run ran epoch 2 only; the finished one was kept
 
     def outcome(artifacts: Path) -> tuple[list, dict]:
         records = [json.loads(p.read_text()) for p in sorted(artifacts.glob("tuning/tuned/*.json"))]
