@@ -324,3 +324,29 @@ def test_anchors_match_only_the_same_problem_and_say_what_differs():
     assert anchors.matches(p1[0], "cnn_p1", {}, None, 128, 6000) == ["batch 128, not 64"]
     assert anchors.matches(p1[0], "cnn_p1", {}, None, 64, 3000) == ["3,000 steps, not 6,000 steps"]
     assert anchors.matches(p1[0], "cnn_p1", {}, 20, 64) == ["20 epochs, not 6,000 steps"]
+
+
+def test_p1_anchors_say_what_the_verdicts_make_of_the_papers_order():
+    settings = {"model": {"name": "cnn_p1", "params": {}}, "training": {"steps": 6000, "batch_size": 64}}
+    entries = [("m-sgd", "momentum"), ("mssd", "mssd"), ("msvag", "msvag"), ("adam", "adam")]
+    means = {"m-sgd": 0.91, "mssd": 0.914, "msvag": 0.915, "adam": 0.92}
+
+    def pair(a, b, kind, winner=None):
+        loser = {a, b}.difference({winner}).pop() if winner else None
+        return {"a": a, "b": b, "n_seeds": 3, "verdict": {"kind": kind, "winner": winner, "loser": loser}}
+
+    pairs = [
+        pair("mssd", "adam", "beats", "adam"),  # the paper's order: Adam above M-SSD
+        pair("mssd", "msvag", "beats", "msvag"),  # the reverse of M-SSD above M-SVAG
+        pair("m-sgd", "msvag", "undecided"),
+    ]
+    rows = {row["problem"]: row for row in anchors.anchor_rows(settings, entries, means, pairs)}
+    text = {
+        label: rows[f"Fashion-MNIST CNN (P1), {label}"]["ours_text"] for label in ("Adam", "M-SSD", "M-SVAG", "M-SGD")
+    }
+    assert text["Adam"] == "adam, mean over seeds; the source ranks it above mssd: adam beats mssd here (agrees)"
+    assert (
+        text["M-SSD"] == "mssd, mean over seeds; the source ranks it above msvag: msvag beats mssd here (the reverse)"
+    )
+    assert text["M-SVAG"] == "msvag, mean over seeds; the source ranks it above m-sgd: undecided here at 3 seeds"
+    assert text["M-SGD"] == "m-sgd, mean over seeds"  # last in the paper's order

@@ -25,6 +25,7 @@ class Anchor:
     value_high: float | None = None  # the top of a published range
     optimizers: tuple[str, ...] | None = None  # our registry names; ours = the best such entry (None: any)
     note: str = ""
+    ranked_above: str | None = None  # the registry name the source ranks next below this one (P1's order)
 
 
 ANCHORS: tuple[Anchor, ...] = (
@@ -67,12 +68,13 @@ ANCHORS: tuple[Anchor, ...] = (
             steps=6000,
             optimizers=(optimizer,),
             note="values read by eye from a plot (±0.002)",
+            ranked_above=below,
         )
-        for label, optimizer, value in (
-            ("Adam", "adam", 0.918),
-            ("M-SSD", "mssd", 0.915),
-            ("M-SVAG", "msvag", 0.910),
-            ("M-SGD", "momentum", 0.908),
+        for label, optimizer, value, below in (
+            ("Adam", "adam", 0.918, "mssd"),
+            ("M-SSD", "mssd", 0.915, "msvag"),
+            ("M-SVAG", "msvag", 0.910, "momentum"),
+            ("M-SGD", "momentum", 0.908, None),
         )
     ),
 )
@@ -108,13 +110,17 @@ def anchor_rows(
     settings: Mapping[str, Any] | None,
     entries: Sequence[tuple[str, str]],
     means: Mapping[str, float | None],
+    pairs: Sequence[Mapping[str, Any]] = (),
 ) -> list[dict[str, Any]]:
     """One row per anchor: source, problem, value, ours (or None) and what ours is or why it is absent.
 
     `settings` is a run's settings from run.json (model and training); `entries` lists (entry name,
-    registry optimizer name) in config order; `means` is each entry's mean test accuracy.
+    registry optimizer name) in config order; `means` is each entry's mean test accuracy; `pairs` are the
+    report's pairs with their verdicts, so that a ranked anchor (P1's order) says what this comparison
+    decided about the source's claim that it beats the next one.
     """
     rows = []
+    chosen: dict[str, str] = {}  # registry name of a compared single-optimizer anchor → our entry
     model = (settings or {}).get("model") or {}
     training = (settings or {}).get("training") or {}
     for anchor in ANCHORS:
@@ -150,4 +156,25 @@ def anchor_rows(
         else:
             best = max(scored, key=lambda name: means[name])  # first on ties: config order
             rows.append({**row, "ours": means[best], "ours_text": f"{best}, mean over seeds"})
+            if anchor.optimizers is not None and len(anchor.optimizers) == 1:
+                chosen[anchor.optimizers[0]] = best
+    for anchor, row in zip(ANCHORS, rows):
+        mine, theirs = chosen.get((anchor.optimizers or ("",))[0]), chosen.get(anchor.ranked_above or "")
+        if mine and theirs and row["ours"] is not None:
+            row["ours_text"] += f"; the source ranks it above {theirs}: {ranking_verdict(mine, theirs, pairs)}"
     return rows
+
+
+def ranking_verdict(mine: str, theirs: str, pairs: Sequence[Mapping[str, Any]]) -> str:
+    """This comparison's verdict on "`mine` beats `theirs`", in a few words."""
+    for pair in pairs:
+        if {pair.get("a"), pair.get("b")} == {mine, theirs}:
+            verdict = pair.get("verdict") or {}
+            kind = verdict.get("kind")
+            if kind == "beats":
+                agrees = "agrees" if verdict.get("winner") == mine else "the reverse"
+                return f"{verdict.get('winner')} beats {verdict.get('loser')} here ({agrees})"
+            if kind == "equivalent":
+                return "equivalent here, within the margin"
+            return f"undecided here at {pair.get('n_seeds', '?')} seeds"
+    return "not compared here"

@@ -209,6 +209,7 @@ def _numbers(inputs: ReportInputs, labels: np.ndarray) -> _Numbers:
         sections.experiment_settings(compared.results),
         [(row["name"], row["optimizer"]) for row in compared.rows],
         {name: stats["optimizers"][name]["mean"] for name in names},
+        stats["pairs"],
     )
     sensitivity = sensitivity_lines(compared.grid, compared.best_points, tuning)
     return _Numbers(compared, metrics, summary, stats, summarize(summary_rows, targets), anchors, sensitivity, tuning)
