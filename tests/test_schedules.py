@@ -14,9 +14,10 @@ import signal
 import numpy as np
 import pytest
 
-from tasks.core.config import ScheduleConfig, parse_config
+from tasks.core.config import parse_config
 from tasks.core.errors import ConfigError
 from tasks.core.runs import RunSettings, run_settings
+from tasks.core.schedule import ScheduleConfig
 from tasks.training import graph as train_graph
 from tasks.training.tf1 import tf
 from tests.test_train import BATCH, make_settings, train

@@ -9,17 +9,14 @@ the settings that define its result, so editing one optimizer reruns that optimi
 from __future__ import annotations
 
 import difflib
-import json
 import math
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal, TypeVar
+from typing import Annotated, Any, Literal
 
 from pydantic import (
-    BaseModel,
     BeforeValidator,
-    ConfigDict,
     Discriminator,
     Field,
     Tag,
@@ -31,6 +28,8 @@ from pydantic import (
 from tasks.core.configfile import quote_value, read_config_yaml
 from tasks.core.errors import ConfigError
 from tasks.core.registry import MODEL_PARAMS, optimizer_params, resolve_params
+from tasks.core.schedule import ScheduleConfig
+from tasks.core.schema import MAX_STEPS, _Strict
 from tasks.core.storage import TEMP_MARKER
 
 DEFAULT_TARGETS = (0.85, 0.88)
@@ -122,36 +121,6 @@ SplitSeed = Annotated[int | str, BeforeValidator(check_split_seed)]
 LearningRate = Annotated[float, BeforeValidator(check_learning_rate)]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
-    _parse_hint: ClassVar[str] = "check it against the config schema (tasks/core/config.py)"
-
-    @classmethod
-    def parse(cls: type[_Parsed], data: str | Mapping[str, Any], source: str = "settings") -> _Parsed:
-        """Validate data given as JSON text or a mapping; a ConfigError names what is wrong."""
-        try:
-            return cls.model_validate(json.loads(data) if isinstance(data, str) else plain(data))
-        except (ValueError, TypeError, ValidationError) as exc:
-            problems = exc.errors() if isinstance(exc, ValidationError) else [{"loc": (), "msg": str(exc)}]
-            detail = "; ".join(
-                f"{'.'.join(str(part) for part in problem['loc']) or '(top level)'}: {problem['msg']}"
-                for problem in problems[:5]
-            )
-            raise ConfigError(f"{source}: not valid {cls.__name__} ({detail[:500]}); {cls._parse_hint}") from None
-
-
-_Parsed = TypeVar("_Parsed", bound=_Strict)
-
-
-def plain(data: Any) -> Any:
-    """Luigi's frozen mappings and tuples as plain dicts and lists."""
-    if isinstance(data, Mapping):
-        return {key: plain(value) for key, value in data.items()}
-    if isinstance(data, (list, tuple)):
-        return [plain(value) for value in data]
-    return data
-
-
 class ModelConfig(_Strict):
     name: str
     params: dict[str, Any] = Field(default_factory=dict)
@@ -160,9 +129,6 @@ class ModelConfig(_Strict):
     def _known_model(self) -> ModelConfig:
         object.__setattr__(self, "params", known_params("model name", self.name, self.params, MODEL_PARAMS))
         return self
-
-
-MAX_STEPS = 10_000_000
 
 
 class TrainingConfig(_Strict):
@@ -199,99 +165,6 @@ class TrainingConfig(_Strict):
     def total_epochs(self, steps_per_epoch: int) -> int:
         """Epochs started: whole ones, plus a final partial one when a step budget ends mid-epoch."""
         return -(-self.total_steps(steps_per_epoch) // steps_per_epoch)
-
-
-SCHEDULE_KEYS = {"constant": (), "step": ("boundaries", "factor"), "cosine": ("final_fraction",)}
-
-
-class ScheduleConfig(_Strict):
-    """An entry's learning-rate schedule: the rate at optimizer step t (0 for the first update) is the entry's
-    `learning_rate` times a factor, computed in the graph from the global step (docs/schedules-and-budgets.md).
-
-    - `constant`: 1.
-    - `step`: `factor` (default 0.1) to the power of the number of `boundaries` at or below t.
-    - `cosine`: from 1 down to `final_fraction` (default 0) along half a cosine, over the steps after warm-up.
-    - `warmup_steps` W (any kind): times (t + 1)/W while t < W, so the full rate is reached at step W − 1.
-    """
-
-    kind: Literal["constant", "step", "cosine"] = "constant"
-    warmup_steps: int = Field(default=0, ge=0, le=MAX_STEPS)
-    boundaries: list[int] | None = None
-    factor: float | None = None
-    final_fraction: float | None = None
-
-    @field_validator("boundaries", mode="before")
-    @classmethod
-    def _increasing(cls, value: Any) -> Any:
-        if value is None:
-            return value
-        if not isinstance(value, list) or not value:
-            raise ValueError(f"expected a non-empty list of step numbers, found {quote_value(value)}")
-        for step in value:
-            if isinstance(step, bool) or not isinstance(step, int) or not 1 <= step <= MAX_STEPS:
-                raise ValueError(f"expected whole step numbers from 1 to {MAX_STEPS:,}, found {quote_value(step)}")
-        if any(later <= earlier for earlier, later in zip(value, value[1:])):
-            raise ValueError(f"expected strictly increasing step numbers, found {value}")
-        return value
-
-    @field_validator("factor", "final_fraction", mode="before")
-    @classmethod
-    def _fraction(cls, value: Any, info: Any) -> Any:
-        if value is None:
-            return value
-        low_open = info.field_name == "factor"  # a factor of 0 would stop training; a final fraction of 0 is usual
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise ValueError(f"expected a number in {'(0' if low_open else '[0'}, 1], found {quote_value(value)}")
-        if not ((0 < value) if low_open else (0 <= value)) or value > 1:
-            raise ValueError(f"expected a number in {'(0' if low_open else '[0'}, 1], found {value!r}")
-        return float(value)
-
-    @model_validator(mode="after")
-    def _keys_of_kind(self) -> ScheduleConfig:
-        for kind, keys in SCHEDULE_KEYS.items():
-            for key in keys:
-                if kind != self.kind and getattr(self, key) is not None:
-                    raise ValueError(f"{key}: only a {kind} schedule takes it, found kind {self.kind!r}")
-        if self.kind == "step":
-            if self.boundaries is None:
-                raise ValueError("boundaries: a step schedule needs the steps where the rate drops, e.g. [3000, 5000]")
-            if self.factor is None:
-                object.__setattr__(self, "factor", 0.1)
-        if self.kind == "cosine" and self.final_fraction is None:
-            object.__setattr__(self, "final_fraction", 0.0)
-        return self
-
-    @property
-    def is_constant(self) -> bool:
-        """True for the constant rate without warm-up: such a run's identity carries no schedule at all."""
-        return self.kind == "constant" and self.warmup_steps == 0
-
-    def identity(self) -> dict[str, Any]:
-        """The schedule as run identity and run.json record it: its kind and the keys it uses."""
-        return self.model_dump(mode="json", exclude_none=True)
-
-    def check_budget(self, total_steps: int) -> None:
-        """ValueError, naming the key, when a step the schedule names is not inside a run of `total_steps` steps."""
-        if self.warmup_steps >= total_steps and self.warmup_steps:
-            raise ValueError(
-                f"schedule.warmup_steps: expected fewer than the run's {total_steps:,} steps, "
-                f"found {self.warmup_steps:,}"
-            )
-        beyond = [step for step in self.boundaries or () if step >= total_steps]
-        if beyond:
-            raise ValueError(
-                f"schedule.boundaries: expected steps below the run's {total_steps:,} steps, found {beyond}"
-            )
-
-    def describe(self) -> str:
-        """One line for the report, e.g. 'cosine to 0 after 500 warm-up steps'."""
-        if self.kind == "constant":
-            text = "constant"
-        elif self.kind == "step":
-            text = f"×{self.factor:g} at steps {', '.join(f'{step:,}' for step in self.boundaries or ())}"
-        else:
-            text = f"cosine to {self.final_fraction:g}×"
-        return text + (f", after {self.warmup_steps:,} warm-up steps" if self.warmup_steps else "")
 
 
 class SplitConfig(_Strict):

@@ -26,17 +26,16 @@ from tasks.core.config import (
     LearningRate,
     ModelConfig,
     OptimizerEntry,
-    ScheduleConfig,
     SplitConfig,
     TrainingConfig,
-    _Strict,
     check_seed,
     known_params,
-    plain,
 )
 from tasks.core.errors import ConfigError
 from tasks.core.registry import optimizer_kind
 from tasks.core.runfolder import RunFolder
+from tasks.core.schedule import ScheduleConfig
+from tasks.core.schema import _Strict, plain
 from tasks.core.selection import reachable_rates
 
 # Bump when the training code changes what a given config produces, so that old runs are not reused.

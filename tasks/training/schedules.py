@@ -15,8 +15,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from tasks.core.config import ScheduleConfig
 from tasks.core.errors import TrainingError
+from tasks.core.schedule import ScheduleConfig
 from tasks.training.tf1 import tf
 
 
