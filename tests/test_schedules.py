@@ -1,6 +1,6 @@
 """Learning-rate schedules: validated by name, part of run identity, computed in the graph step by step.
 
-The known truth is the definition in tasks.core.config.ScheduleConfig, written out again here in numpy.
+The known truth is the definition in tasks.core.schedule.ScheduleConfig, written out again here in numpy.
 A recording optimizer (SGD that also writes each step's rate into a variable saved with the checkpoint)
 shows the rate the graph used at every global step, across chunks, epochs and a resume.
 """

@@ -133,15 +133,22 @@ def load(name: str, points: list[EntryPoint], make_param: Callable[[Any], Any]):
     where += f", {file})"
     params = _signature_params(factory, where, make_param)
     return OptimizerKind(
-        name=name,
+        **_identity(name, point, distribution, version, digest),
         params=params,
-        factory=point.value,
-        distribution=distribution,
-        version=version,
         source_file=file,
-        source_sha256=digest,
         imported_sha256=imported,
     )
+
+
+def _identity(name: str, point: EntryPoint, distribution: str, version: str, digest: str) -> dict[str, str]:
+    """The OptimizerKind fields every plugin kind has, loaded or broken."""
+    return {
+        "name": name,
+        "factory": point.value,
+        "distribution": distribution,
+        "version": version,
+        "source_sha256": digest,
+    }
 
 
 _warned: set[str] = set()
@@ -159,13 +166,9 @@ def _broken_kind(name: str, point: EntryPoint, distribution: str, version: str, 
         log.warning("%s; its runs will be recorded as failed", message)
     digest = source_sha256(point)
     return OptimizerKind(
-        name=name,
+        **_identity(name, point, distribution, version, digest),
         params=None,
-        factory=point.value,
-        distribution=distribution,
-        version=version,
         source_file=module_file(point),
-        source_sha256=digest,
         imported_sha256=digest,
         broken=message,
     )

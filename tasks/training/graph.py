@@ -121,7 +121,7 @@ def build_training_graph(
     One call of `run_chunk` runs up to `chunk_steps` steps in an in-graph while loop; the result is
     bit-identical to one step per call (a test checks it), only faster. The pieces are built in a fixed
     order: the graph-level seed gives each random op its seed by creation order, so the order is the weights.
-    `total_steps`, the run's budget, is needed by a cosine schedule (default: one epoch).
+    `total_steps`, the run's budget in steps, is required with a schedule (a cosine one spans it).
     """
     graph = tf.Graph()
     with graph.as_default():
@@ -133,11 +133,11 @@ def build_training_graph(
         inference_path(model, reuse=False)
         model_variables = tf.trainable_variables()
         validation = _validation(model, data)
-        rate = (
-            None
-            if optimizer.schedule.is_constant
-            else ScheduledRate(optimizer.schedule, optimizer.learning_rate, total_steps or steps)
-        )
+        rate = None
+        if not optimizer.schedule.is_constant:
+            if total_steps is None:
+                raise TrainingError("build_training_graph: a scheduled run needs total_steps, its budget in steps")
+            rate = ScheduledRate(optimizer.schedule, optimizer.learning_rate, total_steps)
         tf_optimizer = make_optimizer(optimizer, rate)
         run_chunk = _chunk_loop(model, data, tf_optimizer, model_variables, global_step, steps, chunk_steps, rate)
         new_epoch = _epoch_reset(data)

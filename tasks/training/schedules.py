@@ -1,6 +1,6 @@
 """Learning-rate schedules in the graph: the rate of optimizer step t is a tensor of the global step.
 
-The schedule (tasks.core.config.ScheduleConfig) is read by the optimizer's `_prepare`, which runs inside the
+The schedule (tasks.core.schedule.ScheduleConfig) is read by the optimizer's `_prepare`, which runs inside the
 chunk loop's body (tasks.training.graph), so each step of the in-graph while loop gets its own rate with no
 per-step Python. TensorFlow's compat.v1 optimizers, the project's own and the example plugin accept a
 zero-argument callable for `learning_rate` and resolve it there (`Optimizer._call_if_callable`).
