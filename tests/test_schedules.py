@@ -278,3 +278,11 @@ def test_configs_without_schedules_keep_their_run_and_config_hashes():
         update={"optimizers": [config.optimizers[0].model_copy(update={"schedule": ScheduleConfig(kind="cosine")})]}
     )
     assert config_hash(scheduled) != config_hash(config.model_copy(update={"optimizers": config.optimizers[:1]}))
+
+
+def test_a_scheduled_graph_without_its_step_budget_is_refused():
+    from tasks.core.errors import TrainingError
+
+    settings = RunSettings.parse(settings_with(SCHEDULES["cosine"]))
+    with pytest.raises(TrainingError, match="a scheduled run needs total_steps"):
+        train_graph.build_training_graph(settings.model, settings.optimizer, 0, 40, 2, BATCH)
