@@ -75,8 +75,9 @@ def prefix_name(epoch: int) -> str:
     return f"epoch-{epoch:04d}"
 
 
-def _frozen(data: Any) -> Any:
-    return MappingProxyType(data) if isinstance(data, dict) else data
+def _frozen(data: dict[str, Any]) -> Mapping[str, Any]:
+    """A record's content, read-only (a record is always a JSON object: _check_identity refused anything else)."""
+    return MappingProxyType(data)
 
 
 @dataclass(frozen=True)
@@ -304,7 +305,7 @@ class RunFolder:
         if Path(prefix).is_absolute() or not base.resolve().is_relative_to(root / CHECKPOINT_DIR):
             return f"names {prefix!r}, which is outside {root / CHECKPOINT_DIR}"
         index = base.with_name(f"{base.name}.index")
-        shards = sorted(base.parent.glob(f"{base.name}.data-*")) if base.parent.is_dir() else []
+        shards = sorted(base.parent.glob(f"{base.name}.data-*"))  # none when the folder is missing
         totals = {match.group(2) for match in (_DATA_SHARD.search(shard.name) for shard in shards) if match}
         if len(totals) != 1:
             return (
