@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -96,3 +97,33 @@ def test_clean_keeps_the_last_epochs_and_leaves_unknown_files_alone(tmp_path):
         "partial.tmp-host.1-2-abc",
     ]
     assert (tmp_path / "elsewhere.data").read_bytes() == b"x"
+
+
+def test_clean_goes_on_when_an_entry_vanishes_under_it(tmp_path, monkeypatch):
+    """What it lists may be gone by the time it removes it (a file or a TF temp folder): no error, all cleaned."""
+    for name in ("epoch-0001.index", "epoch-0001.data-00000-of-00001", "checkpoint"):
+        _touch(tmp_path / name)
+    (tmp_path / "epoch-0002_temp").mkdir()
+    _touch(tmp_path / "epoch-0002_temp" / "part-00000-of-00001.index")
+    listing, is_symlink = Path.iterdir, Path.is_symlink
+
+    def listed_then_removed(self):  # the files vanish once listed
+        entries = list(listing(self))
+        for entry in entries:
+            if entry.is_file():
+                entry.unlink()
+        return iter(entries)
+
+    def checked_then_removed(self):  # the folder vanishes once found to be a real folder
+        answer = is_symlink(self)
+        if self.name.endswith("_temp") and self.is_dir():
+            shutil.rmtree(self)
+        return answer
+
+    monkeypatch.setattr(Path, "iterdir", listed_then_removed)
+    monkeypatch.setattr(Path, "is_symlink", checked_then_removed)
+    removed = checkpoints.clean_checkpoint_dir(tmp_path, latest_epoch=4, keep=2)
+    assert sorted(path.name for path in removed) == [
+        "checkpoint", "epoch-0001.data-00000-of-00001", "epoch-0001.index", "epoch-0002_temp"
+    ]  # fmt: skip
+    assert list(listing(tmp_path)) == []

@@ -8,6 +8,7 @@ A run folder is data: another run's checkpoint, symlinked files and a stored gra
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -224,8 +225,13 @@ def test_a_checkpoint_outside_the_run_folder_is_refused(saved_run, run_copy):
 def test_a_checkpoint_copied_from_another_run_is_refused(saved_run, run_copy):
     # Another seed's weights under this run's file names: a valid checkpoint of the right model.
     _save_logreg(run_copy, *_weights(seed=8))
-    with pytest.raises(EvaluationError, match=r"epoch-0004: restored weights have sha256 [0-9a-f]{64}, run\.json"):
+    with pytest.raises(EvaluationError) as error:
         evaluate(run_copy, saved_run["test_arrow"])
+    assert re.fullmatch(
+        r".*epoch-0004: restored weights have sha256 [0-9a-f]{64}, run\.json records [0-9a-f]{64}; the checkpoint is "
+        r"not the one this run saved \(copied from another run, or corrupt\): delete the run folder and retrain",
+        str(error.value),
+    )
 
 
 def test_a_run_folder_of_another_run_or_settings_is_refused(saved_run):
@@ -281,8 +287,14 @@ def test_a_stored_graph_in_the_run_folder_is_never_run(saved_run, run_copy, tmp_
 def test_unreadable_or_mismatched_checkpoints_are_evaluation_errors(saved_run, run_copy, tmp_path):
     data_file = next((run_copy / "checkpoints").glob("epoch-0004.data-*"))
     data_file.write_bytes(b"not a tensor bundle")
-    with pytest.raises(EvaluationError, match=r"epoch-0004: checkpoint does not restore into the 'logreg' model"):
+    with pytest.raises(EvaluationError) as error:
         evaluate(run_copy, saved_run["test_arrow"])
+    assert re.fullmatch(
+        r".*epoch-0004: checkpoint does not restore into the 'logreg' model of the run's settings \((DataLoss|"
+        r"InvalidArgument|OutOfRange)Error: [^\n]+\); it is corrupt or from another model: delete the run folder and "
+        r"retrain",
+        str(error.value),
+    )
 
     # A logreg checkpoint named by a run of the mlp model: the variables the code builds are not in it.
     mlp_run = tmp_path / "mlp"
