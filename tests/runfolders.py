@@ -114,3 +114,7 @@ def edit(path: Path, **changes) -> None:
         else:
             data[key] = value
     write_json(path, data)
+
+
+def read_record(path: Path) -> dict:
+    return json.loads(path.read_text(encoding="utf-8"))

@@ -72,6 +72,46 @@ def test_a_file_is_never_made_more_readable_than_it_was(tmp_path):
     (tmp_path / "secret").write_bytes(b"s")
     (tmp_path / "secret").chmod(0o400)
     assert _mode(storage.quarantine(tmp_path / "secret", "bad")) == 0o400
+    (tmp_path / "open").write_bytes(b"o")
+    (tmp_path / "open").chmod(0o777)
+    assert _mode(storage.quarantine(tmp_path / "open", "bad")) == 0o600
+
+
+def test_a_file_it_may_not_chmod_keeps_its_mode_and_is_still_quarantined(tmp_path, monkeypatch):
+    (tmp_path / "theirs").write_bytes(b"t")
+    (tmp_path / "theirs").chmod(0o644)
+
+    def not_owner(fd, mode):
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "fchmod", not_owner)
+    target = storage.quarantine(tmp_path / "theirs", "bad")
+    assert _mode(target) == 0o644 and _reason(target).startswith("bad\nsize 1 bytes, sha256 ")
+
+
+def test_a_files_own_name_may_be_a_link_under_an_artifacts_root(tmp_path):
+    root = storage.protect_root(tmp_path / "artifacts")
+    (root / "runs").mkdir(parents=True)
+    (tmp_path / "elsewhere").write_bytes(b"e")
+    (root / "runs" / "run.json").symlink_to(tmp_path / "elsewhere")
+    target = storage.quarantine(root / "runs" / "run.json", "a link")
+    assert target.is_symlink() and (tmp_path / "elsewhere").read_bytes() == b"e"
+
+
+def test_a_link_planted_at_the_reason_files_name_is_never_written_through(tmp_path, monkeypatch):
+    (tmp_path / "bad").write_bytes(b"b")
+    victim = tmp_path / "victim.txt"
+    victim.write_bytes(b"precious")
+    seal = storage._seal_quarantined
+
+    def plant_then_seal(target, keep_bytes):  # another user's link appears after the name was chosen
+        target.with_name(target.name + ".reason.txt").symlink_to(victim)
+        return seal(target, keep_bytes)
+
+    monkeypatch.setattr(storage, "_seal_quarantined", plant_then_seal)
+    with pytest.raises(StorageError, match=r"reason\.txt: File exists"):
+        storage.quarantine(tmp_path / "bad", "bad")
+    assert victim.read_bytes() == b"precious"
 
 
 def test_a_link_is_moved_as_the_link_and_its_target_is_untouched(tmp_path):

@@ -149,7 +149,11 @@ def test_a_missing_or_damaged_run_json_is_named(run):
 
 def test_a_metrics_file_that_is_not_the_one_training_wrote_is_named(run):
     assert run.metrics_mismatch({"run_hash": RUN_HASH}) is None  # recorded before digests: trusted
-    write_metrics(run.metrics_path, [ROWS[0], {**ROWS[1], "val_accuracy": 0.99}])
+    edited = [ROWS[0], {**ROWS[1], "val_accuracy": 0.99}]
+    # The record given is the one checked against (record() passes the run.json it has just read).
+    assert run.metrics_mismatch({"metrics_sha256": digest_by_hand(edited)}) is not None
+    write_metrics(run.metrics_path, edited)
+    assert run.metrics_mismatch({"metrics_sha256": digest_by_hand(edited)}) is None
     assert run.metrics_mismatch() == (
         f"{run.metrics_path}: its rows' sha256 is {digest_by_hand([ROWS[0], {**ROWS[1], 'val_accuracy': 0.99}])}, "
         f"but run.json records '{digest_by_hand(ROWS)}'; it is not the file training wrote (edited or damaged): "

@@ -12,7 +12,7 @@ import pytest
 
 from tasks.core.errors import RunFolderError
 from tasks.core.runfolder import RunFolder, decode_predictions, encode_predictions, read_latest
-from tests.runfolders import PREDICTIONS, RUN_HASH, SEED, edit, make_run
+from tests.runfolders import PREDICTIONS, RUN_HASH, SEED, edit, make_run, read_record
 
 
 @pytest.fixture
@@ -119,9 +119,15 @@ def test_each_flaw_of_an_evaluation_is_named(run, changes, expected):
 
 def test_an_evaluation_stands_only_with_its_run_and_its_predictions(run):
     run.predictions_path.write_bytes(encode_predictions(PREDICTIONS[::-1]))
-    assert run.evaluation_problem().startswith(
-        f"{run.predictions_path}: sha256 {hashlib.sha256(run.predictions_path.read_bytes()).hexdigest()}, but"
+    recorded = read_record(run.evaluation_json)["predictions"]["sha256"]
+    assert run.evaluation_problem() == (
+        f"{run.predictions_path}: sha256 {hashlib.sha256(run.predictions_path.read_bytes()).hexdigest()}, but "
+        f"evaluation.json records {recorded!r}; it is not the file evaluation wrote: EvaluateRun scores the run again"
     )
+    # Bytes that are no Parquet file, though evaluation.json vouches for them: named by their path.
+    run.predictions_path.write_bytes(b"no parquet")
+    edit(run.evaluation_json, predictions={"sha256": hashlib.sha256(b"no parquet").hexdigest()})
+    assert run.evaluation_problem().startswith(f"{run.predictions_path}: not a readable Parquet file (")
     run.predictions_path.unlink()
     assert run.evaluation_problem() == f"{run.predictions_path} not found; EvaluateRun writes it again"
     run.predictions_path.mkdir()

@@ -19,6 +19,7 @@ from tasks.core.errors import StorageError
     ("host", "namespace", "expected"),
     [
         ("node-7.lab", "pid:[4026531836]", "node_7.lab.4026531836"),
+        ("Node-7.LAB", "pid:[5]", "Node_7.LAB.5"),
         ("a b/c", "pid:[12]", "a_b_c.12"),
         ("", "pid:[12]", "host.12"),
         ("h" * 60, "pid:[3]", "h" * 48 + ".3"),

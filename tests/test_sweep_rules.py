@@ -120,6 +120,7 @@ def test_a_pid_is_dead_only_when_no_such_process_exists_and_asking_never_signals
         assert child.poll() is None  # still running: the question sent it no signal
     finally:
         child.communicate(b"")
+    assert child.returncode == 0  # it ended on its own, not by a signal the question sent
     assert storage._pid_is_dead(child.pid)
     assert not storage._pid_is_dead(os.getpid())
 

@@ -260,10 +260,13 @@ def quarantine(path: str | os.PathLike, reason: str, *, keep_bytes: int | None =
         counter += 1
     shutil.move(str(source), str(target))
     evidence = _seal_quarantined(target, keep_bytes)
-    text = reason + ("\n" + evidence if evidence else "") + "\n"
-    fd = os.open(_reason_path(target), os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    reason_path = _reason_path(target)
+    try:  # a new file only: never through a link or over a file someone put there since the name was chosen
+        fd = os.open(reason_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise storage_error(reason_path, exc) from None
     with open(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
+        handle.write(f"{reason}\n{evidence}\n")
     return target
 
 
