@@ -8,7 +8,6 @@ import hashlib
 import os
 import re
 import stat
-import threading
 import time
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import pytest
 
 from tasks.core import storage
 from tasks.core.errors import StorageError
+from tests.fifo import call_without_blocking
 
 FROZEN = time.struct_time((2026, 12, 4, 5, 6, 7, 4, 338, 0))
 
@@ -144,15 +144,8 @@ def test_a_fifo_swapped_in_after_the_check_is_never_waited_on(tmp_path, monkeypa
     regular = (tmp_path / "plain").touch() or (tmp_path / "plain").lstat()
     real_lstat = Path.lstat
     monkeypatch.setattr(Path, "lstat", lambda self: regular if self.name == "pipe" else real_lstat(self))
-    result: list[str] = []
-    worker = threading.Thread(target=lambda: result.append(storage._seal_quarantined(tmp_path / "pipe", None)))
-    worker.start()
-    worker.join(10)
-    if worker.is_alive():  # blocked in open(): give it a writer, so that the thread ends
-        os.close(os.open(tmp_path / "pipe", os.O_WRONLY | os.O_NONBLOCK))
-        worker.join(10)
-        pytest.fail("quarantine blocked opening a FIFO")
-    assert result == ["it was not a regular file (moved as it was, never read)"]
+    result = call_without_blocking(tmp_path / "pipe", lambda: storage._seal_quarantined(tmp_path / "pipe", None))
+    assert result == "it was not a regular file (moved as it was, never read)"
 
 
 def test_contents_it_cannot_read_are_kept_whole_and_said(tmp_path, monkeypatch):
