@@ -59,9 +59,17 @@ def write_json(path: Path, data) -> None:
     path.write_text(json.dumps(data), encoding="utf-8")
 
 
-def make_run(tmp_path: Path) -> RunFolder:
-    """A finished, scored run of two epochs, as training and evaluation lay it out."""
-    folder = tmp_path / "runs" / "mlp-adam-a1b2c3d4e5f6" / "seed-3"
+def make_run(
+    tmp_path: Path,
+    *,
+    folder: Path | None = None,
+    run_hash: str = RUN_HASH,
+    seed: int = SEED,
+    record: dict | None = None,
+) -> RunFolder:
+    """A finished, scored run of two epochs, as training and evaluation lay it out: at `folder` (default: under
+    `tmp_path`), of run (`run_hash`, `seed`), with `record`'s keys added to its run.json."""
+    folder = folder or tmp_path / "runs" / "mlp-adam-a1b2c3d4e5f6" / "seed-3"
     (folder / "checkpoints").mkdir(parents=True)
     for name in ("epoch-0002.index", "epoch-0002.data-00000-of-00002", "epoch-0002.data-00001-of-00002"):
         (folder / "checkpoints" / name).write_bytes(b"w")
@@ -69,13 +77,14 @@ def make_run(tmp_path: Path) -> RunFolder:
     write_json(
         folder / "run.json",
         {
-            "run_hash": RUN_HASH,
-            "seed": SEED,
+            "run_hash": run_hash,
+            "seed": seed,
             "status": "completed",
             "epochs_completed": 2,
             "final_checkpoint": "checkpoints/epoch-0002",
             "weights_sha256": "f" * 64,
             "metrics_sha256": digest_by_hand(ROWS),
+            **(record or {}),
         },
     )
     encoded = encode_predictions(PREDICTIONS)
@@ -84,8 +93,8 @@ def make_run(tmp_path: Path) -> RunFolder:
         folder / "evaluation.json",
         {
             "schema_version": 2,
-            "run_hash": RUN_HASH,
-            "seed": SEED,
+            "run_hash": run_hash,
+            "seed": seed,
             "status": "completed",
             "metrics": {"best": 1},
             "test": {"examples": 5, "accuracy": 0.6},
@@ -99,11 +108,11 @@ def make_run(tmp_path: Path) -> RunFolder:
             "prefix": "epoch-0002",
             "weights_sha256": "f" * 64,
             "variables": [],
-            "run_hash": RUN_HASH,
-            "seed": SEED,
+            "run_hash": run_hash,
+            "seed": seed,
         },
     )
-    return RunFolder(str(folder), RUN_HASH, SEED)
+    return RunFolder(str(folder), run_hash, seed)
 
 
 def edit(path: Path, **changes) -> None:

@@ -67,3 +67,44 @@ def test_halving_costs_each_grid_point_the_epochs_it_will_reach_by_hand():
     assert halving_epochs(9, [3, 6], 1 / 3, 15) == 5
     # dissecting-adam's tuning: 7 entries x 2 tuning seeds x 3 points x 7 = 294 run-epochs of 630 (46.7%).
     assert 7 * 2 * 3 * halving_epochs(3, [3], 0.333, 15) == 294
+
+
+def _plan_config():
+    from tasks.core.config import parse_config
+
+    raw = dict(SMOKE, seeds=[0, 1], training={"epochs": 3, "batch_size": 64}, split={"validation_per_class": 500})
+    raw["optimizers"] = [{"name": "sgd", "learning_rate": 0.1}, {"name": "adam", "learning_rate": 0.001}]
+    return parse_config(raw)
+
+
+def test_the_estimate_is_the_cost_model_worked_out_by_hand(tmp_path):
+    """5,000 validation rows leave 55,000 to train on: 859 steps of 64 per epoch, 2,577 steps in 3 epochs."""
+    from tasks.core.layout import Layout
+    from tasks.training.cost import plan
+    from tests.runfolders import make_run
+
+    config, layout = _plan_config(), Layout(tmp_path / "artifacts")
+    # Nothing recorded: the reference machine's 158,000 examples/s for sgd, / 1.2 for adam; 0.6 s fixed per run;
+    # per epoch, validation at 3 x the rate and 0.04 s of writes; 0.5 s per evaluation.
+    sgd = 0.6 + 2577 * 64 / 158_000 + 3 * (5000 / (3 * 158_000) + 0.04)  # 1.79549 s
+    adam = 0.6 + 2577 * 64 * 1.2 / 158_000 + 3 * (5000 * 1.2 / (3 * 158_000) + 0.04)  # 2.01059 s
+    first = plan(config, layout)
+    assert (len(first.runs), len(first.to_do), first.evaluations_to_do) == (4, 4, 4)
+    assert first.sources == ["reference machine"] and round(sgd, 5) == 1.79549 and round(adam, 5) == 2.01059
+    assert abs(first.cpu_seconds - (2 * sgd + 2 * adam + 4 * 0.5)) < 1e-9
+    assert first.wall_seconds(2) == first.cpu_seconds / 2 and first.wall_seconds(0) == first.cpu_seconds
+
+    # sgd seed 0 trained at 100,000 examples/s with 2 s beyond its training time: sgd's seed 1 is costed at its
+    # own recorded rate, adam at that rate / 1.2 ("other optimizers"), each with 2 s fixed.
+    spec = next(spec for spec in first.runs if spec.name == "sgd" and spec.seed == 0)
+    record = {"settings": spec.settings.as_dict(), "examples_per_second": 100_000.0, "attempts": 1}
+    record |= {"wall_seconds": 10.0, "attempt_wall_seconds": 12.0}
+    make_run(tmp_path, folder=layout.run_dir(spec), run_hash=spec.run_hash, seed=0, record=record)
+    (layout.run_dir(spec) / "evaluation.json").unlink()
+    second = plan(config, layout)
+    assert (len(second.done), len(second.to_do), second.evaluations_to_do) == (1, 3, 4)
+    assert second.sources == ["recorded", "recorded (other optimizers)"]
+    sgd = 2.0 + 2577 * 64 / 100_000 + 3 * (5000 / 300_000 + 0.04)  # 3.81928 s
+    adam = 2.0 + 2577 * 64 * 1.2 / 100_000 + 3 * (5000 * 1.2 / 300_000 + 0.04)  # 4.15914 s
+    assert round(sgd, 5) == 3.81928 and round(adam, 5) == 4.15914
+    assert abs(second.cpu_seconds - (sgd + 2 * adam + 4 * 0.5)) < 1e-9
