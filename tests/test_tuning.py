@@ -159,3 +159,37 @@ def test_an_entrys_final_runs_wait_for_its_own_tuning_only(site, ran_tasks, tmp_
         TunedRuns(config=str(config_path), name="sgd"),
         TunedRuns(config=str(config_path), name="adam"),
     }
+
+
+def _quarantined_reasons(record_path: Path) -> list[str]:
+    return sorted(path.read_text() for path in (record_path.parent / "quarantine").glob("*.reason.txt"))
+
+
+def test_a_tampered_tuning_record_is_quarantined_and_the_choice_made_again_without_training(site, ran_tasks, tmp_path):
+    """Red team 7a and 8: a record edited to the losing point, or naming a rate outside its grid, is never
+    believed; each rerun moves it to quarantine, saying why, and rechooses from the finished grid runs."""
+    config_path = _tuned_config(tmp_path)
+    tune = TuneLearningRate(config=str(config_path), name="sgd")
+    build([tune], workers=1)
+    path = Path(tune.output().path)
+    original = json.loads(path.read_text())
+    loser = next(rate for rate in GRID if rate != original["chosen_learning_rate"])
+
+    worse = dict(original, chosen_learning_rate=loser)
+    path.write_text(json.dumps(worse))
+    assert not tune.complete()
+    ran_tasks.tasks.clear()
+    build([tune], workers=1)
+    assert [task.task_family for task in ran_tasks.tasks] == ["TuneLearningRate"]  # no grid run trains again
+    assert json.loads(path.read_text()) == original
+    (reason,) = _quarantined_reasons(path)
+    assert f"chose {loser!r}, but the rule" in reason and "the grid's choice was made again" in reason
+
+    outside = json.loads(json.dumps(original))
+    outside["grid"][0]["learning_rate"] = 0.03  # not a point of the config's grid [0.003, 0.3]
+    path.write_text(json.dumps(outside))
+    assert not tune.complete()
+    build([tune], workers=1)
+    assert json.loads(path.read_text()) == original and tune.complete()
+    reasons = _quarantined_reasons(path)
+    assert len(reasons) == 2 and any("covers the learning rates" in text and "not the grid" in text for text in reasons)
