@@ -73,6 +73,14 @@ def test_full_report_on_smoke_then_rerun_then_edit_one_learning_rate(site, ran_t
     build([FullReport(config=str(edited), date=date)])
     assert ran_tasks.tasks == [], "a rerun on finished artifacts must run no task"
 
+    # Red team 9: with report.html or a figure gone, FullReport rebuilds the report (and only the report).
+    for victim in ("report.html", "figures/forest_plot.png"):
+        (_report_dir(site) / victim).unlink()
+        build([FullReport(config=str(edited), date=date)])
+        assert sorted(ran_tasks.families()) == ["ExperimentReport", "FullReport"], victim
+        assert (_report_dir(site) / victim).is_file()
+        ran_tasks.tasks.clear()
+
     raw = yaml.safe_load(SMOKE.read_text())
     for entry in raw["optimizers"]:
         if entry["name"] == "adam":
