@@ -102,6 +102,7 @@ def test_found_at_reads_the_run_its_record_names(run, tmp_path):
         ({"weights_sha256": None}, "names final_checkpoint 'checkpoints/epoch-0002' but no weights_sha256"),
         ({"status": "failed", "failure": "boom"}, "has status 'failed' but epochs_completed 2, final_checkpoint"),
         ({"status": "failed", "epochs_completed": 0, "final_checkpoint": None}, "and failure None; a failed run has"),
+        ({"status": "failed", "epochs_completed": 0, "final_checkpoint": None, "failure": 5}, "and failure 5; a"),
         ({"status": "failed", "epochs_completed": 0, "failure": "x"}, "final_checkpoint 'checkpoints/epoch-0002' and"),
         ({"seed": 4}, f"expected the record of run {RUN_HASH} seed 3, found ('{RUN_HASH}', 4); the folder holds"),
         ({"run_hash": "other"}, "found ('other', 3)"),
@@ -131,6 +132,12 @@ def test_runs_that_diverged_or_failed_are_finished_without_weights(run):
     )
     run.metrics_path.unlink()  # a failed run never completed an epoch
     assert run.finished and not run.record().has_result and not run.record().diverged
+
+
+def test_a_run_of_one_epoch_without_its_metrics_is_not_finished_even_without_a_digest(run):
+    edit(run.run_json, epochs_completed=1, metrics_sha256=...)
+    run.metrics_path.unlink()
+    assert run.problem() == f"{run.metrics_path} not found"
 
 
 def test_a_missing_or_damaged_run_json_is_named(run):

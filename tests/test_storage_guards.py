@@ -44,6 +44,34 @@ def test_the_writer_id_of_this_process_names_its_temp_files(tmp_path):
     with storage.atomic_path(tmp_path / "target.bin", suffix=".npy") as temp:
         assert temp.name.startswith(f".target.bin{storage.TEMP_MARKER}{storage.WRITER_ID}-{os.getpid()}-")
         assert temp.name.endswith(".npy") and storage._TEMP_NAME.fullmatch(temp.name)
+        assert temp.parent == tmp_path  # beside its target: the rename never crosses filesystems
+
+
+def test_a_write_works_where_the_filesystem_has_no_locks_or_no_folder_fsync(tmp_path, monkeypatch):
+    def no_locks(fd, operation):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    fsync = os.fsync
+
+    def files_only(fd):  # some network filesystems refuse fsync on a folder
+        if os.path.isdir(f"/proc/self/fd/{fd}"):
+            raise OSError(errno.EINVAL, "Invalid argument")
+        fsync(fd)
+
+    monkeypatch.setattr(storage.fcntl, "flock", no_locks)
+    monkeypatch.setattr(storage.os, "fsync", files_only)
+    storage.write_json_atomic(tmp_path / "a.json", {"a": 1})
+    assert storage.read_json(tmp_path / "a.json") == {"a": 1} and os.listdir(tmp_path) == ["a.json"]
+
+
+def test_a_temp_file_that_cannot_be_set_up_is_removed_and_the_error_named(tmp_path, monkeypatch):
+    def refused(fd, mode):
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(storage.os, "fchmod", refused)
+    with pytest.raises(StorageError, match=r"cannot write .*a\.json: Operation not permitted"):
+        storage.write_json_atomic(tmp_path / "a.json", {"a": 1})
+    assert os.listdir(tmp_path) == []
 
 
 @pytest.fixture
@@ -71,6 +99,7 @@ def test_a_relative_path_is_checked_from_the_working_folder(root, monkeypatch):
 def test_only_folders_below_the_root_are_checked_and_a_files_own_name_may_be_a_link(root, tmp_path):
     sibling = tmp_path / "artifacts-old"  # shares the root's name as a prefix, but is not below it
     sibling.mkdir()
+    (root / "-old").symlink_to(tmp_path / "outside")  # what the sibling's path would name if read as below the root
     (sibling / "reports").symlink_to(tmp_path / "outside", target_is_directory=True)
     storage.refuse_linked_folders(sibling / "reports" / "tiny")
     storage.refuse_linked_folders(root / "reports" / "tiny", folder=False)  # a file named by a link

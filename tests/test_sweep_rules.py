@@ -106,7 +106,16 @@ def test_looking_for_a_lock_never_waits_on_a_fifo(tmp_path):
 
 
 def test_a_pid_is_dead_only_when_no_such_process_exists_and_asking_never_signals_it(monkeypatch):
-    child = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
+    # The child restores the default action of every signal a mistaken kill(pid, n) might send (under nohup,
+    # SIGHUP would be ignored), so that any signal ends it early.
+    code = (
+        "import signal, sys\n"
+        "for n in range(1, 16):\n"
+        "    try: signal.signal(n, signal.SIG_DFL)\n"
+        "    except (OSError, ValueError): pass\n"
+        "sys.stdin.read()"
+    )
+    child = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE)
     try:
         assert not storage._pid_is_dead(child.pid)
         assert child.poll() is None  # still running: the question sent it no signal

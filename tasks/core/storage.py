@@ -70,7 +70,7 @@ def refuse_linked_folders(path: str | os.PathLike, *, folder: bool = True) -> No
     Plain strings and lstat, not pathlib: Layout runs it for every path a task asks for while scheduling.
     """
     text = os.fspath(path)
-    absolute = text if os.path.isabs(text) else os.path.join(os.getcwd(), text)
+    absolute = os.path.join(os.getcwd(), text)  # an absolute `text` stays itself
     for root in _artifacts_roots:
         if not absolute.startswith(root) or absolute[len(root) : len(root) + 1] not in ("", os.sep):
             continue
