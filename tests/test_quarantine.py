@@ -163,6 +163,26 @@ def test_contents_it_cannot_read_are_kept_whole_and_said(tmp_path, monkeypatch):
     assert _reason(target) == "bad\nits contents could not be read (Permission denied), so it is kept whole\n"
 
 
+def test_a_read_only_file_that_is_not_cut_is_only_opened_for_reading(tmp_path, monkeypatch):
+    # A user who is not root may not open their own read-only file for writing: quarantine opens it for
+    # writing only when it must cut it, so the digest is still taken.
+    (tmp_path / "frozen").write_bytes(b"ro")
+    (tmp_path / "frozen").chmod(0o444)
+    real_open = os.open
+
+    def as_its_owner(path, flags, *args):
+        wants_write = flags & (os.O_WRONLY | os.O_RDWR)
+        if wants_write and Path(path).exists() and not os.stat(path).st_mode & stat.S_IWUSR:
+            raise PermissionError(13, "Permission denied")
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(os, "open", as_its_owner)
+    target = storage.quarantine(tmp_path / "frozen", "bad", keep_bytes=2)
+    digest = hashlib.sha256(b"ro").hexdigest()
+    assert _reason(target) == f"bad\nsize 2 bytes, sha256 {digest}\n"
+    assert target.read_bytes() == b"ro" and _mode(target) == 0o400
+
+
 @pytest.mark.parametrize("kind", ["a symbolic link", "something else"])
 def test_a_quarantine_folder_that_is_not_a_folder_is_refused_and_nothing_moves(tmp_path, kind):
     (tmp_path / "bad").write_bytes(b"b")
