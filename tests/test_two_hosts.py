@@ -127,7 +127,11 @@ def run_records(root: Path, seed: int, count: int) -> dict[str, dict]:
 
 
 def reference_weights(root: Path, record: dict, into: Path) -> str:
-    """weights_sha256 of the same run trained in this process, uninterrupted, in another folder."""
+    """weights_sha256 of the same run trained in this process, uninterrupted, in another folder.
+
+    With the thread counts the hosts used (their run.json says): weights are bit-identical only at fixed
+    thread counts (on an AMD EPYC here, 1 and 2 intra-op threads give different weights).
+    """
     from tasks.core.layout import Layout
     from tasks.training.loop import train_run
 
@@ -139,6 +143,8 @@ def reference_weights(root: Path, record: dict, into: Path) -> str:
         layout.train_arrow,
         layout.split_arrow(split["validation_per_class"], split["seed"]),
         into,
+        intra_op_threads=record["threads"]["intra_op"],
+        inter_op_threads=record["threads"]["inter_op"],
     )
     assert trained["attempts"] == 1 and trained["status"] == "completed"
     return trained["weights_sha256"]
