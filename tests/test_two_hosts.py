@@ -16,6 +16,7 @@ import re
 import signal
 import sqlite3
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -126,26 +127,46 @@ def run_records(root: Path, seed: int, count: int) -> dict[str, dict]:
     return {record["run_hash"]: record for record in records}
 
 
+REFERENCE = """
+import json, sys
+from tasks.core.layout import Layout
+from tasks.training.loop import train_run
+
+root, record, into = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3]
+split, layout = record["settings"]["split"], Layout(root)
+trained = train_run(
+    record["settings"],
+    record["seed"],
+    layout.train_arrow,
+    layout.split_arrow(split["validation_per_class"], split["seed"]),
+    into,
+    intra_op_threads=record["threads"]["intra_op"],
+    inter_op_threads=record["threads"]["inter_op"],
+)
+print(json.dumps({key: trained[key] for key in ("attempts", "status", "weights_sha256")}))
+"""
+
+
 def reference_weights(root: Path, record: dict, into: Path) -> str:
-    """weights_sha256 of the same run trained in this process, uninterrupted, in another folder.
+    """weights_sha256 of the same run trained uninterrupted, in another folder, by a new process.
 
-    With the thread counts the hosts used (their run.json says): weights are bit-identical only at fixed
-    thread counts (on an AMD EPYC here, 1 and 2 intra-op threads give different weights).
+    Weights are bit-identical only at fixed thread counts (on an AMD EPYC here, 1 and 2 intra-op threads
+    give different weights), so the reference uses the threads the hosts' run.json records, in a process of
+    its own: TensorFlow sizes its thread pools at a process's first session and ignores later sessions'
+    counts, so this test process, which other tests' sessions may have started, would not honour them.
     """
-    from tasks.core.layout import Layout
-    from tasks.training.loop import train_run
-
-    split = record["settings"]["split"]
-    layout = Layout(root)
-    trained = train_run(
-        record["settings"],
-        record["seed"],
-        layout.train_arrow,
-        layout.split_arrow(split["validation_per_class"], split["seed"]),
-        into,
-        intra_op_threads=record["threads"]["intra_op"],
-        inter_op_threads=record["threads"]["inter_op"],
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    env.pop("FMNIST_CRASH_AT", None)
+    done = subprocess.run(
+        [sys.executable, "-c", REFERENCE, str(root), json.dumps(record), str(into)],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=HANG_LIMIT,
     )
+    assert done.returncode == 0, done.stderr[-4000:]
+    trained = json.loads(done.stdout.strip().splitlines()[-1])
     assert trained["attempts"] == 1 and trained["status"] == "completed"
     return trained["weights_sha256"]
 
