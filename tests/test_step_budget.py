@@ -4,19 +4,17 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import signal
 import subprocess
-import sys
 from types import SimpleNamespace
 
 import pytest
 import yaml
 
-from tasks.core import faults
 from tasks.core.config import TrainingConfig, load_config, parse_config
 from tasks.core.errors import ConfigError
 from tasks.core.runs import grid_specs, run_settings
+from tests.childrun import train_in_child
 from tests.conftest import REPO_ROOT
 
 SMOKE = yaml.safe_load((REPO_ROOT / "configs" / "smoke.yaml").read_text())
@@ -71,17 +69,6 @@ def test_total_steps_and_epochs_with_a_final_partial_epoch():
 
 STEP_BUDGET = 30  # one whole epoch, then a final partial one of 10 steps
 
-# A run in a child process, with 4-step chunks (so a kill can land inside the partial epoch).
-CHILD = """
-import json, sys
-from pathlib import Path
-import tasks.training.graph as graph
-graph.CHUNK_STEPS = 4
-from tasks.training.loop import train_run
-settings, train_arrow, split_arrow, run_dir = json.loads(sys.argv[1]), *map(Path, sys.argv[2:5])
-train_run(settings, 0, train_arrow, split_arrow, run_dir, intra_op_threads=2, inter_op_threads=1)
-"""
-
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
@@ -99,14 +86,8 @@ def _step_settings(steps: int = STEP_BUDGET) -> dict:
 
 
 def _child(data, run_dir, crash_at: str | None = None, settings: dict | None = None) -> subprocess.CompletedProcess:
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    env.pop(faults.ENV_VAR, None)
-    if crash_at:
-        env[faults.ENV_VAR] = crash_at
-    args = [json.dumps(settings or _step_settings()), str(data[0]), str(data[1]), str(run_dir)]
-    return subprocess.run(
-        [sys.executable, "-c", CHILD, *args], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300
-    )
+    """A run in a child process, with 4-step chunks (so a kill can land inside the partial epoch)."""
+    return train_in_child(settings or _step_settings(), *data, run_dir, crash_at=crash_at, chunk_steps=4)
 
 
 @pytest.fixture(scope="module")

@@ -28,6 +28,7 @@ from tasks.core.runs import settings_hash
 from tasks.data.arrays import write_arrays
 from tasks.evaluation.evaluate import evaluate_run
 from tasks.training import events
+from tests.childrun import train_in_child
 from tests.cluster import wait_for
 from tests.conftest import REPO_ROOT, build
 from tests.synthetic import make_images_labels
@@ -126,29 +127,12 @@ def test_writing_events_changes_no_weight(data, tmp_path, straight, monkeypatch)
     assert read_metrics(tmp_path / "run")["train_loss"] == read_metrics(straight[0])["train_loss"]
 
 
-def killed_training(data, run_dir: Path, crash_at: str) -> subprocess.CompletedProcess:
-    """Train SETTINGS in a child process that SIGKILLs itself at `crash_at` (tasks.core.faults)."""
-    code = (
-        "import sys, json; from pathlib import Path; from tests.test_train import train; "
-        "train((Path(sys.argv[1]), Path(sys.argv[2])), Path(sys.argv[3]), json.loads(sys.argv[4]))"
-    )
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", **{faults.ENV_VAR: crash_at})
-    return subprocess.run(
-        [sys.executable, "-c", code, str(data[0]), str(data[1]), str(run_dir), json.dumps(SETTINGS)],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-
-
 def test_a_sigkill_then_a_resume_writes_each_step_once_in_order(data, tmp_path, straight):
     """Killed after epoch 2's metrics and checkpoint files, before its latest.json and event file: the resume
     cuts metrics.parquet back to epoch 1 and trains epoch 2 again (a kill after a whole epoch: the pipeline
     test below)."""
     run_dir, epochs_recorded = tmp_path / "run", 1
-    killed = killed_training(data, run_dir, "train.checkpoint-saved:2")
+    killed = train_in_child(SETTINGS, *data, run_dir, crash_at="train.checkpoint-saved:2")
     assert killed.returncode == -9, killed.stderr[-3000:]
     assert read_metrics(run_dir)["epoch"] == [1, 2]  # the event file is one epoch behind metrics.parquet
     accumulator = loaded(run_dir)

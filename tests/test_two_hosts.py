@@ -16,14 +16,15 @@ import re
 import signal
 import sqlite3
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
+from tasks.core.layout import Layout
 from tasks.core.locks import lock_path
 from tests import synthetic
+from tests.childrun import train_in_child
 from tests.cluster import HANG_LIMIT, PORT, Cluster, Workers, has_open, wait_for
 from tests.conftest import REPO_ROOT, SYNTHETIC_TEST_ROWS, SYNTHETIC_TRAIN_ROWS
 from tests.netns import two_hosts
@@ -127,46 +128,22 @@ def run_records(root: Path, seed: int, count: int) -> dict[str, dict]:
     return {record["run_hash"]: record for record in records}
 
 
-REFERENCE = """
-import json, sys
-from tasks.core.layout import Layout
-from tasks.training.loop import train_run
-
-root, record, into = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3]
-split, layout = record["settings"]["split"], Layout(root)
-trained = train_run(
-    record["settings"],
-    record["seed"],
-    layout.train_arrow,
-    layout.split_arrow(split["validation_per_class"], split["seed"]),
-    into,
-    intra_op_threads=record["threads"]["intra_op"],
-    inter_op_threads=record["threads"]["inter_op"],
-)
-print(json.dumps({key: trained[key] for key in ("attempts", "status", "weights_sha256")}))
-"""
-
-
 def reference_weights(root: Path, record: dict, into: Path) -> str:
     """weights_sha256 of the same run trained uninterrupted, in another folder, by a new process.
 
     Weights are bit-identical only at fixed thread counts (on an AMD EPYC here, 1 and 2 intra-op threads
-    give different weights), so the reference uses the threads the hosts' run.json records, in a process of
-    its own: TensorFlow sizes its thread pools at a process's first session and ignores later sessions'
-    counts, so this test process, which other tests' sessions may have started, would not honour them.
+    give different weights), so the reference trains at the threads the hosts' run.json records, in a
+    process of its own (tests/childrun.py): this test process's TensorFlow keeps the thread pools of
+    whichever test's session came first.
     """
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    env.pop("FMNIST_CRASH_AT", None)
-    done = subprocess.run(
-        [sys.executable, "-c", REFERENCE, str(root), json.dumps(record), str(into)],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=HANG_LIMIT,
+    split, layout = record["settings"]["split"], Layout(root)
+    threads = (record["threads"]["intra_op"], record["threads"]["inter_op"])
+    train_arrow, split_arrow = layout.train_arrow, layout.split_arrow(split["validation_per_class"], split["seed"])
+    done = train_in_child(
+        record["settings"], train_arrow, split_arrow, into, seed=record["seed"], threads=threads, timeout=HANG_LIMIT
     )
     assert done.returncode == 0, done.stderr[-4000:]
-    trained = json.loads(done.stdout.strip().splitlines()[-1])
+    trained = json.loads((into / "run.json").read_text())
     assert trained["attempts"] == 1 and trained["status"] == "completed"
     return trained["weights_sha256"]
 
