@@ -24,8 +24,9 @@ from tasks.core.experiment import (
     tuning_record_path,
     tuning_record_problem,
 )
+from tasks.core.quarantine import quarantine
 from tasks.core.runs import entry_named, final_specs, grid_specs, tuned_entries
-from tasks.core.storage import quarantine, read_json, write_json_atomic
+from tasks.core.storage import read_json, write_json_atomic
 
 
 class TuneLearningRate(luigi.Task):

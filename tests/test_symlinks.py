@@ -14,7 +14,7 @@ import yaml
 
 from pipeline import FullReport, NightlyReport, TrainRun
 from pipeline.hygiene import sweep_output_folders
-from tasks.core import storage
+from tasks.core import quarantine, storage
 from tasks.core.config import parse_config
 from tasks.core.errors import StorageError
 from tasks.core.layout import Layout
@@ -79,7 +79,7 @@ def test_a_symlinked_report_folder_is_refused_by_the_layout_every_writer_and_eve
     with pytest.raises(StorageError):
         storage.sweep_temp_files(link)
     with pytest.raises(StorageError):
-        storage.quarantine(link / "backup.tmp-2024.tar", "a test")
+        quarantine.quarantine(link / "backup.tmp-2024.tar", "a test")
     # A sweep of the root itself steps over the link: it never descends into it.
     assert storage.sweep_temp_files(paths.root) == []
 

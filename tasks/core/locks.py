@@ -32,7 +32,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from tasks.core.errors import PipelineError, StorageError
-from tasks.core.storage import ensure_dir, public_file_mode, quarantine, storage_error
+from tasks.core.quarantine import quarantine
+from tasks.core.storage import ensure_dir, public_file_mode, storage_error
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""Atomic file targets, checksums, quarantine, the sweep of killed writers' temp files, and the guard
+"""Atomic file targets, checksums, the sweep of killed writers' temp files, and the guard
 against symbolic links inside the artifacts root.
 
 Every finished target is written to a temp file in its own directory and moved into place with
@@ -21,7 +21,6 @@ import json
 import logging
 import os
 import re
-import shutil
 import socket
 import stat
 import tempfile
@@ -39,7 +38,7 @@ log = logging.getLogger(__name__)
 TEMP_MARKER = ".tmp-"
 _UMASK = os.umask(0)
 os.umask(_UMASK)  # reading the umask means setting it; put it straight back
-QUARANTINE_DIR = "quarantine"
+QUARANTINE_DIR = "quarantine"  # tasks/core/quarantine.py moves bad files here; the sweep leaves it alone
 # A temp file of another host (whose pids we cannot check) is swept when no live writer holds its lock and
 # it has not changed for this long (docs/operations-hardening.md: why both, and what clocks then matter).
 FOREIGN_TEMP_SECONDS = 3600
@@ -238,85 +237,6 @@ def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
         for chunk in iter(lambda: handle.read(chunk_size), b""):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def quarantine(path: str | os.PathLike, reason: str, *, keep_bytes: int | None = None) -> Path:
-    """Move a bad file into `<its dir>/quarantine/`, never deleting it, and record why beside it.
-
-    The moved file is made private (never more readable than it was, at most 0600: it may be a copy
-    of something only its owner could read), and its size and sha256 go into the `.reason.txt`. With
-    `keep_bytes`, a larger file keeps only its first `keep_bytes` bytes, so that repeated bad downloads
-    cannot fill the disk. A symbolic link is moved as the link itself, never followed. Returns the new
-    location so that the caller can name it in its error message.
-    """
-    source = Path(path)
-    refuse_linked_folders(source, folder=False)
-    target_dir = _quarantine_dir(source.parent)
-    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
-    target = target_dir / f"{source.name}.{stamp}"
-    counter = 1
-    while os.path.lexists(target) or os.path.lexists(_reason_path(target)):
-        target = target_dir / f"{source.name}.{stamp}.{counter}"
-        counter += 1
-    shutil.move(str(source), str(target))
-    evidence = _seal_quarantined(target, keep_bytes)
-    reason_path = _reason_path(target)
-    try:  # a new file only: never through a link or over a file someone put there since the name was chosen
-        fd = os.open(reason_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    except OSError as exc:
-        raise storage_error(reason_path, exc) from None
-    with open(fd, "w", encoding="utf-8") as handle:
-        handle.write(f"{reason}\n{evidence}\n")
-    return target
-
-
-def _reason_path(target: Path) -> Path:
-    return target.with_name(target.name + ".reason.txt")
-
-
-def _quarantine_dir(parent: Path) -> Path:
-    """`parent/quarantine`, created private; a symbolic link or a file in its place is refused."""
-    folder = parent / QUARANTINE_DIR
-    try:
-        folder.mkdir(mode=0o700)
-    except FileExistsError:
-        if folder.is_symlink() or not folder.is_dir():
-            raise StorageError(
-                f"cannot quarantine into {folder}: expected a folder, found "
-                f"{'a symbolic link' if folder.is_symlink() else 'something else'}; move it aside and rerun"
-            ) from None
-    except OSError as exc:
-        raise storage_error(folder, exc) from None
-    return folder
-
-
-def _seal_quarantined(target: Path, keep_bytes: int | None) -> str:
-    """Make a quarantined file private, describe it (size, sha256), and cut it to `keep_bytes`."""
-    info = target.lstat()
-    if stat.S_ISLNK(info.st_mode):
-        return f"it was a symbolic link to {os.readlink(target)!r} (moved as a link, never followed)"
-    if not stat.S_ISREG(info.st_mode):
-        return "it was not a regular file (moved as it was, never opened)"
-    cut = keep_bytes is not None and info.st_size > keep_bytes
-    try:
-        fd = os.open(target, (os.O_RDWR if cut else os.O_RDONLY) | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError as exc:  # moved, but not ours to read: the move itself is what matters
-        return f"its contents could not be read ({exc.strerror or exc}), so it is kept whole"
-    with open(fd, "rb" if not cut else "rb+", buffering=0) as handle:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            return "it was not a regular file (moved as it was, never read)"
-        with contextlib.suppress(OSError):  # not ours to chmod: it keeps the mode its owner gave it
-            os.fchmod(fd, stat.S_IMODE(info.st_mode) & 0o600)
-        digest, size = hashlib.sha256(), 0
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-            size += len(chunk)
-        evidence = f"size {size} bytes, sha256 {digest.hexdigest()}"
-        if cut:
-            os.ftruncate(fd, keep_bytes)
-            evidence += f"; only its first {keep_bytes} bytes are kept here"
-    return evidence
 
 
 def public_file_mode() -> int:

@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import BinaryIO
 
 from tasks.core.errors import StorageError
-from tasks.core.storage import public_file_mode, quarantine, storage_error, write_json_atomic
+from tasks.core.quarantine import quarantine
+from tasks.core.storage import public_file_mode, storage_error, write_json_atomic
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,8 @@ import numpy as np
 
 from tasks.core.errors import DataError
 from tasks.core.layout import Layout
-from tasks.core.storage import quarantine, read_json, sha256_file, write_json_atomic
+from tasks.core.quarantine import quarantine
+from tasks.core.storage import read_json, sha256_file, write_json_atomic
 from tasks.data.arrays import load_arrays, load_indices
 from tasks.data.dataset import RAW_FILES
 from tasks.data.prepare import split_record

@@ -27,7 +27,8 @@ import pyarrow.parquet as pq
 
 from tasks.core.errors import DataError
 from tasks.core.faults import crash_point
-from tasks.core.storage import atomic_path, quarantine, sweep_temp_files
+from tasks.core.quarantine import quarantine
+from tasks.core.storage import atomic_path, sweep_temp_files
 
 HISTORY_SCHEMA = pa.schema(
     [
