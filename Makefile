@@ -66,7 +66,7 @@ test: lint
 bench: install
 	$(BIN)/python benchmarks/data_load.py
 
-# Mutation testing of tasks/core/storage.py, tasks/core/quarantine.py, tasks/training/checkpoints.py and tasks/core/runfolder.py ([tool.mutmut] in pyproject.toml),
+# Mutation testing of tasks/core/storage.py, tasks/core/quarantine.py, tasks/training/checkpoints.py, tasks/core/runfolder.py and runtables.py ([tool.mutmut] in pyproject.toml),
 # not in CI: about 45 minutes with two children. `$(BIN)/mutmut results` lists the survivors, `mutmut show <name>` one.
 mutation: install
 	$(BIN)/python -m pip install --quiet 'mutmut>=3.8,<4'

@@ -18,8 +18,9 @@ import pytest
 import scipy.stats
 
 from tasks.core.config import ModelConfig, SplitConfig, TrainingConfig
-from tasks.core.runfolder import EVALUATION_SCHEMA_VERSION, PREDICTIONS_PARQUET, RunFolder, encode_predictions
+from tasks.core.runfolder import EVALUATION_SCHEMA_VERSION, PREDICTIONS_PARQUET, RunFolder
 from tasks.core.runs import RUN_SCHEMA_VERSION, OptimizerSettings, RunOnDisk, RunSettings, RunSpec
+from tasks.core.runtables import encode_predictions
 from tasks.data.arrays import load_arrays, write_arrays
 from tasks.evaluation.evaluate import score_predictions, summarize_metrics
 from tasks.reporting import statistics

@@ -11,7 +11,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tasks.core.runfolder import RunFolder, encode_predictions
+from tasks.core.runfolder import RunFolder
+from tasks.core.runtables import encode_predictions
 
 RUN_HASH, SEED = "a1b2c3d4e5f6", 3
 COLUMNS = ["epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "wall_seconds", "examples_per_second"]

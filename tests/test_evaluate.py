@@ -19,8 +19,9 @@ import pytest
 
 from tasks.core.config import ModelConfig, parse_config
 from tasks.core.errors import EvaluationError
-from tasks.core.runfolder import METRICS_SCHEMA, RunFolder
+from tasks.core.runfolder import RunFolder
 from tasks.core.runs import run_settings, settings_hash
+from tasks.core.runtables import METRICS_SCHEMA
 from tasks.data.arrays import write_arrays
 from tasks.evaluation.evaluate import evaluate_run, summarize_metrics
 from tasks.training import models

@@ -11,7 +11,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tasks.core.runfolder import METRICS_SCHEMA, METRICS_SHA256, RunFolder, metrics_digest
+from tasks.core.runfolder import METRICS_SHA256, RunFolder
+from tasks.core.runtables import METRICS_SCHEMA, metrics_digest
 from tests.test_train import train, write_data
 
 

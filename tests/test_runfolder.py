@@ -12,7 +12,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from tasks.core.errors import RunFolderError
-from tasks.core.runfolder import RunFolder, metrics_digest, prefix_name
+from tasks.core.runfolder import RunFolder, prefix_name
+from tasks.core.runtables import metrics_digest
 from tests.runfolders import COLUMNS, PREDICTIONS, ROWS, RUN_HASH, SEED, digest_by_hand, edit, make_run, write_metrics
 
 

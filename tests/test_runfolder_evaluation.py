@@ -11,7 +11,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from tasks.core.errors import RunFolderError
-from tasks.core.runfolder import RunFolder, decode_predictions, encode_predictions, read_latest
+from tasks.core.runfolder import RunFolder, read_latest
+from tasks.core.runtables import decode_predictions, encode_predictions
 from tests.runfolders import PREDICTIONS, RUN_HASH, SEED, edit, make_run, read_record
 
 

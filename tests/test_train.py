@@ -15,8 +15,9 @@ from tasks.core import faults
 from tasks.core.config import ModelConfig, parse_config
 from tasks.core.errors import ConfigError, DataError
 from tasks.core.registry import OPTIMIZER_PARAMS
-from tasks.core.runfolder import METRICS_SCHEMA, RunFolder, read_latest
+from tasks.core.runfolder import RunFolder, read_latest
 from tasks.core.runs import run_settings, settings_hash
+from tasks.core.runtables import METRICS_SCHEMA
 from tasks.data.arrays import write_arrays, write_indices
 from tasks.training import checkpoints, models
 from tasks.training import graph as train_graph

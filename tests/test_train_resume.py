@@ -17,7 +17,8 @@ import pytest
 
 from tasks.core import faults
 from tasks.core.errors import TrainingError
-from tasks.core.runfolder import METRICS_SCHEMA, RunFolder, read_latest
+from tasks.core.runfolder import RunFolder, read_latest
+from tasks.core.runtables import METRICS_SCHEMA
 from tests.test_train import make_settings, read_metrics, train, train_until_stopped, write_data
 
 

@@ -21,7 +21,6 @@ written it. No TensorFlow here: `finished` is asked at scheduling time, for ever
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import re
 import stat
@@ -36,6 +35,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tasks.core.errors import RunFolderError
+from tasks.core.runtables import METRIC_COLUMNS, METRICS_SCHEMA, decode_predictions, metric_arrays, metrics_digest
 
 RUN_JSON = "run.json"
 # run.json's digest of metrics.parquet's rows (metrics_digest); absent in runs recorded before it existed.
@@ -53,18 +53,6 @@ LATEST_JSON = "latest.json"
 # code failed before training began (tasks.core.errors.PluginFault); the run has no epochs and no weights.
 COMPLETED, DIVERGED, FAILED = "completed", "diverged", "failed"
 RUN_STATUSES = (COMPLETED, DIVERGED, FAILED)
-
-# One row per completed epoch.
-METRICS_SCHEMA = pa.schema(
-    [("epoch", pa.int32())]
-    + [
-        (name, pa.float64())
-        for name in ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "wall_seconds", "examples_per_second")
-    ]
-)
-METRIC_COLUMNS = tuple(METRICS_SCHEMA.names)
-# One row per test image, in the test file's row order: the class the model predicted.
-PREDICTIONS_SCHEMA = pa.schema([("prediction", pa.uint8())])
 
 _DATA_SHARD = re.compile(r"\.data-(\d{5})-of-(\d{5})$")
 _LATEST_KEYS = ("epoch", "prefix", "weights_sha256", "variables", "run_hash", "seed")
@@ -407,47 +395,6 @@ def _why_not(check: Callable[[], object]) -> str | None:
     except RunFolderError as exc:
         return str(exc)
     return None
-
-
-def metric_arrays(rows: list[Mapping[str, Any]]) -> dict[str, np.ndarray]:
-    """Metrics rows as {column: numpy array}, sorted by epoch."""
-    columns = {
-        name: np.asarray([row[name] for row in rows], dtype=np.int32 if name == "epoch" else np.float64)
-        for name in METRIC_COLUMNS
-    }
-    order = np.argsort(columns["epoch"], kind="stable")
-    return {name: values[order] for name, values in columns.items()}
-
-
-def metrics_digest(rows: list[Mapping[str, Any]]) -> str:
-    """The sha256 of metrics rows' values (float64/int32 little-endian, by epoch, column by column): the same
-    for the rows training holds and for the same rows read back from metrics.parquet, whatever the Parquet
-    writer's version."""
-    arrays = metric_arrays(rows)
-    digest = hashlib.sha256()
-    for name in METRIC_COLUMNS:
-        digest.update(arrays[name].astype(arrays[name].dtype.newbyteorder("<")).tobytes())
-    return digest.hexdigest()
-
-
-def encode_predictions(predictions: np.ndarray) -> bytes:
-    """The predictions.parquet bytes of per-example predictions (classes, checked by evaluation), in memory:
-    hashed, then written."""
-    values = np.asarray(predictions)
-    sink = io.BytesIO()
-    pq.write_table(pa.table({"prediction": values.astype(np.uint8)}, schema=PREDICTIONS_SCHEMA), sink)
-    return sink.getvalue()
-
-
-def decode_predictions(data: bytes, source: Path) -> np.ndarray:
-    """Per-example predictions from predictions.parquet bytes; RunFolderError naming `source` when unusable."""
-    try:
-        table = pq.read_table(io.BytesIO(data))
-    except (pa.ArrowException, OSError) as exc:
-        raise RunFolderError(f"{source}: not a readable Parquet file ({exc})") from None
-    if not table.schema.equals(PREDICTIONS_SCHEMA):
-        raise RunFolderError(f"{source}: expected the column 'prediction' (uint8), found {table.schema}")
-    return table.column("prediction").to_numpy(zero_copy_only=False).astype(np.uint8)
 
 
 def read_latest(checkpoint_dir: Path) -> dict[str, Any] | None:

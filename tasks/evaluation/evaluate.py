@@ -20,14 +20,9 @@ import numpy as np
 from tasks.core.config import ModelConfig
 from tasks.core.errors import DataError, EvaluationError, RunFolderError
 from tasks.core.faults import crash_point
-from tasks.core.runfolder import (
-    EVALUATION_SCHEMA_VERSION,
-    PREDICTIONS_PARQUET,
-    RunFolder,
-    RunRecord,
-    encode_predictions,
-)
+from tasks.core.runfolder import EVALUATION_SCHEMA_VERSION, PREDICTIONS_PARQUET, RunFolder, RunRecord
 from tasks.core.runs import RunSettings
+from tasks.core.runtables import encode_predictions
 from tasks.core.storage import write_bytes_atomic, write_json_atomic
 from tasks.data.arrays import load_arrays
 from tasks.data.dataset import NUM_CLASSES

@@ -10,7 +10,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from tasks.core.runfolder import CHECKPOINT_DIR, METRICS_SHA256, metrics_digest
+from tasks.core.runfolder import CHECKPOINT_DIR, METRICS_SHA256
+from tasks.core.runtables import metrics_digest
 from tasks.training.runstate import AttemptLog
 
 

@@ -20,7 +20,8 @@ import pyarrow.parquet as pq
 
 from tasks.core.errors import DataError, RunFolderError, TrainingError
 from tasks.core.quarantine import quarantine
-from tasks.core.runfolder import CHECKPOINT_DIR, LATEST_JSON, METRICS_SCHEMA, RunFolder, RunRecord
+from tasks.core.runfolder import CHECKPOINT_DIR, LATEST_JSON, RunFolder, RunRecord
+from tasks.core.runtables import METRICS_SCHEMA
 from tasks.core.storage import atomic_path, ensure_dir, read_json, write_json_atomic
 from tasks.data.arrays import load_arrays, load_indices
 from tasks.training import checkpoints
